@@ -1,0 +1,1 @@
+//! RDMA devices of a node, read from sysfs.

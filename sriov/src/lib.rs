@@ -1,0 +1,9 @@
+//! PCI and SR-IOV facts of a node, read from sysfs, and the PF-side actions
+//! on its virtual functions.
+//!
+//! Nothing here knows about Kubernetes: the node driver glues this crate to
+//! the API. Every reader takes a sysfs root so tests run on fixture trees.
+
+pub mod pci;
+
+pub use pci::{ParsePciAddressError, PciAddress};
