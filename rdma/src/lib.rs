@@ -1,1 +1,11 @@
-//! RDMA devices of a node, read from sysfs.
+//! RDMA devices of a node, read from sysfs, and the char devices a pod
+//! needs to use them.
+//!
+//! An RDMA device belongs to a PCI function: `<pci>/infiniband/<name>`. Its
+//! user-space entry points are char devices the kernel names in sibling
+//! directories (`infiniband_verbs/uverbsN`, `infiniband_mad/umadN` and
+//! `issmN`), each with an `ibdev` file naming the device it serves.
+
+pub mod inventory;
+
+pub use inventory::{LinkLayer, RdmaDevice, RdmaError, RdmaPort, for_pci_device, scan};

@@ -1,0 +1,225 @@
+//! Reading RDMA devices and their char devices from sysfs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sriov::PciAddress;
+use sriov::sysfs::{self, SysfsError};
+
+/// The connection manager char device, shared by every RDMA device.
+pub const RDMA_CM: &str = "/dev/infiniband/rdma_cm";
+
+/// An RDMA device (`mlx5_0`) of a PCI function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdmaDevice {
+    /// Kernel name, as `rdma link` shows it.
+    pub name: String,
+    /// The PCI function it belongs to.
+    pub pci_address: PciAddress,
+    /// `node_guid`, if exposed.
+    pub node_guid: Option<String>,
+    /// Ports in number order.
+    pub ports: Vec<RdmaPort>,
+    /// Char devices a container needs, under `/dev/infiniband`, sorted.
+    pub char_devices: Vec<PathBuf>,
+}
+
+/// One port of an RDMA device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdmaPort {
+    /// Port number (from 1).
+    pub number: u32,
+    /// `state` without its numeric prefix (`ACTIVE`, `DOWN`).
+    pub state: Option<String>,
+    /// Ethernet (RoCE) or InfiniBand.
+    pub link_layer: LinkLayer,
+    /// The netdev a RoCE port is bound to.
+    pub netdev: Option<String>,
+}
+
+/// A port's link layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LinkLayer {
+    /// RoCE.
+    Ethernet,
+    /// Native InfiniBand.
+    InfiniBand,
+    /// Anything else the kernel reports (iWARP drivers print nothing useful).
+    Unknown,
+}
+
+/// Why RDMA devices could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RdmaError {
+    /// A file that must be readable was not, or held garbage.
+    #[error(transparent)]
+    Sysfs(#[from] SysfsError),
+    /// The root has no `bus/pci/devices`.
+    #[error("{0} does not exist: is the sysfs root right?")]
+    NoPciBus(PathBuf),
+}
+
+impl RdmaDevice {
+    /// True if any port runs InfiniBand (needs `umad`/`issm` for the SM).
+    pub fn is_infiniband(&self) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.link_layer == LinkLayer::InfiniBand)
+    }
+}
+
+/// Every RDMA device under `sysfs_root`, in PCI address order.
+pub fn scan(sysfs_root: &Path) -> Result<Vec<RdmaDevice>, RdmaError> {
+    let devices = sysfs_root.join("bus/pci/devices");
+    if !devices.is_dir() {
+        return Err(RdmaError::NoPciBus(devices));
+    }
+    let mut out = Vec::new();
+    for entry in sysfs::list_dir(&devices)? {
+        let Ok(address) = entry.parse::<PciAddress>() else {
+            continue;
+        };
+        out.extend(for_pci_device(sysfs_root, address)?);
+    }
+    out.sort_by(|a, b| (a.pci_address, &a.name).cmp(&(b.pci_address, &b.name)));
+    Ok(out)
+}
+
+/// The RDMA devices of one PCI function (usually zero or one).
+pub fn for_pci_device(
+    sysfs_root: &Path,
+    address: PciAddress,
+) -> Result<Vec<RdmaDevice>, RdmaError> {
+    let dir = sysfs_root.join("bus/pci/devices").join(address.to_string());
+    let mut out = Vec::new();
+    for name in sysfs::list_dir(&dir.join("infiniband"))? {
+        let ib = dir.join("infiniband").join(&name);
+        let mut ports = Vec::new();
+        for port in sysfs::list_dir(&ib.join("ports"))? {
+            let port_dir = ib.join("ports").join(&port);
+            ports.push(read_port(&port_dir, &port)?);
+        }
+        ports.sort_by_key(|p| p.number);
+        out.push(RdmaDevice {
+            node_guid: sysfs::read_optional(&ib.join("node_guid"))?,
+            char_devices: char_devices(&dir, &name)?,
+            name,
+            pci_address: address,
+            ports,
+        });
+    }
+    Ok(out)
+}
+
+fn read_port(port_dir: &Path, number: &str) -> Result<RdmaPort, SysfsError> {
+    let number = sysfs::parse_decimal(port_dir, number)?;
+    // `state` reads like "4: ACTIVE".
+    let state = sysfs::read_optional(&port_dir.join("state"))?
+        .map(|s| s.rsplit(' ').next().unwrap_or_default().to_string());
+    let link_layer = match sysfs::read_optional(&port_dir.join("link_layer"))?.as_deref() {
+        Some("Ethernet") => LinkLayer::Ethernet,
+        Some("InfiniBand") => LinkLayer::InfiniBand,
+        _ => LinkLayer::Unknown,
+    };
+    // GID 0's netdev is the RoCE port's interface; the kernel answers
+    // EINVAL/ENODATA for IB ports and empty GIDs, which means "none".
+    let netdev = std::fs::read_to_string(port_dir.join("gid_attrs/ndevs/0"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    Ok(RdmaPort {
+        number,
+        state,
+        link_layer,
+        netdev,
+    })
+}
+
+/// `uverbsN`, `umadN`, `issmN` serving `ibdev`, plus `rdma_cm`.
+fn char_devices(pci_dir: &Path, ibdev: &str) -> Result<Vec<PathBuf>, SysfsError> {
+    let mut out = vec![PathBuf::from(RDMA_CM)];
+    for class in ["infiniband_verbs", "infiniband_mad"] {
+        let class_dir = pci_dir.join(class);
+        for node in sysfs::list_dir(&class_dir)? {
+            let owner = sysfs::read_optional(&class_dir.join(&node).join("ibdev"))?;
+            if owner.as_deref() == Some(ibdev) {
+                out.push(Path::new("/dev/infiniband").join(node));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sriov::fixture::Fixture;
+
+    fn tree(f: Fixture) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        f.build(dir.path()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn roce_devices_name_their_netdev_and_verbs_node() {
+        let dir = tree(Fixture::ConnectX6Dx);
+        let devs = scan(dir.path()).unwrap();
+        assert_eq!(devs.len(), 18, "2 PFs + 16 VFs each have an RDMA device");
+        let pf0 = &devs[0];
+        assert_eq!(pf0.name, "mlx5_0");
+        assert_eq!(pf0.pci_address.to_string(), "0000:3b:00.0");
+        assert_eq!(pf0.ports[0].link_layer, LinkLayer::Ethernet);
+        assert_eq!(pf0.ports[0].netdev.as_deref(), Some("ens1f0np0"));
+        assert_eq!(pf0.ports[0].state.as_deref(), Some("ACTIVE"));
+        assert_eq!(
+            pf0.char_devices,
+            [
+                PathBuf::from("/dev/infiniband/rdma_cm"),
+                PathBuf::from("/dev/infiniband/uverbs0")
+            ]
+        );
+        assert!(!pf0.is_infiniband());
+    }
+
+    #[test]
+    fn infiniband_devices_have_mad_nodes_and_no_netdev_port() {
+        let dir = tree(Fixture::ConnectX7Ib);
+        let devs = scan(dir.path()).unwrap();
+        assert_eq!(devs.len(), 4, "PF + 3 bound VFs; the unbound VF has none");
+        let pf = &devs[0];
+        assert!(pf.is_infiniband());
+        assert_eq!(pf.ports[0].netdev, None);
+        let names: Vec<String> = pf
+            .char_devices
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/dev/infiniband/issm0",
+                "/dev/infiniband/rdma_cm",
+                "/dev/infiniband/umad0",
+                "/dev/infiniband/uverbs0"
+            ]
+        );
+        assert_eq!(pf.node_guid.as_deref(), Some("a088:c203:005e:0000"));
+    }
+
+    #[test]
+    fn nics_without_rdma_have_none() {
+        for f in [Fixture::Virtio, Fixture::E810] {
+            assert!(scan(tree(f).path()).unwrap().is_empty(), "{f}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_root_is_a_clear_error() {
+        let err = scan(Path::new("/nonexistent")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/bus/pci/devices"), "{err}");
+    }
+}

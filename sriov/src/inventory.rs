@@ -1,0 +1,650 @@
+//! The PCI network functions of a node, read from a sysfs tree.
+//!
+//! [`scan`] is a pure function of the tree under its root: the driver points
+//! it at `/sys`, tests and `discover --fixture` at a tree built by
+//! [`crate::fixture`]. It reads only; acting on devices lives elsewhere.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::ids::NameCache;
+use crate::pci::PciAddress;
+use crate::sysfs::{self, SysfsError};
+
+/// PCI base class of network controllers (`0x02xxxx`).
+const CLASS_NETWORK: u32 = 0x02;
+/// Network subclass of InfiniBand controllers (`0x0207xx`).
+const SUBCLASS_INFINIBAND: u32 = 0x0207;
+/// `ARPHRD_INFINIBAND` from `include/uapi/linux/if_arp.h`.
+const ARPHRD_INFINIBAND: u32 = 32;
+
+/// Everything a scan found: the functions, and what it had to pass over.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inventory {
+    /// Network functions in PCI address order.
+    pub functions: Vec<PciFunction>,
+    /// Entries that could not be inventoried but did not fail the scan.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A device the scan passed over, and why (it vanished, or is malformed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The directory entry's name under `bus/pci/devices`.
+    pub entry: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// One PCI network function (PF, VF or a NIC without SR-IOV).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PciFunction {
+    /// Address, also the sysfs directory name.
+    pub address: PciAddress,
+    /// PCI vendor ID.
+    pub vendor_id: u16,
+    /// PCI device ID.
+    pub device_id: u16,
+    /// Subsystem vendor ID.
+    pub subsystem_vendor_id: u16,
+    /// Subsystem device ID.
+    pub subsystem_device_id: u16,
+    /// Vendor name from the PCI ID database, if it knows the vendor.
+    pub vendor_name: Option<String>,
+    /// Device name from the PCI ID database, if it knows the device.
+    pub device_name: Option<String>,
+    /// 24-bit class code (`0x020000` Ethernet, `0x020700` InfiniBand).
+    pub class: u32,
+    /// Bound kernel driver; `None` when unbound.
+    pub driver: Option<String>,
+    /// NUMA node; `None` when the platform reports `-1`.
+    pub numa_node: Option<u32>,
+    /// IOMMU group; `None` without an IOMMU.
+    pub iommu_group: Option<u32>,
+    /// PCIe root complex, `pciDDDD:BB`, from the device's path under `/sys/devices`.
+    pub pcie_root: Option<String>,
+    /// PF, VF or plain function.
+    pub role: Role,
+    /// The function's own network interface, if a kernel driver made one.
+    pub netdev: Option<NetDev>,
+    /// Ethernet or InfiniBand.
+    pub link_type: LinkType,
+    /// E-switch mode of the PF (a VF reports its PF's).
+    pub eswitch_mode: EswitchMode,
+}
+
+/// How a function relates to SR-IOV.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Role {
+    /// A physical function that can create VFs.
+    #[serde(rename_all = "camelCase")]
+    Pf {
+        /// `sriov_totalvfs`.
+        total_vfs: u32,
+        /// `sriov_numvfs`.
+        num_vfs: u32,
+        /// VF addresses by index, from `virtfnN`.
+        vfs: Vec<PciAddress>,
+    },
+    /// A virtual function of `pf`.
+    Vf {
+        /// The parent PF, from `physfn`.
+        pf: PciAddress,
+        /// The N of the PF's `virtfnN` link to this VF.
+        index: u32,
+    },
+    /// A function without SR-IOV (a virtio NIC, an old NIC).
+    Plain,
+}
+
+/// A kernel network interface of a PCI function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetDev {
+    /// Interface name at scan time (names change; PCI addresses do not).
+    pub name: String,
+    /// Hardware address as the kernel prints it.
+    pub mac: Option<String>,
+    /// MTU in bytes.
+    pub mtu: Option<u32>,
+    /// Link speed in Mb/s; `None` when down or unknown.
+    pub speed_mbps: Option<u32>,
+    /// `operstate` (`up`, `down`, …).
+    pub operstate: Option<String>,
+}
+
+/// The link layer a function speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkType {
+    /// Ethernet (including RoCE).
+    Ethernet,
+    /// InfiniBand.
+    Infiniband,
+}
+
+impl LinkType {
+    /// The attribute value published in slices.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkType::Ethernet => "ethernet",
+            LinkType::Infiniband => "infiniband",
+        }
+    }
+}
+
+/// The PF's embedded switch mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EswitchMode {
+    /// VFs switched by the NIC's legacy L2 switch.
+    Legacy,
+    /// Switchdev: VF traffic goes through representors.
+    Switchdev,
+    /// Not exposed in sysfs (devlink only) or not applicable.
+    Unknown,
+}
+
+impl EswitchMode {
+    /// The attribute value published in slices.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EswitchMode::Legacy => "legacy",
+            EswitchMode::Switchdev => "switchdev",
+            EswitchMode::Unknown => "unknown",
+        }
+    }
+}
+
+impl PciFunction {
+    /// True for VFs.
+    pub fn is_vf(&self) -> bool {
+        matches!(self.role, Role::Vf { .. })
+    }
+
+    /// The VF's PF and index, if it is a VF.
+    pub fn vf_of(&self) -> Option<(PciAddress, u32)> {
+        match self.role {
+            Role::Vf { pf, index } => Some((pf, index)),
+            _ => None,
+        }
+    }
+}
+
+/// Why a scan failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The root has no `bus/pci/devices`.
+    #[error("{0} does not exist: is the sysfs root right?")]
+    NoPciBus(PathBuf),
+    /// A file that must be readable was not.
+    #[error(transparent)]
+    Sysfs(#[from] SysfsError),
+}
+
+/// Reads every PCI network function under `sysfs_root`.
+///
+/// A device whose directory disappears while it is read is listed in
+/// [`Inventory::skipped`]; any other unreadable or malformed file fails the
+/// scan with an error naming the file, since a half-read device must not be
+/// published.
+pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
+    let devices_dir = sysfs_root.join("bus/pci/devices");
+    if !devices_dir.is_dir() {
+        return Err(InventoryError::NoPciBus(devices_dir));
+    }
+    let mut names = NameCache::default();
+    let mut inventory = Inventory::default();
+    for entry in sysfs::list_dir(&devices_dir)? {
+        let Ok(address) = entry.parse::<PciAddress>() else {
+            inventory.skipped.push(Skipped {
+                entry,
+                reason: "name is not a PCI address".into(),
+            });
+            continue;
+        };
+        let dir = devices_dir.join(&entry);
+        match read_function(&dir, address, &mut names) {
+            Ok(Some(f)) => inventory.functions.push(f),
+            Ok(None) => {}
+            Err(e) if e.is_not_found() && !dir.exists() => inventory.skipped.push(Skipped {
+                entry,
+                reason: "device disappeared during the scan".into(),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    inventory.functions.sort_by_key(|f| f.address);
+    link_vfs_to_pfs(&mut inventory);
+    Ok(inventory)
+}
+
+/// Reads one device directory; `Ok(None)` when it is not a network function.
+fn read_function(
+    dir: &Path,
+    address: PciAddress,
+    names: &mut NameCache,
+) -> Result<Option<PciFunction>, SysfsError> {
+    let class_path = dir.join("class");
+    let class = sysfs::parse_hex(&class_path, &sysfs::read_required(&class_path)?)?;
+    if class >> 16 != CLASS_NETWORK {
+        return Ok(None);
+    }
+    let vendor_id = sysfs::read_id16(&dir.join("vendor"))?;
+    let device_id = sysfs::read_id16(&dir.join("device"))?;
+    let subsystem_vendor_id = sysfs::read_id16(&dir.join("subsystem_vendor"))?;
+    let subsystem_device_id = sysfs::read_id16(&dir.join("subsystem_device"))?;
+    let (vendor_name, device_name) = names.lookup(vendor_id, device_id);
+
+    let numa_node = sysfs::read_optional_decimal::<i64>(&dir.join("numa_node"))?
+        .and_then(|n| u32::try_from(n).ok());
+    let iommu_group = match sysfs::link_target_name(&dir.join("iommu_group"))? {
+        Some(name) => Some(sysfs::parse_decimal(&dir.join("iommu_group"), &name)?),
+        None => None,
+    };
+    let netdev = read_netdev(dir)?;
+    let link_type = match &netdev {
+        Some((_, ty)) if *ty == Some(ARPHRD_INFINIBAND) => LinkType::Infiniband,
+        Some((_, Some(_))) => LinkType::Ethernet,
+        _ if class >> 8 == SUBCLASS_INFINIBAND => LinkType::Infiniband,
+        _ => LinkType::Ethernet,
+    };
+    let eswitch_mode = match &netdev {
+        Some((nd, _)) => read_eswitch_mode(dir, &nd.name)?,
+        None => EswitchMode::Unknown,
+    };
+    Ok(Some(PciFunction {
+        address,
+        vendor_id,
+        device_id,
+        subsystem_vendor_id,
+        subsystem_device_id,
+        vendor_name,
+        device_name,
+        class,
+        driver: sysfs::link_target_name(&dir.join("driver"))?,
+        numa_node,
+        iommu_group,
+        pcie_root: pcie_root(dir)?,
+        role: read_role(dir)?,
+        netdev: netdev.map(|(nd, _)| nd),
+        link_type,
+        eswitch_mode,
+    }))
+}
+
+/// PF, VF or plain, from the SR-IOV files and links.
+fn read_role(dir: &Path) -> Result<Role, SysfsError> {
+    if let Some(pf) = sysfs::link_target_name(&dir.join("physfn"))? {
+        let pf = pf.parse().map_err(|_| SysfsError::Parse {
+            path: dir.join("physfn"),
+            content: pf,
+            expected: "a link to the PF's PCI directory",
+        })?;
+        // The index comes from the PF's virtfnN links in `link_vfs_to_pfs`.
+        return Ok(Role::Vf {
+            pf,
+            index: u32::MAX,
+        });
+    }
+    let Some(total_vfs) = sysfs::read_optional_decimal(&dir.join("sriov_totalvfs"))? else {
+        return Ok(Role::Plain);
+    };
+    let num_vfs = sysfs::read_optional_decimal(&dir.join("sriov_numvfs"))?.unwrap_or(0);
+    Ok(Role::Pf {
+        total_vfs,
+        num_vfs,
+        vfs: read_virtfns(dir)?,
+    })
+}
+
+/// The PF's VFs in index order, from `virtfn0`, `virtfn1`, ….
+pub(crate) fn read_virtfns(pf_dir: &Path) -> Result<Vec<PciAddress>, SysfsError> {
+    let mut vfs: Vec<(u32, PciAddress)> = Vec::new();
+    for name in sysfs::list_dir(pf_dir)? {
+        let Some(index) = name.strip_prefix("virtfn") else {
+            continue;
+        };
+        let link = pf_dir.join(&name);
+        let index: u32 = sysfs::parse_decimal(&link, index)?;
+        let Some(target) = sysfs::link_target_name(&link)? else {
+            continue;
+        };
+        let vf = target.parse().map_err(|_| SysfsError::Parse {
+            path: link.clone(),
+            content: target,
+            expected: "a link to the VF's PCI directory",
+        })?;
+        vfs.push((index, vf));
+    }
+    vfs.sort();
+    Ok(vfs.into_iter().map(|(_, vf)| vf).collect())
+}
+
+/// Fills in each VF's index from its PF's `virtfnN` list and its e-switch
+/// mode from the PF. A VF whose PF does not list it is a sysfs oddity (a VF
+/// being torn down): it is moved to `skipped`.
+fn link_vfs_to_pfs(inventory: &mut Inventory) {
+    let mut by_vf: HashMap<PciAddress, (u32, EswitchMode)> = HashMap::new();
+    for f in &inventory.functions {
+        if let Role::Pf { vfs, .. } = &f.role {
+            for (i, vf) in vfs.iter().enumerate() {
+                by_vf.insert(*vf, (i as u32, f.eswitch_mode));
+            }
+        }
+    }
+    let mut skipped = Vec::new();
+    inventory.functions.retain_mut(|f| {
+        let Role::Vf { pf, index } = &mut f.role else {
+            return true;
+        };
+        match by_vf.get(&f.address) {
+            Some((i, mode)) => {
+                *index = *i;
+                f.eswitch_mode = *mode;
+                true
+            }
+            None => {
+                skipped.push(Skipped {
+                    entry: f.address.to_string(),
+                    reason: format!("its PF {pf} is not a scanned PF that lists it as a virtfn"),
+                });
+                false
+            }
+        }
+    });
+    inventory.skipped.extend(skipped);
+}
+
+/// The `pciDDDD:BB` root complex from the device's path under `/sys/devices`.
+fn pcie_root(dir: &Path) -> Result<Option<String>, SysfsError> {
+    let target = match std::fs::read_link(dir) {
+        Ok(t) => t,
+        // Not a symlink (some test trees, some containers): no root known.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Ok(None),
+        Err(source) => {
+            return Err(SysfsError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    Ok(target
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find(|c| c.starts_with("pci") && c.contains(':'))
+        .map(str::to_string))
+}
+
+/// The function's own netdev and its ARPHRD type.
+///
+/// Most drivers put interfaces in `<dev>/net/`; virtio-net puts them under
+/// `<dev>/virtioN/net/`. A switchdev PF also lists its VF representors
+/// there, which carry a `phys_port_name` like `pf0vf3`: the uplink is the
+/// one with no port name or a `pN` one.
+fn read_netdev(dir: &Path) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
+    let mut net_dirs = vec![dir.join("net")];
+    for name in sysfs::list_dir(dir)? {
+        if name.starts_with("virtio") {
+            net_dirs.push(dir.join(name).join("net"));
+        }
+    }
+    for net_dir in net_dirs {
+        let ifaces = sysfs::list_dir(&net_dir)?;
+        let mut chosen = None;
+        for name in &ifaces {
+            let port = read_lenient(&net_dir.join(name).join("phys_port_name"));
+            let is_uplink = match port.as_deref() {
+                None | Some("") => true,
+                Some(p) => p
+                    .strip_prefix('p')
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())),
+            };
+            if is_uplink {
+                chosen = Some(name);
+                break;
+            }
+        }
+        let Some(name) = chosen.or(ifaces.first()) else {
+            continue;
+        };
+        let if_dir = net_dir.join(name);
+        let netdev = NetDev {
+            name: name.clone(),
+            mac: sysfs::read_optional(&if_dir.join("address"))?,
+            mtu: sysfs::read_optional_decimal(&if_dir.join("mtu"))?,
+            // The kernel answers EINVAL for the speed of a down link and
+            // prints -1 when unknown: neither is an error for us.
+            speed_mbps: read_lenient(&if_dir.join("speed"))
+                .and_then(|s| s.parse::<i64>().ok())
+                .and_then(|s| u32::try_from(s).ok()),
+            operstate: sysfs::read_optional(&if_dir.join("operstate"))?,
+        };
+        let arp_type = sysfs::read_optional_decimal(&if_dir.join("type"))?;
+        return Ok(Some((netdev, arp_type)));
+    }
+    Ok(None)
+}
+
+/// mlx5 exposes the e-switch mode at `net/<pf>/compat/devlink/mode`; other
+/// drivers only through devlink netlink, which is reported as unknown.
+fn read_eswitch_mode(dir: &Path, ifname: &str) -> Result<EswitchMode, SysfsError> {
+    let path = dir.join("net").join(ifname).join("compat/devlink/mode");
+    Ok(match read_lenient(&path).as_deref() {
+        Some("legacy") => EswitchMode::Legacy,
+        Some("switchdev") => EswitchMode::Switchdev,
+        _ => EswitchMode::Unknown,
+    })
+}
+
+/// Reads a file whose read may legitimately fail (EINVAL, EOPNOTSUPP).
+fn read_lenient(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::Fixture;
+    use std::fs;
+
+    fn built(f: Fixture) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        f.build(dir.path()).unwrap();
+        dir
+    }
+
+    fn get<'a>(inv: &'a Inventory, addr: &str) -> &'a PciFunction {
+        inv.functions
+            .iter()
+            .find(|f| f.address.to_string() == addr)
+            .unwrap_or_else(|| panic!("{addr} not in inventory"))
+    }
+
+    #[test]
+    fn connectx6dx_has_two_pfs_with_eight_vfs_each() {
+        let dir = built(Fixture::ConnectX6Dx);
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(inv.functions.len(), 18);
+        assert!(inv.skipped.is_empty(), "{:?}", inv.skipped);
+
+        let pf0 = get(&inv, "0000:3b:00.0");
+        let Role::Pf {
+            total_vfs,
+            num_vfs,
+            vfs,
+        } = &pf0.role
+        else {
+            panic!("PF expected: {:?}", pf0.role)
+        };
+        assert_eq!((*total_vfs, *num_vfs, vfs.len()), (8, 8, 8));
+        assert_eq!(vfs[7].to_string(), "0000:3b:01.1");
+        assert_eq!(pf0.eswitch_mode, EswitchMode::Switchdev);
+        // The uplink, not a representor, is the PF's netdev.
+        assert_eq!(pf0.netdev.as_ref().unwrap().name, "ens1f0np0");
+        assert_eq!(pf0.vendor_name.as_deref(), Some("Mellanox Technologies"));
+        assert_eq!(
+            pf0.device_name.as_deref(),
+            Some("MT2892 Family [ConnectX-6 Dx]")
+        );
+
+        let vf = get(&inv, "0000:3b:02.1");
+        assert_eq!(vf.vf_of(), Some(("0000:3b:00.1".parse().unwrap(), 7)));
+        assert_eq!(vf.eswitch_mode, EswitchMode::Legacy, "inherited from PF1");
+        assert_eq!(vf.driver.as_deref(), Some("mlx5_core"));
+        assert_eq!(vf.numa_node, Some(0));
+        assert_eq!(vf.pcie_root.as_deref(), Some("pci0000:3a"));
+        assert_eq!(vf.iommu_group, Some(38));
+        assert_eq!(vf.link_type, LinkType::Ethernet);
+        let nd = vf.netdev.as_ref().unwrap();
+        assert_eq!(
+            (nd.name.as_str(), nd.mtu, nd.speed_mbps),
+            ("ens1f1v7", Some(1500), Some(100_000))
+        );
+        assert_eq!(nd.operstate.as_deref(), Some("up"));
+    }
+
+    #[test]
+    fn e810_vfio_vfs_have_no_netdev() {
+        let dir = built(Fixture::E810);
+        let inv = scan(dir.path()).unwrap();
+        let vf = get(&inv, "0000:af:01.2");
+        assert_eq!(vf.driver.as_deref(), Some("vfio-pci"));
+        assert_eq!(vf.netdev, None);
+        assert_eq!(vf.iommu_group, Some(63));
+        assert_eq!(vf.numa_node, Some(1));
+        let iavf = get(&inv, "0000:af:01.0");
+        assert_eq!(
+            iavf.netdev.as_ref().unwrap().speed_mbps,
+            None,
+            "down link: speed -1"
+        );
+        assert_eq!(get(&inv, "0000:af:00.0").eswitch_mode, EswitchMode::Unknown);
+    }
+
+    #[test]
+    fn infiniband_hca_with_unknown_numa_and_an_unbound_vf() {
+        let dir = built(Fixture::ConnectX7Ib);
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(inv.functions.len(), 5);
+        for f in &inv.functions {
+            assert_eq!(f.numa_node, None, "numa_node -1 means unknown");
+            assert_eq!(f.link_type, LinkType::Infiniband);
+        }
+        let unbound = get(&inv, "0000:5e:00.4");
+        assert_eq!(unbound.driver, None);
+        assert_eq!(unbound.netdev, None);
+        assert_eq!(unbound.vf_of().map(|(_, i)| i), Some(3));
+    }
+
+    #[test]
+    fn virtio_netdev_lives_under_the_virtio_child() {
+        let dir = built(Fixture::Virtio);
+        let inv = scan(dir.path()).unwrap();
+        let f = get(&inv, "0000:00:03.0");
+        assert_eq!(f.role, Role::Plain);
+        assert_eq!(f.netdev.as_ref().unwrap().name, "eth0");
+        assert_eq!(f.iommu_group, None);
+        assert_eq!(f.pcie_root.as_deref(), Some("pci0000:00"));
+        assert_eq!((f.vendor_id, f.device_id), (0x1af4, 0x1041));
+    }
+
+    #[test]
+    fn non_network_devices_are_left_out() {
+        let dir = built(Fixture::Virtio);
+        let mut t = crate::fixture::TreeBuilder::new(dir.path()).unwrap();
+        t.device(&crate::fixture::DeviceSpec {
+            address: "0000:00:02.0".parse().unwrap(),
+            parent: "pci0000:00".into(),
+            ids: (0x1af4, 0x1042),
+            subsystem: (0x1af4, 0x1100),
+            class: 0x018000,
+            driver: Some("virtio-pci".into()),
+            numa_node: -1,
+            iommu_group: None,
+            total_vfs: None,
+            netdev: None,
+            virtio_index: None,
+            rdma: None,
+        })
+        .unwrap();
+        assert_eq!(scan(dir.path()).unwrap().functions.len(), 1);
+    }
+
+    #[test]
+    fn missing_optional_files_are_none() {
+        let dir = built(Fixture::E810);
+        let vf = dir.path().join("bus/pci/devices/0000:af:01.0");
+        fs::remove_file(vf.join("numa_node")).unwrap();
+        fs::remove_file(vf.join("iommu_group")).unwrap();
+        fs::remove_file(vf.join("net/ens3f0v0/mtu")).unwrap();
+        let inv = scan(dir.path()).unwrap();
+        let f = get(&inv, "0000:af:01.0");
+        assert_eq!((f.numa_node, f.iommu_group), (None, None));
+        assert_eq!(f.netdev.as_ref().unwrap().mtu, None);
+    }
+
+    #[test]
+    fn a_device_that_vanishes_mid_scan_is_skipped() {
+        let dir = built(Fixture::E810);
+        // The bus link survives a moment longer than the device directory.
+        let link = dir.path().join("bus/pci/devices/0000:af:01.3");
+        fs::remove_dir_all(fs::canonicalize(&link).unwrap()).unwrap();
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(inv.functions.len(), 4);
+        assert_eq!(inv.skipped[0].entry, "0000:af:01.3");
+        assert!(inv.skipped[0].reason.contains("disappeared"));
+    }
+
+    #[test]
+    fn an_unreadable_file_fails_the_scan_naming_the_path() {
+        let dir = built(Fixture::E810);
+        let vendor = dir.path().join("bus/pci/devices/0000:af:01.1/vendor");
+        // Root reads any mode, so make it unreadable the other way.
+        fs::remove_file(&vendor).unwrap();
+        fs::create_dir(&vendor).unwrap();
+        let err = scan(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("0000:af:01.1/vendor"), "{err}");
+    }
+
+    #[test]
+    fn malformed_content_names_the_file() {
+        let dir = built(Fixture::E810);
+        let numa = dir.path().join("bus/pci/devices/0000:af:01.1/numa_node");
+        fs::write(&numa, "zero\n").unwrap();
+        let err = scan(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("numa_node") && err.contains("zero"), "{err}");
+    }
+
+    #[test]
+    fn oddities_are_skipped_with_a_reason() {
+        let dir = built(Fixture::E810);
+        let devices = dir.path().join("bus/pci/devices");
+        fs::create_dir(devices.join("not-a-device")).unwrap();
+        // A VF whose PF no longer lists it (VFs being torn down).
+        fs::remove_file(devices.join("0000:af:00.0/virtfn1")).unwrap();
+        let inv = scan(dir.path()).unwrap();
+        let entries: Vec<&str> = inv.skipped.iter().map(|s| s.entry.as_str()).collect();
+        assert_eq!(entries, ["not-a-device", "0000:af:01.1"]);
+    }
+
+    #[test]
+    fn a_wrong_root_says_so() {
+        let err = scan(Path::new("/nonexistent")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/bus/pci/devices") && err.contains("sysfs root"));
+    }
+
+    #[test]
+    fn scale_fixture_has_2048_vfs() {
+        let dir = built(Fixture::Scale2048);
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(inv.functions.iter().filter(|f| f.is_vf()).count(), 2048);
+        assert_eq!(inv.functions.len(), 2056);
+    }
+}
