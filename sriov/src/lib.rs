@@ -4,6 +4,8 @@
 //! Nothing here knows about Kubernetes: the node driver glues this crate to
 //! the API. Every reader takes a sysfs root so tests run on fixture trees.
 
+pub mod netlink;
 pub mod pci;
+pub mod vf_config;
 
 pub use pci::{ParsePciAddressError, PciAddress};

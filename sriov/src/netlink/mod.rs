@@ -1,0 +1,47 @@
+//! The project's one synchronous rtnetlink (NETLINK_ROUTE) client.
+//!
+//! Every kernel request goes through [`RouteTransport`]: the real
+//! [`RouteSocket`] talks to the kernel, [`RecordingTransport`] records the
+//! requests and answers from a script so that callers (VF configuration now;
+//! link moves, renames, addresses and routes later) are tested without root.
+//! Requests always carry `NLM_F_ACK`, so each one ends with the kernel's
+//! verdict, and a refusal becomes a [`NetlinkError::Kernel`] naming the
+//! operation and the errno.
+
+mod error;
+mod recording;
+mod socket;
+mod wire;
+
+pub use error::{NetlinkError, errno_name};
+pub use recording::{RecordedRequest, RecordingTransport};
+pub use socket::RouteSocket;
+pub use wire::{decode_messages, encode_request};
+
+use netlink_packet_route::RouteNetlinkMessage;
+
+/// Something that can send one rtnetlink request and collect its replies.
+///
+/// `op` is a human description of the request ("set trust on VF 3 of
+/// ens1f0"): it ends up in errors, so it should say what was attempted.
+pub trait RouteTransport {
+    /// Sends `request` with `NLM_F_REQUEST | NLM_F_ACK | extra_flags` and
+    /// returns the reply messages that came before the kernel's ACK.
+    fn request(
+        &mut self,
+        op: &str,
+        request: RouteNetlinkMessage,
+        extra_flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError>;
+}
+
+impl<T: RouteTransport + ?Sized> RouteTransport for &mut T {
+    fn request(
+        &mut self,
+        op: &str,
+        request: RouteNetlinkMessage,
+        extra_flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        (**self).request(op, request, extra_flags)
+    }
+}

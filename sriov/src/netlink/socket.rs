@@ -1,0 +1,120 @@
+//! The real transport: a blocking NETLINK_ROUTE socket.
+
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use super::wire::{decode_messages, encode_request, ext_ack_message};
+use super::{NetlinkError, RouteTransport};
+
+/// A connected rtnetlink socket in the caller's network namespace.
+///
+/// Synchronous on purpose: VF configuration is a handful of requests during
+/// a kubelet Prepare call, and a blocking socket keeps the order of
+/// operations and their rollback obvious.
+pub struct RouteSocket {
+    socket: Socket,
+    seq: u32,
+}
+
+impl RouteSocket {
+    /// Opens and connects the socket, asking for extended acks (the kernel's
+    /// error text) where the kernel supports them.
+    pub fn new() -> Result<Self, NetlinkError> {
+        let io = |action, source| NetlinkError::Io {
+            op: "opening rtnetlink socket".into(),
+            action,
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| io("creating", e))?;
+        socket.bind_auto().map_err(|e| io("binding", e))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(|e| io("connecting", e))?;
+        // Both are optional niceties (kernel >= 4.12); failing is not fatal.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
+        Ok(RouteSocket { socket, seq: 0 })
+    }
+
+    fn recv_datagram(&self, op: &str) -> Result<Vec<u8>, NetlinkError> {
+        let io = |source| NetlinkError::Io {
+            op: op.to_string(),
+            action: "receiving from",
+            source,
+        };
+        // Peek with MSG_TRUNC to learn the datagram's size: a GETLINK reply
+        // of a PF with many VFs is larger than any fixed buffer we'd pick.
+        let mut probe: Vec<u8> = Vec::with_capacity(64);
+        let size = self
+            .socket
+            .recv(&mut probe, libc::MSG_PEEK | libc::MSG_TRUNC)
+            .map_err(io)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(size.max(64));
+        let got = self.socket.recv(&mut buf, 0).map_err(io)?;
+        buf.truncate(got);
+        Ok(buf)
+    }
+}
+
+impl RouteTransport for RouteSocket {
+    fn request(
+        &mut self,
+        op: &str,
+        request: RouteNetlinkMessage,
+        extra_flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let bytes = encode_request(request, extra_flags, seq);
+        self.socket
+            .send(&bytes, 0)
+            .map_err(|source| NetlinkError::Io {
+                op: op.to_string(),
+                action: "sending on",
+                source,
+            })?;
+
+        let mut replies = Vec::new();
+        loop {
+            let datagram = self.recv_datagram(op)?;
+            let messages = decode_messages(&datagram).map_err(|detail| NetlinkError::Protocol {
+                op: op.to_string(),
+                detail,
+            })?;
+            for message in messages {
+                if message.header.sequence_number != seq {
+                    continue; // a late answer to an earlier, abandoned request
+                }
+                let flags = message.header.flags;
+                match message.payload {
+                    NetlinkPayload::Error(err) => {
+                        return match err.code {
+                            None => Ok(replies),
+                            Some(code) => Err(NetlinkError::Kernel {
+                                op: op.to_string(),
+                                errno: code.get().saturating_abs(),
+                                message: ext_ack_message(flags, &err),
+                            }),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
+                    NetlinkPayload::Noop => {}
+                    NetlinkPayload::Overrun(_) => {
+                        return Err(NetlinkError::Protocol {
+                            op: op.to_string(),
+                            detail: "the kernel reported a buffer overrun".into(),
+                        });
+                    }
+                    other => {
+                        return Err(NetlinkError::Protocol {
+                            op: op.to_string(),
+                            detail: format!("unexpected message {other:?}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

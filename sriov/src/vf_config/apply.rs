@@ -1,0 +1,551 @@
+//! Applying planned changes to a VF through its PF, with a write-ahead
+//! record so that a crash at any point can be undone exactly.
+
+use std::fmt;
+
+use netlink_packet_route::RouteNetlinkMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::netlink::{NetlinkError, RouteTransport, errno_name};
+
+use super::message::{get_vfs_message, set_vf_message};
+use super::plan::{Setting, VfChange, plan, restore_plan};
+use super::settings::VfSettings;
+use super::state::{VfState, vf_states};
+
+/// A VF addressed the way the PF-side API addresses it: PF netdev + index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VfTarget {
+    /// The PF's netdev name in the host namespace (e.g. `ens1f0`).
+    pub pf: String,
+    /// The VF index on that PF.
+    pub vf: u32,
+}
+
+impl fmt::Display for VfTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VF {} of PF {}", self.vf, self.pf)
+    }
+}
+
+/// What a claim's record stores about one VF's PF-side settings: the state
+/// before we touched it and every change we started to apply.
+///
+/// A change is appended *before* it is sent, so after a crash the list may
+/// name one change the kernel never saw; restoring that setting to its saved
+/// value is harmless, forgetting it would not be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfConfigRecord {
+    /// Which VF.
+    pub target: VfTarget,
+    /// Its settings before the claim.
+    pub saved: VfState,
+    /// Changes applied (or being applied), in order.
+    pub applied: Vec<VfChange>,
+}
+
+/// How the rollback after a refused setting went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollback {
+    /// Nothing had been applied before the refused setting.
+    NothingApplied,
+    /// These settings were applied and have been restored.
+    Restored(Vec<Setting>),
+    /// Restoring failed; each entry says which setting and why.
+    Failed(Vec<String>),
+}
+
+impl fmt::Display for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rollback::NothingApplied => f.write_str("nothing had been applied"),
+            Rollback::Restored(s) => {
+                let names: Vec<String> = s.iter().map(|s| s.to_string()).collect();
+                write!(f, "restored {}", names.join(", "))
+            }
+            Rollback::Failed(e) => write!(f, "ROLLBACK FAILED: {}", e.join("; ")),
+        }
+    }
+}
+
+/// Why configuring or restoring a VF failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VfConfigError {
+    /// The PF could not be read.
+    #[error("reading the VF settings of PF {pf}: {source}")]
+    Read {
+        /// PF name.
+        pf: String,
+        /// The netlink failure.
+        #[source]
+        source: NetlinkError,
+    },
+    /// The PF does not report this VF (wrong index, no SR-IOV, VFs gone).
+    #[error("{target}: the PF reports {count} VFs and none with index {}", .target.vf)]
+    NoSuchVf {
+        /// The VF asked for.
+        target: VfTarget,
+        /// How many VFs the PF reported.
+        count: usize,
+    },
+    /// The kernel or driver refused one setting; earlier ones were rolled back.
+    #[error("{target}: setting {setting} ({change}) failed with {errno_name}{}; {rollback}", .detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused {
+        /// The VF.
+        target: VfTarget,
+        /// The refused setting.
+        setting: Setting,
+        /// The exact change that was refused.
+        change: VfChange,
+        /// Symbolic errno (`EOPNOTSUPP`), or "no errno" for socket trouble.
+        errno_name: String,
+        /// The kernel's errno, when it sent one.
+        errno: Option<i32>,
+        /// The kernel's extended-ack text, if any.
+        detail: Option<String>,
+        /// What happened to the settings applied before it.
+        rollback: Rollback,
+        /// The underlying failure.
+        #[source]
+        source: NetlinkError,
+    },
+    /// The claim record could not be saved, so nothing more was sent.
+    #[error("{target}: saving the claim record failed, stopped and {rollback}: {source}")]
+    Persist {
+        /// The VF.
+        target: VfTarget,
+        /// What happened to the settings applied so far.
+        rollback: Rollback,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Restoring saved settings failed for some settings.
+    #[error("{target}: restoring saved settings failed: {}", .failures.join("; "))]
+    Restore {
+        /// The VF.
+        target: VfTarget,
+        /// One entry per setting that could not be restored.
+        failures: Vec<String>,
+    },
+}
+
+fn send_change(
+    t: &mut impl RouteTransport,
+    target: &VfTarget,
+    change: &VfChange,
+) -> Result<(), NetlinkError> {
+    let op = format!("setting {change} on {target}");
+    t.request(&op, set_vf_message(&target.pf, target.vf, change), 0)
+        .map(|_| ())
+}
+
+/// Reads the current PF-side settings of one VF.
+pub fn read_vf_state(
+    t: &mut impl RouteTransport,
+    target: &VfTarget,
+) -> Result<VfState, VfConfigError> {
+    let op = format!("reading the VF list of PF {}", target.pf);
+    let replies = t
+        .request(&op, get_vfs_message(&target.pf), 0)
+        .map_err(|source| VfConfigError::Read {
+            pf: target.pf.clone(),
+            source,
+        })?;
+    let mut vfs = Vec::new();
+    for reply in &replies {
+        if let RouteNetlinkMessage::NewLink(link) = reply {
+            vfs.extend(vf_states(link));
+        }
+    }
+    let count = vfs.len();
+    vfs.into_iter()
+        .find(|vf| vf.index == target.vf)
+        .ok_or_else(|| VfConfigError::NoSuchVf {
+            target: target.clone(),
+            count,
+        })
+}
+
+/// Undoes `applied` (restoring the saved values), collecting failures.
+fn undo(t: &mut impl RouteTransport, record: &VfConfigRecord, applied: &[VfChange]) -> Rollback {
+    let undo = restore_plan(&record.saved, applied);
+    if undo.is_empty() {
+        return Rollback::NothingApplied;
+    }
+    let mut failures = Vec::new();
+    for change in &undo {
+        if let Err(e) = send_change(t, &record.target, change) {
+            failures.push(format!("{}: {e}", change.setting()));
+        }
+    }
+    if failures.is_empty() {
+        Rollback::Restored(undo.iter().map(VfChange::setting).collect())
+    } else {
+        Rollback::Failed(failures)
+    }
+}
+
+/// Applies `changes` one message each, in order, on top of `record`.
+///
+/// Before each change is sent, it is appended to `record.applied` and
+/// `persist` is called, so the stored record always covers what the kernel
+/// may have done. On the first refusal the changes this call applied are
+/// restored and the error names the VF, the setting and the errno; the
+/// record then lists only what is still applied.
+pub fn apply_changes<E>(
+    t: &mut impl RouteTransport,
+    record: &mut VfConfigRecord,
+    changes: &[VfChange],
+    persist: &mut impl FnMut(&VfConfigRecord) -> Result<(), E>,
+) -> Result<(), VfConfigError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let first_new = record.applied.len();
+    for change in changes {
+        record.applied.push(*change);
+        if let Err(e) = persist(record) {
+            record.applied.pop();
+            let rollback = undo(t, record, &record.applied[first_new..]);
+            if !matches!(rollback, Rollback::Failed(_)) {
+                record.applied.truncate(first_new);
+            }
+            return Err(VfConfigError::Persist {
+                target: record.target.clone(),
+                rollback,
+                source: Box::new(e),
+            });
+        }
+        if let Err(source) = send_change(t, &record.target, change) {
+            record.applied.pop();
+            let rollback = undo(t, record, &record.applied[first_new..]);
+            if !matches!(rollback, Rollback::Failed(_)) {
+                record.applied.truncate(first_new);
+            }
+            // Best effort: the stored list only over-approximates if this fails.
+            let _ = persist(record);
+            let (errno, detail) = match &source {
+                NetlinkError::Kernel { errno, message, .. } => (Some(*errno), message.clone()),
+                other => (other.errno(), None),
+            };
+            return Err(VfConfigError::Refused {
+                target: record.target.clone(),
+                setting: change.setting(),
+                change: *change,
+                errno_name: errno.map(errno_name).unwrap_or_else(|| "no errno".into()),
+                errno,
+                detail,
+                rollback,
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the VF, saves its state, plans and applies `desired`.
+///
+/// `persist` stores the record in the claim's state (it is called with the
+/// saved state before anything changes, then before each change). Returns
+/// the final record, which [`restore`] takes on release.
+pub fn configure<E>(
+    t: &mut impl RouteTransport,
+    target: &VfTarget,
+    desired: &VfSettings,
+    persist: &mut impl FnMut(&VfConfigRecord) -> Result<(), E>,
+) -> Result<VfConfigRecord, VfConfigError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let saved = read_vf_state(t, target)?;
+    let changes = plan(&saved, desired);
+    let mut record = VfConfigRecord {
+        target: target.clone(),
+        saved,
+        applied: Vec::new(),
+    };
+    if let Err(e) = persist(&record) {
+        return Err(VfConfigError::Persist {
+            target: target.clone(),
+            rollback: Rollback::NothingApplied,
+            source: Box::new(e),
+        });
+    }
+    apply_changes(t, &mut record, &changes, persist)?;
+    Ok(record)
+}
+
+/// Puts back the saved value of every setting the record says we touched,
+/// and nothing else. Tries every setting even when one fails; safe to
+/// repeat (after a crash during release, say).
+pub fn restore(t: &mut impl RouteTransport, record: &VfConfigRecord) -> Result<(), VfConfigError> {
+    match undo(t, record, &record.applied) {
+        Rollback::Failed(failures) => Err(VfConfigError::Restore {
+            target: record.target.clone(),
+            failures,
+        }),
+        Rollback::NothingApplied | Rollback::Restored(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::RecordingTransport;
+    use crate::vf_config::settings::{LinkState, VfSettingsRequest};
+    use netlink_packet_route::link::{
+        LinkAttribute, LinkMessage, LinkVfInfo, VfInfo, VfInfoMac, VfInfoTrust,
+    };
+    use std::convert::Infallible;
+
+    fn target() -> VfTarget {
+        VfTarget {
+            pf: "ens1f0".into(),
+            vf: 3,
+        }
+    }
+
+    /// A GETLINK answer for a PF with VFs 0..=3, all unconfigured.
+    fn pf_reply() -> Vec<RouteNetlinkMessage> {
+        let mut link = LinkMessage::default();
+        link.attributes = vec![LinkAttribute::VfInfoList(
+            (0..4)
+                .map(|vf| {
+                    LinkVfInfo(vec![
+                        VfInfo::Mac(VfInfoMac::new(vf, &[0; 6])),
+                        VfInfo::Trust(VfInfoTrust::new(vf, false)),
+                    ])
+                })
+                .collect(),
+        )];
+        vec![RouteNetlinkMessage::NewLink(link)]
+    }
+
+    fn desired() -> VfSettings {
+        VfSettings::new(VfSettingsRequest {
+            mac: Some("02:00:00:00:00:03".parse().unwrap()),
+            vlan: Some(100),
+            trust: Some(true),
+            link_state: Some(LinkState::Enable),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn ops(t: &RecordingTransport) -> Vec<&str> {
+        t.requests.iter().map(|r| r.op.as_str()).collect()
+    }
+
+    #[test]
+    fn configure_reads_then_applies_one_message_per_setting() {
+        let mut t = RecordingTransport::new();
+        t.answer(pf_reply());
+        let mut stored = Vec::new();
+        let record = configure(&mut t, &target(), &desired(), &mut |r: &VfConfigRecord| {
+            stored.push(r.clone());
+            Ok::<_, Infallible>(())
+        })
+        .unwrap();
+        assert_eq!(
+            ops(&t),
+            [
+                "reading the VF list of PF ens1f0",
+                "setting mac 02:00:00:00:00:03 on VF 3 of PF ens1f0",
+                "setting vlan 100 qos 0 proto 802.1Q on VF 3 of PF ens1f0",
+                "setting trust on on VF 3 of PF ens1f0",
+                "setting state enable on VF 3 of PF ens1f0",
+            ]
+        );
+        assert_eq!(record.applied.len(), 4);
+        // Saved first with nothing applied, then once before each change.
+        assert_eq!(stored.len(), 5);
+        assert!(stored[0].applied.is_empty());
+        assert_eq!(stored[4], record);
+    }
+
+    #[test]
+    fn refused_setting_names_vf_setting_errno_and_rolls_back() {
+        let mut t = RecordingTransport::new();
+        t.answer(pf_reply())
+            .answer(vec![])
+            .answer(vec![])
+            .refuse(libc::EOPNOTSUPP);
+        let mut last = None;
+        let err = configure(&mut t, &target(), &desired(), &mut |r: &VfConfigRecord| {
+            last = Some(r.clone());
+            Ok::<_, Infallible>(())
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "VF 3 of PF ens1f0: setting trust (trust on) failed with EOPNOTSUPP; restored vlan, mac"
+        );
+        // The two applied settings were put back, newest first, with the saved values.
+        assert_eq!(
+            &ops(&t)[4..],
+            [
+                "setting vlan 0 qos 0 proto 802.1Q on VF 3 of PF ens1f0",
+                "setting mac 00:00:00:00:00:00 on VF 3 of PF ens1f0",
+            ]
+        );
+        assert!(
+            last.unwrap().applied.is_empty(),
+            "record still lists applied changes"
+        );
+    }
+
+    #[test]
+    fn a_vf_the_pf_does_not_have_is_reported_with_the_count() {
+        let mut t = RecordingTransport::new();
+        t.answer(pf_reply());
+        let target = VfTarget {
+            pf: "ens1f0".into(),
+            vf: 9,
+        };
+        let err = read_vf_state(&mut t, &target).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "VF 9 of PF ens1f0: the PF reports 4 VFs and none with index 9"
+        );
+    }
+
+    #[test]
+    fn restore_after_a_crash_between_two_settings() {
+        // Prepare stored the record after the first change was sent and
+        // the second was announced; then the process died.
+        let mut t = RecordingTransport::new();
+        t.answer(pf_reply());
+        let mut stored: Vec<String> = Vec::new();
+        let mut crash_after = 3; // saved + 2 announced changes
+        let result = configure(&mut t, &target(), &desired(), &mut |r: &VfConfigRecord| {
+            if crash_after == 0 {
+                return Err(std::io::Error::other("simulated crash"));
+            }
+            crash_after -= 1;
+            stored.push(serde_json::to_string(r).unwrap());
+            Ok(())
+        });
+        assert!(result.is_err());
+
+        // A restarted driver only has the stored JSON.
+        let record: VfConfigRecord = serde_json::from_str(stored.last().unwrap()).unwrap();
+        assert_eq!(record.applied.len(), 2);
+        let mut fresh = RecordingTransport::new();
+        restore(&mut fresh, &record).unwrap();
+        assert_eq!(
+            ops(&fresh),
+            [
+                "setting vlan 0 qos 0 proto 802.1Q on VF 3 of PF ens1f0",
+                "setting mac 00:00:00:00:00:00 on VF 3 of PF ens1f0",
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_tries_every_setting_and_reports_each_failure() {
+        let record = VfConfigRecord {
+            target: target(),
+            saved: VfState::unconfigured(3),
+            applied: vec![
+                VfChange::Trust { enabled: true },
+                VfChange::SpoofChk { enabled: false },
+            ],
+        };
+        let mut t = RecordingTransport::new();
+        t.refuse(libc::ENODEV);
+        let err = restore(&mut t, &record).unwrap_err();
+        assert_eq!(t.requests.len(), 2);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("VF 3 of PF ens1f0: restoring saved settings failed: spoofchk: "),
+            "{text}"
+        );
+        assert!(text.contains("ENODEV"), "{text}");
+    }
+
+    /// Real-kernel checks; they need root (CAP_NET_ADMIN) to create a veth.
+    mod kernel {
+        use super::*;
+        use crate::netlink::RouteSocket;
+        use std::process::Command;
+
+        fn is_root(test: &str) -> bool {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            if unsafe { libc::geteuid() } == 0 {
+                return true;
+            }
+            eprintln!("\n!!!!! {test}: NOT RUN, needs root to create a veth pair !!!!!\n");
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} must run as root in CI");
+            false
+        }
+
+        /// A veth pair that is deleted when dropped.
+        struct Veth(String);
+
+        impl Veth {
+            fn new(tag: &str) -> Veth {
+                let name = format!("sv{tag}{}", std::process::id() % 100_000);
+                let status = Command::new("ip")
+                    .args(["link", "add", &name, "type", "veth", "peer", "name", &format!("{name}p")])
+                    .status()
+                    .expect("running ip");
+                assert!(status.success(), "ip link add {name} failed");
+                Veth(name)
+            }
+        }
+
+        impl Drop for Veth {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+            }
+        }
+
+        #[test]
+        fn veth_refuses_a_vf_setting_and_the_error_names_vf_setting_and_errno() {
+            if !is_root("veth_refuses_a_vf_setting") {
+                return;
+            }
+            let veth = Veth::new("a");
+            let mut socket = RouteSocket::new().unwrap();
+            let mut record = VfConfigRecord {
+                target: VfTarget { pf: veth.0.clone(), vf: 0 },
+                saved: VfState::unconfigured(0),
+                applied: Vec::new(),
+            };
+            let changes = [VfChange::Trust { enabled: true }];
+            let err = apply_changes(&mut socket, &mut record, &changes, &mut |_: &VfConfigRecord| Ok::<_, Infallible>(()))
+                .unwrap_err();
+            let text = err.to_string();
+            // veth has no ndo_set_vf_trust: rtnetlink's do_setvfinfo answers
+            // EOPNOTSUPP (checked with `ip link set <veth> vf 0 trust on`).
+            assert!(text.starts_with(&format!("VF 0 of PF {}: setting trust (trust on) failed with EOPNOTSUPP", veth.0)), "{text}");
+            assert!(text.ends_with("nothing had been applied"), "{text}");
+            assert!(record.applied.is_empty());
+        }
+
+        #[test]
+        fn reading_vfs_of_a_link_without_sriov_reports_zero_vfs() {
+            if !is_root("reading_vfs_of_a_link_without_sriov") {
+                return;
+            }
+            let veth = Veth::new("b");
+            let mut socket = RouteSocket::new().unwrap();
+            let target = VfTarget { pf: veth.0.clone(), vf: 0 };
+            let err = read_vf_state(&mut socket, &target).unwrap_err();
+            assert_eq!(err.to_string(), format!("VF 0 of PF {}: the PF reports 0 VFs and none with index 0", veth.0));
+        }
+
+        #[test]
+        fn a_missing_pf_is_a_read_error_naming_it() {
+            if !is_root("a_missing_pf_is_a_read_error") {
+                return;
+            }
+            let mut socket = RouteSocket::new().unwrap();
+            let target = VfTarget { pf: "nosuchpf0".into(), vf: 0 };
+            let err = read_vf_state(&mut socket, &target).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("reading the VF settings of PF nosuchpf0: reading the VF list of PF nosuchpf0: the kernel answered ENODEV"), "{text}");
+        }
+    }
+}
