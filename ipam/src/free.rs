@@ -1,0 +1,223 @@
+//! The free-interval map of each pool: which allocatable addresses nobody
+//! holds, as (pool, family, first) → last in an ordered table.
+//!
+//! Every operation is a constant number of B-tree lookups, so finding the
+//! next free address costs O(log n) whatever the number of allocations. The
+//! invariant is: free ∪ allocated-in-pool = allocatable(pool), disjoint.
+//! Addresses outside the pool's allocatable set (orphans after a pool
+//! change) are never in the map, so they are never handed out.
+
+use redb::{ReadableTable, Table};
+
+use crate::address::Family;
+use crate::error::{IpamError, StoreContext};
+use crate::pool::{Interval, Pool};
+
+/// The free-interval table, open in a write transaction.
+pub(crate) type FreeTable<'t> = Table<'t, (&'static str, u8, u128), u128>;
+
+/// The free interval of `pool`/`family` that contains `value`, if any.
+fn containing(
+    free: &FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    value: u128,
+) -> Result<Option<Interval>, IpamError> {
+    let tag = fam.tag();
+    let mut range = free
+        .range((pool, tag, 0u128)..=(pool, tag, value))
+        .ctx("read ipam_free")?;
+    match range.next_back() {
+        Some(entry) => {
+            let (k, v) = entry.ctx("read ipam_free")?;
+            let iv = Interval {
+                start: k.value().2,
+                end: v.value(),
+            };
+            Ok(iv.contains(value).then_some(iv))
+        }
+        None => Ok(None),
+    }
+}
+
+/// First free interval of `pool`/`family` starting at or after `value`.
+fn first_from(
+    free: &FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    value: u128,
+) -> Result<Option<Interval>, IpamError> {
+    let tag = fam.tag();
+    let mut range = free
+        .range((pool, tag, value)..=(pool, tag, u128::MAX))
+        .ctx("read ipam_free")?;
+    match range.next() {
+        Some(entry) => {
+            let (k, v) = entry.ctx("read ipam_free")?;
+            Ok(Some(Interval {
+                start: k.value().2,
+                end: v.value(),
+            }))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Removes `value` from the free interval `iv` that contains it.
+fn split(
+    free: &mut FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    iv: Interval,
+    value: u128,
+) -> Result<(), IpamError> {
+    let tag = fam.tag();
+    free.remove((pool, tag, iv.start)).ctx("write ipam_free")?;
+    if iv.start < value {
+        free.insert((pool, tag, iv.start), value - 1)
+            .ctx("write ipam_free")?;
+    }
+    if value < iv.end {
+        free.insert((pool, tag, value + 1), iv.end)
+            .ctx("write ipam_free")?;
+    }
+    Ok(())
+}
+
+/// Takes the first free address after `after` (the pool's cursor), wrapping
+/// around to the lowest one; `None` when the pool has none left.
+pub(crate) fn take_next(
+    free: &mut FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    after: Option<u128>,
+) -> Result<Option<u128>, IpamError> {
+    let start = after.and_then(|c| c.checked_add(1)).unwrap_or(0);
+    let found = match containing(free, pool, fam, start)? {
+        Some(iv) => Some((iv, start)),
+        None => match first_from(free, pool, fam, start)? {
+            Some(iv) => Some((iv, iv.start)),
+            None => first_from(free, pool, fam, 0)?.map(|iv| (iv, iv.start)),
+        },
+    };
+    match found {
+        Some((iv, value)) => {
+            split(free, pool, fam, iv, value)?;
+            Ok(Some(value))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Takes `value` if it is free; `false` if it is not in the map.
+pub(crate) fn take_exact(
+    free: &mut FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    value: u128,
+) -> Result<bool, IpamError> {
+    match containing(free, pool, fam, value)? {
+        Some(iv) => {
+            split(free, pool, fam, iv, value)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Returns `value` to the map, merging with its neighbours.
+pub(crate) fn give_back(
+    free: &mut FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    value: u128,
+) -> Result<(), IpamError> {
+    let tag = fam.tag();
+    let mut start = value;
+    let mut end = value;
+    if value > 0 {
+        if let Some(prev) = containing(free, pool, fam, value - 1)? {
+            free.remove((pool, tag, prev.start)).ctx("write ipam_free")?;
+            start = prev.start;
+        }
+    }
+    if containing(free, pool, fam, value)?.is_some() {
+        return Err(IpamError::Inconsistent {
+            detail: format!("address value {value} of pool {pool:?} released but already free"),
+        });
+    }
+    if let Some(next) = value.checked_add(1) {
+        let succ = free.remove((pool, tag, next)).ctx("write ipam_free")?;
+        if let Some(succ_end) = succ {
+            end = succ_end.value();
+        }
+    }
+    free.insert((pool, tag, start), end).ctx("write ipam_free")?;
+    Ok(())
+}
+
+/// Drops every free interval of `pool`.
+pub(crate) fn clear(free: &mut FreeTable<'_>, pool: &str) -> Result<(), IpamError> {
+    free.retain_in((pool, 0u8, 0u128)..=(pool, u8::MAX, u128::MAX), |_, _| false)
+        .ctx("clear ipam_free")
+}
+
+/// Recomputes the map of `pool` from its allocatable set and the addresses
+/// held in `by_ip`: used when a pool is new or its definition changed.
+pub(crate) fn rebuild(
+    free: &mut FreeTable<'_>,
+    by_ip: &impl ReadableTable<(u8, u128), &'static str>,
+    pool: &Pool,
+) -> Result<(), IpamError> {
+    clear(free, pool.name())?;
+    for fam in Family::ALL {
+        let tag = fam.tag();
+        for iv in pool.allocatable(fam) {
+            let mut next = Some(iv.start);
+            for entry in by_ip
+                .range((tag, iv.start)..=(tag, iv.end))
+                .ctx("read ipam_by_ip")?
+            {
+                let (k, _) = entry.ctx("read ipam_by_ip")?;
+                let held = k.value().1;
+                if let Some(n) = next
+                    && n < held
+                {
+                    free.insert((pool.name(), tag, n), held - 1)
+                        .ctx("write ipam_free")?;
+                }
+                next = held.checked_add(1);
+            }
+            if let Some(n) = next
+                && n <= iv.end
+            {
+                free.insert((pool.name(), tag, n), iv.end)
+                    .ctx("write ipam_free")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Number of free addresses of `pool`/`family` (reads every interval; for
+/// status output, not the allocation path).
+pub(crate) fn count(
+    free: &impl ReadableTable<(&'static str, u8, u128), u128>,
+    pool: &str,
+    fam: Family,
+) -> Result<u128, IpamError> {
+    let tag = fam.tag();
+    let mut total = 0u128;
+    for entry in free
+        .range((pool, tag, 0u128)..=(pool, tag, u128::MAX))
+        .ctx("read ipam_free")?
+    {
+        let (k, v) = entry.ctx("read ipam_free")?;
+        let iv = Interval {
+            start: k.value().2,
+            end: v.value(),
+        };
+        total = total.saturating_add(iv.len());
+    }
+    Ok(total)
+}

@@ -1,0 +1,278 @@
+//! The handles the driver and the CLI hold: [`Ipam`] (read-write, one
+//! process) and [`IpamReader`] (read-only, may run beside the driver).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+use crate::allocation::Allocation;
+use crate::allocator::{self, Pools};
+use crate::config::PoolConfig;
+use crate::error::{IpamError, StoreContext};
+use crate::gc;
+use crate::owner::Owner;
+use crate::pool::Pool;
+use crate::pool_sync::{self, PoolChanges};
+use crate::status::{self, PoolStatus};
+use crate::store::{self, POOLS, read_snapshot};
+use crate::validate::validate_pools;
+
+/// Name of the state file inside the state directory.
+pub const STATE_FILE: &str = "state.redb";
+
+/// Path of the state file for `state_dir`.
+pub fn state_file(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATE_FILE)
+}
+
+fn pools_by_name(pools: Vec<Pool>) -> Pools {
+    pools
+        .into_iter()
+        .map(|p| (p.name().to_string(), p))
+        .collect()
+}
+
+/// Read-write IPAM over the state file. Every mutating call has committed
+/// durably (fsync) when it returns. `Send + Sync`: share it behind an `Arc`;
+/// redb serialises writers, so concurrent calls are safe.
+pub struct Ipam {
+    db: Database,
+    pools: Pools,
+    path: PathBuf,
+    changes: PoolChanges,
+}
+
+impl Ipam {
+    /// Opens or creates `<state_dir>/state.redb` and applies `pools` (see
+    /// [`PoolChanges`]). Invalid pools fail before the file is touched.
+    pub fn open(state_dir: &Path, pools: &[PoolConfig]) -> Result<Ipam, IpamError> {
+        let pools = pools_by_name(validate_pools(pools)?);
+        std::fs::create_dir_all(state_dir).map_err(|source| IpamError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_file(state_dir);
+        let db = store::open_write(&path, true)?;
+        let txn = db.begin_write().ctx("begin write")?;
+        let changes = pool_sync::apply(&txn, &pools)?;
+        store::commit(txn)?;
+        Ok(Ipam {
+            db,
+            pools,
+            path,
+            changes,
+        })
+    }
+
+    /// Opens an existing state file with the pools last applied to it (for
+    /// the CLI, which has no node config).
+    pub fn open_existing(state_dir: &Path) -> Result<Ipam, IpamError> {
+        let path = state_file(state_dir);
+        let db = store::open_write(&path, false)?;
+        let configs = {
+            let txn = db.begin_read().ctx("begin read")?;
+            let table = txn.open_table(POOLS).ctx("open ipam_pools")?;
+            read_snapshot(&table)?
+        };
+        let configs: Vec<PoolConfig> = configs.into_values().collect();
+        let pools = pools_by_name(validate_pools(&configs)?);
+        Ok(Ipam {
+            db,
+            pools,
+            path,
+            changes: PoolChanges::default(),
+        })
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What [`Ipam::open`] changed in the store's pools.
+    pub fn pool_changes(&self) -> &PoolChanges {
+        &self.changes
+    }
+
+    /// Pools in effect.
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.pools.values()
+    }
+
+    /// The database, for the driver's own tables in the same file; use the
+    /// `*_in` methods to change addresses in the driver's transaction.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn write<T>(
+        &self,
+        op: impl FnOnce(&WriteTransaction) -> Result<T, IpamError>,
+    ) -> Result<T, IpamError> {
+        let txn = self.db.begin_write().ctx("begin write")?;
+        // On error `txn` is dropped, which aborts it: nothing half-applied.
+        let out = op(&txn)?;
+        store::commit(txn)?;
+        Ok(out)
+    }
+
+    fn read(&self) -> Result<ReadTransaction, IpamError> {
+        self.db.begin_read().ctx("begin read")
+    }
+
+    /// One address of each family of `pool` for `owner`; a retry returns the
+    /// same addresses.
+    pub fn allocate(&self, owner: &Owner, pool: &str) -> Result<Allocation, IpamError> {
+        self.write(|txn| self.allocate_in(txn, owner, pool))
+    }
+
+    /// [`Ipam::allocate`] inside the caller's transaction; abort it on error.
+    pub fn allocate_in(
+        &self,
+        txn: &WriteTransaction,
+        owner: &Owner,
+        pool: &str,
+    ) -> Result<Allocation, IpamError> {
+        allocator::allocate(txn, &self.pools, owner, pool)
+    }
+
+    /// Exactly `addresses` for `owner`; conflicts are errors naming the holder.
+    pub fn allocate_static(
+        &self,
+        owner: &Owner,
+        addresses: &[IpNetwork],
+    ) -> Result<Allocation, IpamError> {
+        self.write(|txn| self.allocate_static_in(txn, owner, addresses))
+    }
+
+    /// [`Ipam::allocate_static`] inside the caller's transaction.
+    pub fn allocate_static_in(
+        &self,
+        txn: &WriteTransaction,
+        owner: &Owner,
+        addresses: &[IpNetwork],
+    ) -> Result<Allocation, IpamError> {
+        allocator::allocate_static(txn, &self.pools, owner, addresses)
+    }
+
+    /// Releases what `owner` holds; `None` if it held nothing.
+    pub fn release(&self, owner: &Owner) -> Result<Option<Allocation>, IpamError> {
+        self.write(|txn| self.release_in(txn, owner))
+    }
+
+    /// [`Ipam::release`] inside the caller's transaction.
+    pub fn release_in(
+        &self,
+        txn: &WriteTransaction,
+        owner: &Owner,
+    ) -> Result<Option<Allocation>, IpamError> {
+        allocator::release(txn, &self.pools, owner)
+    }
+
+    /// Releases every allocation of a claim.
+    pub fn release_claim(&self, claim_uid: &str) -> Result<Vec<Allocation>, IpamError> {
+        self.write(|txn| self.release_claim_in(txn, claim_uid))
+    }
+
+    /// [`Ipam::release_claim`] inside the caller's transaction.
+    pub fn release_claim_in(
+        &self,
+        txn: &WriteTransaction,
+        claim_uid: &str,
+    ) -> Result<Vec<Allocation>, IpamError> {
+        allocator::release_claim(txn, &self.pools, claim_uid)
+    }
+
+    /// Releases everything not owned by `live`; returns what was released.
+    pub fn gc(&self, live: &BTreeSet<Owner>) -> Result<Vec<Allocation>, IpamError> {
+        self.write(|txn| gc::gc(txn, &self.pools, live))
+    }
+
+    /// What `owner` holds.
+    pub fn get(&self, owner: &Owner) -> Result<Option<Allocation>, IpamError> {
+        status::get(&self.read()?, owner)
+    }
+
+    /// Owner key holding `ip`.
+    pub fn holder(&self, ip: IpAddr) -> Result<Option<String>, IpamError> {
+        status::holder(&self.read()?, ip)
+    }
+
+    /// Every allocation, by owner key.
+    pub fn list(&self) -> Result<Vec<Allocation>, IpamError> {
+        status::list(&self.read()?)
+    }
+
+    /// Every pool with usage, allocations and orphans.
+    pub fn status(&self) -> Result<Vec<PoolStatus>, IpamError> {
+        status::pools_status(&self.read()?, &self.pools)
+    }
+
+    /// Broken invariants of the store (empty when consistent); see the
+    /// crash test.
+    pub fn verify(&self) -> Result<Vec<String>, IpamError> {
+        crate::verify::verify(&self.read()?, &self.pools)
+    }
+
+    /// Allocations that their pool's current definition no longer covers.
+    pub fn orphans(&self) -> Result<Vec<Allocation>, IpamError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|a| status::is_orphaned(&self.pools, a))
+            .collect())
+    }
+}
+
+/// Read-only view of the state file; opens while the driver runs.
+pub struct IpamReader {
+    db: ReadOnlyDatabase,
+    pools: Pools,
+    initialised: bool,
+}
+
+impl IpamReader {
+    /// Opens `<state_dir>/state.redb` read-only.
+    pub fn open(state_dir: &Path) -> Result<IpamReader, IpamError> {
+        let path = state_file(state_dir);
+        let db = store::open_read(&path)?;
+        let txn = db.begin_read().ctx("begin read")?;
+        let initialised = store::check_schema_read(&path, &txn)?;
+        let pools = if initialised {
+            let table = txn.open_table(POOLS).ctx("open ipam_pools")?;
+            let configs: Vec<PoolConfig> = read_snapshot(&table)?.into_values().collect();
+            pools_by_name(validate_pools(&configs)?)
+        } else {
+            Pools::new()
+        };
+        drop(txn);
+        Ok(IpamReader {
+            db,
+            pools,
+            initialised,
+        })
+    }
+
+    fn read(&self) -> Result<ReadTransaction, IpamError> {
+        self.db.begin_read().ctx("begin read")
+    }
+
+    /// Every allocation, by owner key.
+    pub fn list(&self) -> Result<Vec<Allocation>, IpamError> {
+        if !self.initialised {
+            return Ok(Vec::new());
+        }
+        status::list(&self.read()?)
+    }
+
+    /// Every pool with usage, allocations and orphans.
+    pub fn status(&self) -> Result<Vec<PoolStatus>, IpamError> {
+        if !self.initialised {
+            return Ok(Vec::new());
+        }
+        status::pools_status(&self.read()?, &self.pools)
+    }
+}

@@ -1,0 +1,38 @@
+//! Embedded IPAM of sriov-dra: address pools from the node config, an
+//! allocator keyed by owner (claim, request, device), and a crash-safe redb
+//! store on the node, so no cluster-wide lock sits in the pod start path and
+//! no address is ever given twice or lost after a crash.
+//!
+//! Start with [`Ipam::open`]; the CLI reads through [`IpamReader`].
+
+mod address;
+mod allocation;
+mod allocator;
+mod config;
+mod error;
+mod free;
+mod gc;
+mod handle;
+mod owner;
+mod pool;
+mod pool_sync;
+mod status;
+mod store;
+mod validate;
+mod verify;
+
+pub use address::Family;
+pub use allocation::{Allocation, AssignedAddress};
+pub use config::{PoolConfig, RouteConfig, SubnetConfig};
+pub use error::IpamError;
+pub use handle::{Ipam, IpamReader, STATE_FILE, state_file};
+pub use ipnetwork::IpNetwork;
+pub use owner::{Owner, OwnerError};
+pub use pool::{Interval, Pool};
+pub use pool_sync::PoolChanges;
+pub use status::{FamilyUsage, PoolStatus};
+pub use store::SCHEMA_VERSION;
+pub use validate::{ConfigError, validate_pools};
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,322 @@
+//! The redb file: table layout, schema version, opening with errors a
+//! person can act on, and the stored pool snapshot.
+//!
+//! All IPAM tables are prefixed `ipam_` so the driver can keep its own
+//! tables (prepared claims) in the same file and commit both in one
+//! transaction.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableTable,
+    StorageError, TableDefinition, TableError, TableHandle, WriteTransaction,
+};
+
+use crate::allocation::Allocation;
+use crate::config::PoolConfig;
+use crate::error::{IpamError, StoreContext};
+
+/// Schema version this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `ipam_meta`: `schema_version` → version.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("ipam_meta");
+/// `ipam_by_ip`: (family tag, address) → owner key. At most one owner per
+/// address by construction of the key.
+pub(crate) const BY_IP: TableDefinition<(u8, u128), &str> = TableDefinition::new("ipam_by_ip");
+/// `ipam_by_owner`: owner key → JSON [`Allocation`].
+pub(crate) const BY_OWNER: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam_by_owner");
+/// `ipam_pools`: pool name → JSON [`PoolConfig`] as last applied.
+pub(crate) const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam_pools");
+/// `ipam_free`: (pool, family tag, first) → last: free allocatable intervals.
+pub(crate) const FREE: TableDefinition<(&str, u8, u128), u128> = TableDefinition::new("ipam_free");
+/// `ipam_cursor`: (pool, family tag) → last address handed out.
+pub(crate) const CURSOR: TableDefinition<(&str, u8), u128> = TableDefinition::new("ipam_cursor");
+
+const VERSION_KEY: &str = "schema_version";
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    // One writer (the driver) while the CLI may read concurrently.
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .set_cache_size(CACHE_BYTES);
+    b
+}
+
+fn map_open_error(path: &Path, e: DatabaseError) -> IpamError {
+    let path = path.to_path_buf();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            IpamError::Locked { path }
+        }
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            IpamError::Missing { path }
+        }
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            IpamError::Corrupt {
+                path,
+                detail: format!("not a complete redb database: {source}"),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            IpamError::Corrupt {
+                path,
+                detail: source.to_string(),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(source)) => IpamError::Io { path, source },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => IpamError::Corrupt { path, detail },
+        DatabaseError::UpgradeRequired(v) => IpamError::Corrupt {
+            path,
+            detail: format!("redb file format {v} needs an upgrade this build does not do"),
+        },
+        other => IpamError::Corrupt {
+            path,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Runs a redb open, turning a panic on a damaged file into
+/// [`IpamError::Corrupt`] instead of taking the driver down.
+fn guarded<T>(
+    path: &Path,
+    open: impl FnOnce() -> Result<T, DatabaseError>,
+) -> Result<T, IpamError> {
+    match catch_unwind(AssertUnwindSafe(open)) {
+        Ok(result) => result.map_err(|e| map_open_error(path, e)),
+        Err(_) => Err(IpamError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "redb panicked while reading it".into(),
+        }),
+    }
+}
+
+/// Opens (creating if absent) the state file for writing and makes sure
+/// it carries our schema.
+pub(crate) fn open_write(path: &Path, create: bool) -> Result<Database, IpamError> {
+    if !create && !path.exists() {
+        return Err(IpamError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let db = guarded(path, || {
+        if create {
+            builder().create(path)
+        } else {
+            builder().open(path)
+        }
+    })?;
+    init_schema(path, &db)?;
+    Ok(db)
+}
+
+/// Opens the state file read-only; works while the driver runs.
+pub(crate) fn open_read(path: &Path) -> Result<ReadOnlyDatabase, IpamError> {
+    if !path.exists() {
+        return Err(IpamError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    guarded(path, || builder().open_read_only(path))
+}
+
+/// Commits with immediate durability: when this returns the data is on disk.
+pub(crate) fn commit(mut txn: WriteTransaction) -> Result<(), IpamError> {
+    txn.set_durability(redb::Durability::Immediate)
+        .ctx("set durability")?;
+    txn.commit().ctx("commit")
+}
+
+fn check_version(path: &Path, found: Option<u64>) -> Result<(), IpamError> {
+    match found {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) => Err(IpamError::UnsupportedSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        None => Err(IpamError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "table ipam_meta has no schema_version".into(),
+        }),
+    }
+}
+
+/// Creates the tables in a file that has none of ours; otherwise checks the
+/// recorded version. A file with our tables but no version is corrupt,
+/// never re-initialised.
+fn init_schema(path: &Path, db: &Database) -> Result<(), IpamError> {
+    let txn = db.begin_write().ctx("begin write")?;
+    let names: Vec<String> = txn
+        .list_tables()
+        .ctx("list tables")?
+        .map(|t| t.name().to_string())
+        .collect();
+    if names.iter().any(|n| n == META.name()) {
+        let found = {
+            let meta = txn.open_table(META).ctx("open ipam_meta")?;
+            let v = meta.get(VERSION_KEY).ctx("read schema version")?;
+            v.map(|g| g.value())
+        };
+        check_version(path, found)?;
+        return txn.abort().ctx("abort");
+    }
+    if let Some(stray) = names.iter().find(|n| n.starts_with("ipam_")) {
+        return Err(IpamError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("table {stray} exists but ipam_meta does not"),
+        });
+    }
+    {
+        txn.open_table(BY_IP).ctx("create ipam_by_ip")?;
+        txn.open_table(BY_OWNER).ctx("create ipam_by_owner")?;
+        txn.open_table(POOLS).ctx("create ipam_pools")?;
+        txn.open_table(FREE).ctx("create ipam_free")?;
+        txn.open_table(CURSOR).ctx("create ipam_cursor")?;
+        let mut meta = txn.open_table(META).ctx("create ipam_meta")?;
+        meta.insert(VERSION_KEY, SCHEMA_VERSION)
+            .ctx("write schema version")?;
+    }
+    commit(txn)
+}
+
+/// Checks the version through a read transaction. `Ok(false)` means the
+/// file has no IPAM tables yet (a driver that never allocated).
+pub(crate) fn check_schema_read(path: &Path, txn: &ReadTransaction) -> Result<bool, IpamError> {
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(false),
+        Err(e) => return Err(e).ctx("open ipam_meta"),
+    };
+    let found = meta
+        .get(VERSION_KEY)
+        .ctx("read schema version")?
+        .map(|g| g.value());
+    check_version(path, found)?;
+    Ok(true)
+}
+
+/// Decodes a stored allocation record.
+pub(crate) fn decode_allocation(key: &str, bytes: &[u8]) -> Result<Allocation, IpamError> {
+    serde_json::from_slice(bytes).map_err(|e| IpamError::Inconsistent {
+        detail: format!("record of owner {key:?} in ipam_by_owner does not decode: {e}"),
+    })
+}
+
+/// Encodes an allocation record.
+pub(crate) fn encode_allocation(a: &Allocation) -> Result<Vec<u8>, IpamError> {
+    serde_json::to_vec(a).map_err(|e| IpamError::Inconsistent {
+        detail: format!("record of owner {} does not encode: {e}", a.owner),
+    })
+}
+
+/// Reads the pool snapshot.
+pub(crate) fn read_snapshot(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<BTreeMap<String, PoolConfig>, IpamError> {
+    let mut out = BTreeMap::new();
+    for entry in table.iter().ctx("read ipam_pools")? {
+        let (k, v) = entry.ctx("read ipam_pools")?;
+        let config: PoolConfig =
+            serde_json::from_slice(v.value()).map_err(|e| IpamError::Inconsistent {
+                detail: format!("pool snapshot {:?} does not decode: {e}", k.value()),
+            })?;
+        out.insert(k.value().to_string(), config);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    use crate::handle::{Ipam, IpamReader, state_file};
+    use crate::test_support::{SMALL, ipam, owner, pools};
+
+    #[test]
+    fn garbage_file_is_reported_corrupt_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_file(dir.path());
+        let garbage = vec![0x5au8; 10_000];
+        std::fs::write(&path, &garbage).unwrap();
+        let err = Ipam::open(dir.path(), &pools(SMALL)).err().unwrap();
+        assert!(matches!(err, IpamError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("move the file aside"), "{err}");
+        assert!(std::fs::read(&path).unwrap() == garbage, "file was modified");
+    }
+
+    #[test]
+    fn unknown_schema_version_is_an_error_and_the_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_file(dir.path());
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(VERSION_KEY, 99).unwrap();
+            txn.commit().unwrap();
+        }
+        match Ipam::open(dir.path(), &pools(SMALL)) {
+            Err(IpamError::UnsupportedSchema { found: 99, supported: 1, .. }) => {}
+            other => panic!("expected UnsupportedSchema, got {:?}", other.err()),
+        }
+        // redb flips header bits on open, so compare content, not bytes.
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta.get(VERSION_KEY).unwrap().unwrap().value(), 99);
+        assert!(txn.open_table(BY_IP).is_err(), "nothing was created");
+    }
+
+    #[test]
+    fn our_tables_without_a_version_are_corrupt_not_reinitialised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_file(dir.path());
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(BY_OWNER).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Ipam::open(dir.path(), &pools(SMALL)).err().unwrap();
+        assert!(err.to_string().contains("ipam_meta does not"), "{err}");
+    }
+
+    #[test]
+    fn second_writer_is_told_the_driver_is_running() {
+        let (dir, _ipam) = ipam(SMALL);
+        let err = Ipam::open_existing(dir.path()).err().unwrap();
+        assert!(matches!(err, IpamError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("debug API"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_reported_for_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(IpamReader::open(dir.path()), Err(IpamError::Missing { .. })));
+        assert!(matches!(Ipam::open_existing(dir.path()), Err(IpamError::Missing { .. })));
+    }
+
+    #[test]
+    fn reader_and_open_existing_see_the_pool_snapshot() {
+        let (dir, ipam) = ipam(SMALL);
+        ipam.allocate(&owner(1), "small").unwrap();
+        drop(ipam);
+        let reader = IpamReader::open(dir.path()).unwrap();
+        assert_eq!(reader.list().unwrap().len(), 1);
+        assert_eq!(reader.status().unwrap()[0].usage[0].free, 4);
+        drop(reader);
+        let again = Ipam::open_existing(dir.path()).unwrap();
+        assert_eq!(again.pools().next().unwrap().name(), "small");
+    }
+}

@@ -1,0 +1,1 @@
+fn main() {} // placeholder: the IPAM engineer replaces this
