@@ -30,8 +30,8 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// a ttrpc reader whose buffer is 4096 bytes and fails with ENOMEM on a
 /// larger frame, so we never exceed that.
 pub const MAX_WRITE_FRAME_LEN: usize = 4096;
-/// Largest payload we accept in one frame: the Go mux's own limit (a ttrpc
-/// header plus its 4 MiB message maximum), rounded up to its 10 + 4 MiB.
+/// Largest payload we accept in one frame: the Go mux's own limit, one
+/// ttrpc header (10 bytes) plus ttrpc's 4 MiB message maximum.
 pub const MAX_READ_PAYLOAD_LEN: usize = 10 + 4 * 1024 * 1024;
 
 /// Header of one mux frame.
@@ -208,8 +208,16 @@ impl Mux {
 }
 
 impl Drop for Mux {
+    /// Dropping the mux closes the trunk like [`Mux::close`]: its conns end
+    /// rather than wait forever on a socket nobody reads.
     fn drop(&mut self) {
         self.reader.abort();
+        lock_table(&self.conns).clear();
+        // Dropping the write half shuts the socket down for writing; if a
+        // write is in flight, the half goes when its last writer does.
+        if let Ok(mut write) = self.writer.try_lock() {
+            write.take();
+        }
     }
 }
 
@@ -410,6 +418,21 @@ mod tests {
         drop(b);
         assert!(matches!(conn.read_frame().await, Err(MuxError::Closed)));
         assert!(matches!(mux.closed().await, MuxError::Closed));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_mux_ends_its_conns_and_the_peer_sees_it() {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (mux, peer) = (Mux::new(a), Mux::new(b));
+        let (mut reader, writer) = mux.open(1).expect("open").split();
+        let mut peer_conn = peer.open(1).expect("open peer").reader;
+        drop(mux);
+        assert!(matches!(reader.read_frame().await, Err(MuxError::Closed)));
+        assert!(matches!(writer.write(b"x").await, Err(MuxError::Closed)));
+        assert!(matches!(
+            peer_conn.read_frame().await,
+            Err(MuxError::Closed)
+        ));
     }
 
     #[tokio::test]

@@ -458,7 +458,15 @@ async fn answer<H, F>(
     F: Future<Output = Result<Bytes, Status>> + Send + 'static,
 {
     let result = if request.service == service {
-        handler(request.method.clone(), Bytes::from(request.payload)).await
+        // Run the handler in its own task so a panic becomes an INTERNAL
+        // answer instead of a call the runtime waits on until its deadline.
+        let call = handler(request.method.clone(), Bytes::from(request.payload));
+        tokio::spawn(call).await.unwrap_or_else(|err| {
+            Err(Status::new(
+                Code::Internal,
+                format!("handler for {} failed: {err}", request.method),
+            ))
+        })
     } else {
         Err(Status::new(
             Code::Unimplemented,
@@ -646,6 +654,77 @@ async fn read_responses(mut reader: MessageReader, pending: Pending) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::nri::mux::Mux;
+    use tokio::net::UnixStream;
+
+    /// A server on conn 1 of a socketpair whose handler echoes the payload
+    /// (method "Echo") or never answers (method "Hang").
+    fn echo_server() -> (Mux, Mux) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let (server_mux, client_mux) = (Mux::new(a), Mux::new(b));
+        let conn = server_mux.open(1).expect("open server conn");
+        let server = TtrpcServer::new("test.Echo", |method: String, payload: Bytes| async move {
+            match method.as_str() {
+                "Echo" => Ok(payload),
+                "Hang" => std::future::pending().await,
+                "Panic" => panic!("handler bug"),
+                _ => Err(Status::new(Code::Unimplemented, method)),
+            }
+        });
+        tokio::spawn(server.serve(conn));
+        (server_mux, client_mux)
+    }
+
+    #[tokio::test]
+    async fn server_refuses_even_and_reused_stream_ids() {
+        let (_server_mux, client_mux) = echo_server();
+        let (reader, writer) = client_mux.open(1).expect("open client conn").split();
+        let mut reader = MessageReader {
+            conn: reader,
+            decoder: MessageDecoder::default(),
+        };
+        let invalid = |r: &Result<Bytes, TtrpcError>| matches!(r, Err(TtrpcError::Status(s)) if s.code == Code::InvalidArgument);
+        for (stream_id, want_ok) in [(3, true), (2, false), (3, false), (1, false), (5, true)] {
+            let request =
+                encode_request(stream_id, "test.Echo", "Echo", b"hi", None).expect("small");
+            writer.write(&request).await.expect("write");
+            let reply = reader.next().await.expect("a response");
+            assert_eq!(reply.header.stream_id, stream_id);
+            assert_eq!(reply.header.message_type, MessageType::Response);
+            let result = decode_response(&reply.body);
+            if want_ok {
+                assert_eq!(result.expect("echo"), &b"hi"[..], "stream {stream_id}");
+            } else {
+                assert!(invalid(&result), "stream {stream_id}: {result:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal() {
+        let (_server_mux, client_mux) = echo_server();
+        let client = TtrpcClient::new(client_mux.open(1).expect("open client conn"));
+        match client.call("test.Echo", "Panic", Bytes::new()).await {
+            Err(TtrpcError::Status(status)) => assert_eq!(status.code, Code::Internal),
+            other => panic!("expected INTERNAL, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_times_out_and_later_calls_still_work() {
+        let (_server_mux, client_mux) = echo_server();
+        let client = TtrpcClient::new(client_mux.open(1).expect("open client conn"));
+        let hung = client
+            .call_with_timeout("test.Echo", "Hang", Bytes::new(), Duration::from_millis(50))
+            .await;
+        assert!(matches!(hung, Err(TtrpcError::Timeout { .. })), "{hung:?}");
+        let echoed = client
+            .call("test.Echo", "Echo", Bytes::from_static(b"after"))
+            .await
+            .expect("echo");
+        assert_eq!(echoed, &b"after"[..]);
+    }
 
     #[test]
     fn header_layout_is_length_stream_type_flags() {
