@@ -137,6 +137,7 @@ pub struct Mux {
     conns: ConnTable,
     writer: Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>>,
     closed: watch::Receiver<Option<MuxError>>,
+    closed_tx: Arc<watch::Sender<Option<MuxError>>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -147,11 +148,13 @@ impl Mux {
         let (read, write) = stream.into_split();
         let conns = ConnTable::default();
         let (closed_tx, closed) = watch::channel(None);
-        let reader = tokio::spawn(read_frames(read, conns.clone(), closed_tx));
+        let closed_tx = Arc::new(closed_tx);
+        let reader = tokio::spawn(read_frames(read, conns.clone(), closed_tx.clone()));
         Self {
             conns,
             writer: Arc::new(tokio::sync::Mutex::new(Some(write))),
             closed,
+            closed_tx,
             reader,
         }
     }
@@ -196,11 +199,18 @@ impl Mux {
         }
     }
 
+    /// Stops the reader task, records the trunk as closed (so later opens
+    /// fail) and ends every conn's reader.
+    fn shut_reading(&self) {
+        self.reader.abort();
+        mark_closed(&self.closed_tx, MuxError::Closed);
+        lock_table(&self.conns).clear();
+    }
+
     /// Closes the trunk: stops reading, shuts the socket down for writing,
     /// and ends every conn.
     pub async fn close(&self) {
-        self.reader.abort();
-        lock_table(&self.conns).clear();
+        self.shut_reading();
         if let Some(mut write) = self.writer.lock().await.take() {
             let _ = write.shutdown().await;
         }
@@ -211,8 +221,7 @@ impl Drop for Mux {
     /// Dropping the mux closes the trunk like [`Mux::close`]: its conns end
     /// rather than wait forever on a socket nobody reads.
     fn drop(&mut self) {
-        self.reader.abort();
-        lock_table(&self.conns).clear();
+        self.shut_reading();
         // Dropping the write half shuts the socket down for writing; if a
         // write is in flight, the half goes when its last writer does.
         if let Ok(mut write) = self.writer.try_lock() {
@@ -221,11 +230,22 @@ impl Drop for Mux {
     }
 }
 
+/// Records why the trunk closed; the first reason wins.
+fn mark_closed(closed: &watch::Sender<Option<MuxError>>, reason: MuxError) {
+    closed.send_if_modified(|current| {
+        let first = current.is_none();
+        if first {
+            *current = Some(reason);
+        }
+        first
+    });
+}
+
 /// Reads frames until the socket ends, handing each payload to its conn.
 async fn read_frames(
     mut read: OwnedReadHalf,
     conns: ConnTable,
-    closed: watch::Sender<Option<MuxError>>,
+    closed: Arc<watch::Sender<Option<MuxError>>>,
 ) {
     let reason = loop {
         let mut raw = [0u8; FRAME_HEADER_LEN];
@@ -257,7 +277,7 @@ async fn read_frames(
         }
     };
     tracing::debug!(%reason, "NRI mux trunk closed");
-    closed.send_replace(Some(reason));
+    mark_closed(&closed, reason);
     // Dropping the senders ends every conn's reader.
     lock_table(&conns).clear();
 }
@@ -433,6 +453,15 @@ mod tests {
             peer_conn.read_frame().await,
             Err(MuxError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn after_close_opening_fails_and_closed_resolves() {
+        let (a, _b) = UnixStream::pair().expect("socketpair");
+        let mux = Mux::new(a);
+        mux.close().await;
+        assert!(matches!(mux.open(1), Err(MuxError::Closed)));
+        assert!(matches!(mux.closed().await, MuxError::Closed));
     }
 
     #[tokio::test]
