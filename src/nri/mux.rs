@@ -337,6 +337,11 @@ pub struct ConnWriter {
 impl ConnWriter {
     /// Sends `data` as one or more frames; concurrent writes on any conn of
     /// the mux never interleave inside a call.
+    ///
+    /// The Go mux queues at most 256 frames per conn and closes the whole
+    /// trunk when its reader falls that far behind, so messages beyond about
+    /// 1 MiB (256 frames of 4 KiB) are risky; NRI plugin answers are far
+    /// smaller.
     pub async fn write(&self, data: &[u8]) -> Result<(), MuxError> {
         let frames = encode_frames(self.id, data);
         let mut guard = self.writer.lock().await;
