@@ -4,8 +4,11 @@
 //! Nothing here knows about Kubernetes: the node driver glues this crate to
 //! the API. Every reader takes a sysfs root so tests run on fixture trees.
 
+pub mod bind;
 pub mod netlink;
 pub mod pci;
+pub mod policy;
+pub mod sysfs;
 pub mod vf_config;
 
 pub use pci::{ParsePciAddressError, PciAddress};

@@ -89,7 +89,7 @@ pub enum VfConfigError {
         count: usize,
     },
     /// The kernel or driver refused one setting; earlier ones were rolled back.
-    #[error("{target}: setting {setting} ({change}) failed with {errno_name}{}; {rollback}", .detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("{target}: setting {setting} ({change}) failed with {}{}; {rollback}", errno_label(*.errno), kernel_text(source))]
     Refused {
         /// The VF.
         target: VfTarget,
@@ -97,17 +97,13 @@ pub enum VfConfigError {
         setting: Setting,
         /// The exact change that was refused.
         change: VfChange,
-        /// Symbolic errno (`EOPNOTSUPP`), or "no errno" for socket trouble.
-        errno_name: String,
-        /// The kernel's errno, when it sent one.
+        /// The kernel's errno (`EOPNOTSUPP` = 95), when it sent one.
         errno: Option<i32>,
-        /// The kernel's extended-ack text, if any.
-        detail: Option<String>,
         /// What happened to the settings applied before it.
         rollback: Rollback,
         /// The underlying failure.
         #[source]
-        source: NetlinkError,
+        source: Box<NetlinkError>,
     },
     /// The claim record could not be saved, so nothing more was sent.
     #[error("{target}: saving the claim record failed, stopped and {rollback}: {source}")]
@@ -128,6 +124,19 @@ pub enum VfConfigError {
         /// One entry per setting that could not be restored.
         failures: Vec<String>,
     },
+}
+
+fn errno_label(errno: Option<i32>) -> String {
+    errno.map_or_else(|| "no errno".to_string(), errno_name)
+}
+
+fn kernel_text(source: &NetlinkError) -> String {
+    match source {
+        NetlinkError::Kernel {
+            message: Some(m), ..
+        } => format!(" ({m})"),
+        _ => String::new(),
+    }
 }
 
 fn send_change(
@@ -225,19 +234,13 @@ where
             }
             // Best effort: the stored list only over-approximates if this fails.
             let _ = persist(record);
-            let (errno, detail) = match &source {
-                NetlinkError::Kernel { errno, message, .. } => (Some(*errno), message.clone()),
-                other => (other.errno(), None),
-            };
             return Err(VfConfigError::Refused {
                 target: record.target.clone(),
                 setting: change.setting(),
                 change: *change,
-                errno_name: errno.map(errno_name).unwrap_or_else(|| "no errno".into()),
-                errno,
-                detail,
+                errno: source.errno(),
                 rollback,
-                source,
+                source: Box::new(source),
             });
         }
     }
@@ -476,7 +479,10 @@ mod tests {
                 return true;
             }
             eprintln!("\n!!!!! {test}: NOT RUN, needs root to create a veth pair !!!!!\n");
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} must run as root in CI");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test} must run as root in CI"
+            );
             false
         }
 
@@ -487,7 +493,16 @@ mod tests {
             fn new(tag: &str) -> Veth {
                 let name = format!("sv{tag}{}", std::process::id() % 100_000);
                 let status = Command::new("ip")
-                    .args(["link", "add", &name, "type", "veth", "peer", "name", &format!("{name}p")])
+                    .args([
+                        "link",
+                        "add",
+                        &name,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        &format!("{name}p"),
+                    ])
                     .status()
                     .expect("running ip");
                 assert!(status.success(), "ip link add {name} failed");
@@ -509,17 +524,31 @@ mod tests {
             let veth = Veth::new("a");
             let mut socket = RouteSocket::new().unwrap();
             let mut record = VfConfigRecord {
-                target: VfTarget { pf: veth.0.clone(), vf: 0 },
+                target: VfTarget {
+                    pf: veth.0.clone(),
+                    vf: 0,
+                },
                 saved: VfState::unconfigured(0),
                 applied: Vec::new(),
             };
             let changes = [VfChange::Trust { enabled: true }];
-            let err = apply_changes(&mut socket, &mut record, &changes, &mut |_: &VfConfigRecord| Ok::<_, Infallible>(()))
-                .unwrap_err();
+            let err = apply_changes(
+                &mut socket,
+                &mut record,
+                &changes,
+                &mut |_: &VfConfigRecord| Ok::<_, Infallible>(()),
+            )
+            .unwrap_err();
             let text = err.to_string();
             // veth has no ndo_set_vf_trust: rtnetlink's do_setvfinfo answers
             // EOPNOTSUPP (checked with `ip link set <veth> vf 0 trust on`).
-            assert!(text.starts_with(&format!("VF 0 of PF {}: setting trust (trust on) failed with EOPNOTSUPP", veth.0)), "{text}");
+            assert!(
+                text.starts_with(&format!(
+                    "VF 0 of PF {}: setting trust (trust on) failed with EOPNOTSUPP",
+                    veth.0
+                )),
+                "{text}"
+            );
             assert!(text.ends_with("nothing had been applied"), "{text}");
             assert!(record.applied.is_empty());
         }
@@ -531,9 +560,18 @@ mod tests {
             }
             let veth = Veth::new("b");
             let mut socket = RouteSocket::new().unwrap();
-            let target = VfTarget { pf: veth.0.clone(), vf: 0 };
+            let target = VfTarget {
+                pf: veth.0.clone(),
+                vf: 0,
+            };
             let err = read_vf_state(&mut socket, &target).unwrap_err();
-            assert_eq!(err.to_string(), format!("VF 0 of PF {}: the PF reports 0 VFs and none with index 0", veth.0));
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "VF 0 of PF {}: the PF reports 0 VFs and none with index 0",
+                    veth.0
+                )
+            );
         }
 
         #[test]
@@ -542,7 +580,10 @@ mod tests {
                 return;
             }
             let mut socket = RouteSocket::new().unwrap();
-            let target = VfTarget { pf: "nosuchpf0".into(), vf: 0 };
+            let target = VfTarget {
+                pf: "nosuchpf0".into(),
+                vf: 0,
+            };
             let err = read_vf_state(&mut socket, &target).unwrap_err();
             let text = err.to_string();
             assert!(text.starts_with("reading the VF settings of PF nosuchpf0: reading the VF list of PF nosuchpf0: the kernel answered ENODEV"), "{text}");

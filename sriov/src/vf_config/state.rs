@@ -130,52 +130,55 @@ mod tests {
         values.iter().flat_map(|v| v.to_ne_bytes()).collect()
     }
 
-    /// One `IFLA_VF_INFO` nest as the kernel's rtnl_fill_vfinfo() writes it.
-    fn vf_info(
-        vf: u32,
-        mac: [u8; 6],
-        vlan: u32,
-        qos: u32,
-        proto_be: [u8; 2],
-        spoof: u32,
-        trust: u32,
-        link: u32,
-        rate: (u32, u32),
-    ) -> Vec<u8> {
-        let mut mac_buf = u32s(&[vf]);
-        mac_buf.extend_from_slice(&mac);
+    /// One `IFLA_VF_INFO` nest laid out as the kernel's rtnl_fill_vfinfo()
+    /// writes it, carrying the values of `vf`.
+    fn vf_info(vf: &VfState) -> Vec<u8> {
+        let i = vf.index;
+        let mut mac_buf = u32s(&[i]);
+        mac_buf.extend_from_slice(&vf.mac.0);
         mac_buf.resize(4 + 32, 0); // struct ifla_vf_mac: vf + mac[32]
-        let mut vlan_info = u32s(&[vf, vlan, qos]);
-        vlan_info.extend_from_slice(&proto_be);
+        let (vlan, qos) = (u32::from(vf.vlan.id), u32::from(vf.vlan.qos));
+        let mut vlan_info = u32s(&[i, vlan, qos]);
+        vlan_info.extend_from_slice(&vf.vlan.proto.ethertype().to_be_bytes()); // __be16
         vlan_info.extend_from_slice(&[0, 0]); // struct padding to 16 bytes
+        let (min, max) = (vf.min_tx_rate_mbps, vf.max_tx_rate_mbps);
+        let link = vf.link_state.map_or(0, LinkState::as_u32);
         let mut body = Vec::new();
         body.extend(nla(1, &mac_buf)); // IFLA_VF_MAC = 1
-        body.extend(nla(2, &u32s(&[vf, vlan, qos]))); // IFLA_VF_VLAN = 2
-        body.extend(nla(6, &u32s(&[vf, rate.0, rate.1]))); // IFLA_VF_RATE = 6
-        body.extend(nla(3, &u32s(&[vf, rate.1]))); // IFLA_VF_TX_RATE = 3
-        body.extend(nla(4, &u32s(&[vf, spoof]))); // IFLA_VF_SPOOFCHK = 4
-        body.extend(nla(5, &u32s(&[vf, link]))); // IFLA_VF_LINK_STATE = 5
-        body.extend(nla(9, &u32s(&[vf, trust]))); // IFLA_VF_TRUST = 9
+        body.extend(nla(2, &u32s(&[i, vlan, qos]))); // IFLA_VF_VLAN = 2
+        body.extend(nla(6, &u32s(&[i, min, max]))); // IFLA_VF_RATE = 6
+        body.extend(nla(3, &u32s(&[i, max]))); // IFLA_VF_TX_RATE = 3
+        body.extend(nla(4, &u32s(&[i, u32::from(vf.spoof_chk)]))); // IFLA_VF_SPOOFCHK = 4
+        body.extend(nla(5, &u32s(&[i, link]))); // IFLA_VF_LINK_STATE = 5
+        body.extend(nla(9, &u32s(&[i, u32::from(vf.trust)]))); // IFLA_VF_TRUST = 9
         body.extend(nla(12, &nla(1, &vlan_info))); // IFLA_VF_VLAN_LIST = 12 { IFLA_VF_VLAN_INFO = 1 }
         nla(1, &body) // IFLA_VF_INFO = 1
+    }
+
+    /// VF 1 of the reply: every setting away from its default.
+    fn configured_vf() -> VfState {
+        VfState {
+            index: 1,
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            vlan: Vlan {
+                id: 100,
+                qos: 3,
+                proto: VlanProto::Dot1Ad,
+            },
+            spoof_chk: false,
+            trust: true,
+            link_state: Some(LinkState::Disable),
+            min_tx_rate_mbps: 100,
+            max_tx_rate_mbps: 5000,
+        }
     }
 
     /// A full RTM_NEWLINK reply (type 16) for PF "ens1f0" with two VFs.
     fn reply_bytes() -> Vec<u8> {
         let mut attrs = nla(3, b"ens1f0\0"); // IFLA_IFNAME = 3
         attrs.extend(nla(21, &u32s(&[2]))); // IFLA_NUM_VF = 21
-        let mut list = vf_info(0, [0; 6], 0, 0, [0x81, 0x00], 1, 0, 0, (0, 0));
-        list.extend(vf_info(
-            1,
-            [2, 0, 0, 0, 0, 1],
-            100,
-            3,
-            [0x88, 0xa8],
-            0,
-            1,
-            2,
-            (100, 5000),
-        ));
+        let mut list = vf_info(&VfState::unconfigured(0));
+        list.extend(vf_info(&configured_vf()));
         attrs.extend(nla(22, &list)); // IFLA_VFINFO_LIST = 22
         let mut ifinfo = vec![0u8, 0]; // family AF_UNSPEC, pad
         ifinfo.extend_from_slice(&1u16.to_ne_bytes()); // ARPHRD_ETHER
@@ -201,23 +204,7 @@ mod tests {
         let vfs = vf_states(&link);
         assert_eq!(vfs.len(), 2);
         assert_eq!(vfs[0], VfState::unconfigured(0));
-        assert_eq!(
-            vfs[1],
-            VfState {
-                index: 1,
-                mac: "02:00:00:00:00:01".parse().unwrap(),
-                vlan: Vlan {
-                    id: 100,
-                    qos: 3,
-                    proto: VlanProto::Dot1Ad
-                },
-                spoof_chk: false,
-                trust: true,
-                link_state: Some(LinkState::Disable),
-                min_tx_rate_mbps: 100,
-                max_tx_rate_mbps: 5000,
-            }
-        );
+        assert_eq!(vfs[1], configured_vf());
     }
 
     #[test]

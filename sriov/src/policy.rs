@@ -1,0 +1,476 @@
+//! VF creation policy (`pfPolicies` in the node config): how many VFs each
+//! selected PF should have, and the `sriov_numvfs` writes that get it there.
+//!
+//! Changing `sriov_numvfs` destroys every VF of the PF, so a PF with a VF
+//! prepared for a claim is never resized: the plan is refused with a message
+//! naming the PF, the VF and the claim.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::PciAddress;
+use crate::bind::SysfsWriter;
+use crate::sysfs::{SysfsError, link_target_name, list_dir, parse_decimal, read_optional};
+
+/// Which PF a policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PfSelector {
+    /// The PF's netdev name (`ens1f0`).
+    PfName(String),
+    /// The PF's PCI address (`0000:3b:00.0`), stable across renames.
+    PciAddress(PciAddress),
+}
+
+impl PfSelector {
+    /// True when `pf` is the PF this selector names.
+    pub fn matches(&self, pf: &PfStatus) -> bool {
+        match self {
+            PfSelector::PfName(name) => pf.netdevs.iter().any(|n| n == name),
+            PfSelector::PciAddress(addr) => *addr == pf.address,
+        }
+    }
+}
+
+/// One entry of `pfPolicies`: a PF and the number of VFs it should have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PfPolicy {
+    /// The PF (`pfName: ens1f0` or `pciAddress: 0000:3b:00.0`).
+    #[serde(flatten)]
+    pub selector: PfSelector,
+    /// Wanted `sriov_numvfs`.
+    pub num_vfs: u32,
+}
+
+/// The SR-IOV facts of one PF that a resize decision needs, read fresh
+/// right before deciding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PfStatus {
+    /// PCI address.
+    pub address: PciAddress,
+    /// Netdev names (usually one).
+    pub netdevs: Vec<String>,
+    /// `sriov_numvfs`.
+    pub num_vfs: u32,
+    /// `sriov_totalvfs`.
+    pub total_vfs: u32,
+    /// Addresses of the current VFs (`virtfnN` links).
+    pub vfs: Vec<PciAddress>,
+}
+
+impl fmt::Display for PfStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.netdevs.first() {
+            Some(name) => write!(f, "PF {name} ({})", self.address),
+            None => write!(f, "PF {}", self.address),
+        }
+    }
+}
+
+/// Why a policy cannot be planned or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The PF's sysfs attributes could not be read.
+    #[error("PF {address}: {source}")]
+    Read {
+        /// The PF.
+        address: PciAddress,
+        /// The read failure.
+        #[source]
+        source: SysfsError,
+    },
+    /// The device is not an SR-IOV PF.
+    #[error("PF {address}: not an SR-IOV physical function ({path} is missing)")]
+    NotSriov {
+        /// The device.
+        address: PciAddress,
+        /// The missing attribute.
+        path: PathBuf,
+    },
+    /// More VFs asked for than the device supports.
+    #[error("{pf}: numVfs {asked} is more than sriov_totalvfs {total}")]
+    TooManyVfs {
+        /// The PF, with its name.
+        pf: String,
+        /// numVfs of the policy.
+        asked: u32,
+        /// sriov_totalvfs.
+        total: u32,
+    },
+    /// Two policies select the same PF with different counts.
+    #[error("{pf}: pfPolicies disagree (numVfs {first} and {second}); one PF needs one policy")]
+    Conflict {
+        /// The PF.
+        pf: String,
+        /// The first policy's numVfs.
+        first: u32,
+        /// The other one's.
+        second: u32,
+    },
+    /// Resizing would destroy a VF that a claim is using.
+    #[error(
+        "refusing to change sriov_numvfs of {pf} from {from} to {to}: its VF {vf} is prepared for claim {claim}; release the claim first"
+    )]
+    VfInUse {
+        /// The PF, with its name.
+        pf: String,
+        /// Current numVfs.
+        from: u32,
+        /// Wanted numVfs.
+        to: u32,
+        /// The prepared VF.
+        vf: PciAddress,
+        /// The claim holding it.
+        claim: String,
+    },
+    /// Writing `sriov_numvfs` failed (EBUSY, ENOMEM, driver refused).
+    #[error("{pf}: writing {value} to sriov_numvfs failed: {source}")]
+    Write {
+        /// The PF.
+        pf: String,
+        /// What was written.
+        value: u32,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PfStatus {
+    /// Reads a PF's SR-IOV state under `sysfs_root`.
+    pub fn read(sysfs_root: &Path, address: PciAddress) -> Result<PfStatus, PolicyError> {
+        let dev = sysfs_root.join("bus/pci/devices").join(address.to_string());
+        let read = |r: Result<String, SysfsError>| {
+            r.map_err(|source| PolicyError::Read { address, source })
+        };
+        let number = |name: &str| -> Result<u32, PolicyError> {
+            let path = dev.join(name);
+            let text = read(read_optional(&path).map(|v| v.unwrap_or_default()))?;
+            if text.is_empty() {
+                return Err(PolicyError::NotSriov { address, path });
+            }
+            parse_decimal(&path, &text).map_err(|source| PolicyError::Read { address, source })
+        };
+        let num_vfs = number("sriov_numvfs")?;
+        let total_vfs = number("sriov_totalvfs")?;
+        let netdevs =
+            list_dir(&dev.join("net")).map_err(|source| PolicyError::Read { address, source })?;
+        let mut vfs = Vec::new();
+        for entry in list_dir(&dev).map_err(|source| PolicyError::Read { address, source })? {
+            if !entry.starts_with("virtfn") {
+                continue;
+            }
+            let link = dev.join(&entry);
+            let target = link_target_name(&link)
+                .map_err(|source| PolicyError::Read { address, source })?
+                .unwrap_or_default();
+            let vf = target.parse().map_err(|_| PolicyError::Read {
+                address,
+                source: SysfsError::Parse {
+                    path: link,
+                    content: target.clone(),
+                    expected: "a link to the VF's PCI address",
+                },
+            })?;
+            vfs.push(vf);
+        }
+        Ok(PfStatus {
+            address,
+            netdevs,
+            num_vfs,
+            total_vfs,
+            vfs,
+        })
+    }
+}
+
+/// The policy selecting `pf`, if any; two selecting it with different
+/// counts are a configuration error.
+pub fn policy_for<'a>(
+    policies: &'a [PfPolicy],
+    pf: &PfStatus,
+) -> Result<Option<&'a PfPolicy>, PolicyError> {
+    let mut found: Option<&PfPolicy> = None;
+    for p in policies.iter().filter(|p| p.selector.matches(pf)) {
+        match found {
+            Some(first) if first.num_vfs != p.num_vfs => {
+                return Err(PolicyError::Conflict {
+                    pf: pf.to_string(),
+                    first: first.num_vfs,
+                    second: p.num_vfs,
+                });
+            }
+            Some(_) => {}
+            None => found = Some(p),
+        }
+    }
+    Ok(found)
+}
+
+/// What to do with one PF's `sriov_numvfs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NumVfsPlan {
+    /// Already right.
+    Unchanged,
+    /// Write these values in order: 0 first when VFs exist (the kernel
+    /// refuses N→M with EBUSY), then the wanted count.
+    Resize {
+        /// Current count.
+        from: u32,
+        /// Wanted count.
+        to: u32,
+        /// Values to write to `sriov_numvfs`.
+        writes: Vec<u32>,
+    },
+}
+
+/// Plans `policy` for `pf`. `prepared` maps each VF prepared for a claim to
+/// that claim's name (from the state store, not only memory).
+pub fn plan_num_vfs(
+    policy: &PfPolicy,
+    pf: &PfStatus,
+    prepared: &BTreeMap<PciAddress, String>,
+) -> Result<NumVfsPlan, PolicyError> {
+    let (from, to) = (pf.num_vfs, policy.num_vfs);
+    if from == to {
+        return Ok(NumVfsPlan::Unchanged);
+    }
+    if to > pf.total_vfs {
+        return Err(PolicyError::TooManyVfs {
+            pf: pf.to_string(),
+            asked: to,
+            total: pf.total_vfs,
+        });
+    }
+    if let Some((vf, claim)) = pf
+        .vfs
+        .iter()
+        .find_map(|vf| prepared.get(vf).map(|c| (*vf, c)))
+    {
+        return Err(PolicyError::VfInUse {
+            pf: pf.to_string(),
+            from,
+            to,
+            vf,
+            claim: claim.clone(),
+        });
+    }
+    let mut writes = Vec::new();
+    if from != 0 {
+        writes.push(0);
+    }
+    if to != 0 {
+        writes.push(to);
+    }
+    Ok(NumVfsPlan::Resize { from, to, writes })
+}
+
+/// Carries out a plan. The caller re-reads the inventory afterwards: the
+/// VFs' addresses, netdevs and IOMMU groups are all new.
+pub fn apply_num_vfs(
+    writer: &mut impl SysfsWriter,
+    pf: &PfStatus,
+    plan: &NumVfsPlan,
+) -> Result<(), PolicyError> {
+    let NumVfsPlan::Resize { writes, .. } = plan else {
+        return Ok(());
+    };
+    let rel = Path::new("bus/pci/devices")
+        .join(pf.address.to_string())
+        .join("sriov_numvfs");
+    for value in writes {
+        writer
+            .write(&rel, &value.to_string())
+            .map_err(|source| PolicyError::Write {
+                pf: pf.to_string(),
+                value: *value,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bind::RecordingSysfsWriter;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    const PF: &str = "0000:3b:00.0";
+
+    fn addr(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    /// PF ens1f0 with `n` VFs at 0000:3b:02.<i>, 8 VFs at most.
+    fn tree(n: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let real = root.join("devices/pci0000:3b").join(PF);
+        fs::create_dir_all(real.join("net/ens1f0")).unwrap();
+        fs::write(real.join("sriov_numvfs"), format!("{n}\n")).unwrap();
+        fs::write(real.join("sriov_totalvfs"), "8\n").unwrap();
+        for i in 0..n {
+            let vf = format!("0000:3b:02.{i}");
+            fs::create_dir_all(root.join("devices/pci0000:3b").join(&vf)).unwrap();
+            symlink(format!("../{vf}"), real.join(format!("virtfn{i}"))).unwrap();
+        }
+        fs::create_dir_all(root.join("bus/pci/devices")).unwrap();
+        symlink(
+            format!("../../../devices/pci0000:3b/{PF}"),
+            root.join("bus/pci/devices").join(PF),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn policy(yaml_like_json: &str) -> PfPolicy {
+        serde_json::from_str(yaml_like_json).unwrap()
+    }
+
+    #[test]
+    fn reads_the_pf_and_its_vfs() {
+        let dir = tree(2);
+        let pf = PfStatus::read(dir.path(), addr(PF)).unwrap();
+        assert_eq!(pf.num_vfs, 2);
+        assert_eq!(pf.total_vfs, 8);
+        assert_eq!(pf.netdevs, ["ens1f0"]);
+        assert_eq!(pf.vfs, [addr("0000:3b:02.0"), addr("0000:3b:02.1")]);
+    }
+
+    #[test]
+    fn policies_select_by_name_or_address_in_config_spelling() {
+        let dir = tree(0);
+        let pf = PfStatus::read(dir.path(), addr(PF)).unwrap();
+        let by_name = policy(r#"{"pfName": "ens1f0", "numVfs": 4}"#);
+        let by_addr = policy(r#"{"pciAddress": "0000:3b:00.0", "numVfs": 4}"#);
+        let other = policy(r#"{"pfName": "ens2f0", "numVfs": 2}"#);
+        assert!(by_name.selector.matches(&pf) && by_addr.selector.matches(&pf));
+        assert!(!other.selector.matches(&pf));
+        let list = [other.clone(), by_name.clone(), by_addr];
+        assert_eq!(policy_for(&list, &pf).unwrap(), Some(&by_name));
+        let conflicting = [by_name, policy(r#"{"pfName": "ens1f0", "numVfs": 6}"#)];
+        let err = policy_for(&conflicting, &pf).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "PF ens1f0 (0000:3b:00.0): pfPolicies disagree (numVfs 4 and 6); one PF needs one policy"
+        );
+    }
+
+    #[test]
+    fn resize_writes_zero_then_n_and_nothing_when_equal() {
+        let dir = tree(2);
+        let pf = PfStatus::read(dir.path(), addr(PF)).unwrap();
+        let none = BTreeMap::new();
+        let plan =
+            plan_num_vfs(&policy(r#"{"pfName": "ens1f0", "numVfs": 4}"#), &pf, &none).unwrap();
+        assert_eq!(
+            plan,
+            NumVfsPlan::Resize {
+                from: 2,
+                to: 4,
+                writes: vec![0, 4]
+            }
+        );
+        let same =
+            plan_num_vfs(&policy(r#"{"pfName": "ens1f0", "numVfs": 2}"#), &pf, &none).unwrap();
+        assert_eq!(same, NumVfsPlan::Unchanged);
+
+        let mut writer = RecordingSysfsWriter::inert(dir.path());
+        apply_num_vfs(&mut writer, &pf, &plan).unwrap();
+        assert_eq!(
+            writer.log(),
+            [
+                format!("bus/pci/devices/{PF}/sriov_numvfs=0"),
+                format!("bus/pci/devices/{PF}/sriov_numvfs=4")
+            ]
+        );
+    }
+
+    #[test]
+    fn from_zero_only_n_is_written() {
+        let dir = tree(0);
+        let pf = PfStatus::read(dir.path(), addr(PF)).unwrap();
+        let plan = plan_num_vfs(
+            &policy(r#"{"pfName": "ens1f0", "numVfs": 8}"#),
+            &pf,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            NumVfsPlan::Resize {
+                from: 0,
+                to: 8,
+                writes: vec![8]
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_to_resize_a_pf_with_a_prepared_vf() {
+        let dir = tree(2);
+        let pf = PfStatus::read(dir.path(), addr(PF)).unwrap();
+        let prepared = BTreeMap::from([(addr("0000:3b:02.1"), "ran/fronthaul-0".to_string())]);
+        let err = plan_num_vfs(
+            &policy(r#"{"pfName": "ens1f0", "numVfs": 4}"#),
+            &pf,
+            &prepared,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refusing to change sriov_numvfs of PF ens1f0 (0000:3b:00.0) from 2 to 4: its VF 0000:3b:02.1 is prepared for claim ran/fronthaul-0; release the claim first"
+        );
+        // A prepared VF of another PF does not block this one.
+        let elsewhere = BTreeMap::from([(addr("0000:5e:02.1"), "x/y".to_string())]);
+        assert!(
+            plan_num_vfs(
+                &policy(r#"{"pfName": "ens1f0", "numVfs": 4}"#),
+                &pf,
+                &elsewhere
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn more_vfs_than_the_device_supports_is_an_error() {
+        let dir = tree(0);
+        let pf = PfStatus::read(dir.path(), addr(PF)).unwrap();
+        let err = plan_num_vfs(
+            &policy(r#"{"pfName": "ens1f0", "numVfs": 9}"#),
+            &pf,
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PF ens1f0 (0000:3b:00.0): numVfs 9 is more than sriov_totalvfs 8"
+        );
+    }
+
+    #[test]
+    fn a_device_without_sriov_is_named() {
+        let dir = tree(0);
+        fs::remove_file(
+            dir.path()
+                .join("devices/pci0000:3b")
+                .join(PF)
+                .join("sriov_totalvfs"),
+        )
+        .unwrap();
+        let err = PfStatus::read(dir.path(), addr(PF))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("PF 0000:3b:00.0: not an SR-IOV physical function"),
+            "{err}"
+        );
+    }
+}
