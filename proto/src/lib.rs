@@ -34,6 +34,8 @@ pub mod dra {
         /// Label advertised in `PluginInfo.supported_versions`.
         pub const SERVICE_LABEL: &str = "v1beta1.DRAPlugin";
     }
+
+    mod compat;
 }
 
 /// NRI API (`nri.pkg.api.v1alpha1`), messages only: NRI runs over ttrpc.
