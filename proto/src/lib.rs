@@ -42,6 +42,7 @@ pub mod dra {
 #[allow(missing_docs, clippy::all)]
 pub mod nri {
     tonic::include_proto!("nri.pkg.api.v1alpha1");
+    include!(concat!(env!("OUT_DIR"), "/nri_methods.rs"));
 
     /// ttrpc service name the plugin serves (mux conn 1).
     pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
@@ -201,6 +202,15 @@ mod tests {
         ]
         .concat();
         assert_eq!(pod.encode_to_vec(), want);
+    }
+
+    #[test]
+    fn nri_method_names_cover_every_rpc_of_both_services() {
+        use super::nri::{plugin_methods, runtime_methods};
+        assert_eq!(plugin_methods::RUN_POD_SANDBOX, "RunPodSandbox");
+        assert_eq!(plugin_methods::STATE_CHANGE, "StateChange");
+        assert_eq!(plugin_methods::ALL.len(), 18);
+        assert_eq!(runtime_methods::ALL, ["RegisterPlugin", "UpdateContainers"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod tests {
     use bytes::Bytes;
     use prost::Message;
     use proto::nri;
+    use proto::nri::{plugin_methods, runtime_methods};
     use tokio::net::UnixStream;
     use tokio::sync::mpsc;
 
@@ -27,14 +28,14 @@ mod tests {
     /// Synchronize answered with a large reply, everything else unknown.
     async fn plugin(method: String, payload: Bytes) -> Result<Bytes, Status> {
         match method.as_str() {
-            "Configure" => {
+            plugin_methods::CONFIGURE => {
                 let _req: nri::ConfigureRequest = decode(&payload)?;
                 let events = nri::Event::RunPodSandbox.mask()
                     | nri::Event::StopPodSandbox.mask()
                     | nri::Event::RemovePodSandbox.mask();
                 Ok(nri::ConfigureResponse { events }.encode_to_vec().into())
             }
-            "RunPodSandbox" => {
+            plugin_methods::RUN_POD_SANDBOX => {
                 let req: nri::RunPodSandboxRequest = decode(&payload)?;
                 let pod = req.pod.unwrap_or_default();
                 if pod.annotations.get("big").map(String::len) != Some(100_000) {
@@ -42,7 +43,7 @@ mod tests {
                 }
                 Ok(nri::RunPodSandboxResponse {}.encode_to_vec().into())
             }
-            "Synchronize" => {
+            plugin_methods::SYNCHRONIZE => {
                 let update = (0..2000)
                     .map(|i| nri::ContainerUpdate {
                         container_id: format!("container-{i:05}"),
@@ -77,7 +78,7 @@ mod tests {
             move |method: String, payload: Bytes| {
                 let registered_tx = registered_tx.clone();
                 async move {
-                    if method != "RegisterPlugin" {
+                    if method != runtime_methods::REGISTER_PLUGIN {
                         return Err(Status::new(Code::Unimplemented, method));
                     }
                     let req: nri::RegisterPluginRequest = decode(&payload)?;
@@ -137,7 +138,7 @@ mod tests {
         to_plugin
             .call(
                 nri::PLUGIN_SERVICE,
-                "RunPodSandbox",
+                plugin_methods::RUN_POD_SANDBOX,
                 nri::RunPodSandboxRequest { pod: Some(pod) }
                     .encode_to_vec()
                     .into(),
@@ -145,7 +146,11 @@ mod tests {
             .await
             .expect("RunPodSandbox");
         let reply = to_plugin
-            .call(nri::PLUGIN_SERVICE, "Synchronize", Bytes::new())
+            .call(
+                nri::PLUGIN_SERVICE,
+                plugin_methods::SYNCHRONIZE,
+                Bytes::new(),
+            )
             .await
             .expect("Synchronize");
         let sync = nri::SynchronizeResponse::decode(reply).expect("decodes");
@@ -171,7 +176,7 @@ mod tests {
             let client = to_plugin.clone();
             calls.spawn(async move {
                 client
-                    .call(nri::PLUGIN_SERVICE, "Configure", Bytes::new())
+                    .call(nri::PLUGIN_SERVICE, plugin_methods::CONFIGURE, Bytes::new())
                     .await
             });
         }
@@ -191,7 +196,11 @@ mod tests {
         );
         assert!(matches!(
             to_runtime
-                .call(nri::RUNTIME_SERVICE, "RegisterPlugin", Bytes::new())
+                .call(
+                    nri::RUNTIME_SERVICE,
+                    runtime_methods::REGISTER_PLUGIN,
+                    Bytes::new()
+                )
                 .await,
             Err(TtrpcError::Mux(MuxError::Closed))
         ));
