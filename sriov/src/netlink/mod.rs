@@ -6,7 +6,10 @@
 //! link moves, renames, addresses and routes later) are tested without root.
 //! Requests always carry `NLM_F_ACK`, so each one ends with the kernel's
 //! verdict, and a refusal becomes a [`NetlinkError::Kernel`] naming the
-//! operation and the errno.
+//! operation and the errno. Dumps (`NLM_F_DUMP` in `extra_flags`) return
+//! every part up to `NLMSG_DONE`. New operations (link moves, renames,
+//! addresses, routes) are a message builder plus a call to
+//! [`RouteTransport::request`]; nothing here needs to change for them.
 
 mod error;
 mod recording;

@@ -98,6 +98,15 @@ impl RouteTransport for RouteSocket {
                             }),
                         };
                     }
+                    // A dump (NLM_F_DUMP) ends with DONE, which carries the
+                    // dump's own error, if any, instead of an ACK.
+                    NetlinkPayload::Done(done) if done.code != 0 => {
+                        return Err(NetlinkError::Kernel {
+                            op: op.to_string(),
+                            errno: done.code.saturating_abs(),
+                            message: None,
+                        });
+                    }
                     NetlinkPayload::Done(_) => return Ok(replies),
                     NetlinkPayload::InnerMessage(inner) => replies.push(inner),
                     NetlinkPayload::Noop => {}
@@ -116,5 +125,54 @@ impl RouteTransport for RouteSocket {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::NLM_F_DUMP;
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+
+    #[test]
+    fn a_link_dump_collects_every_part_and_finds_loopback() {
+        // Listing links needs no privilege, so this runs everywhere.
+        let mut socket = RouteSocket::new().unwrap();
+        let replies = socket
+            .request(
+                "listing links",
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )
+            .unwrap();
+        let names: Vec<&str> = replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => {
+                    link.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::IfName(n) => Some(n.as_str()),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(names.contains(&"lo"), "{names:?}");
+    }
+
+    #[test]
+    fn two_requests_on_one_socket_keep_their_answers_apart() {
+        let mut socket = RouteSocket::new().unwrap();
+        let get = |name: &str| {
+            let mut link = LinkMessage::default();
+            link.attributes = vec![LinkAttribute::IfName(name.into())];
+            RouteNetlinkMessage::GetLink(link)
+        };
+        let err = socket
+            .request("reading link nosuchlink0", get("nosuchlink0"), 0)
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENODEV), "{err}");
+        let lo = socket.request("reading link lo", get("lo"), 0).unwrap();
+        assert_eq!(lo.len(), 1);
     }
 }
