@@ -12,6 +12,7 @@
 //! [`RouteTransport::request`]; nothing here needs to change for them.
 
 mod error;
+pub mod link;
 mod recording;
 mod socket;
 mod wire;

@@ -470,8 +470,7 @@ mod tests {
     /// Real-kernel checks; they need root (CAP_NET_ADMIN) to create a veth.
     mod kernel {
         use super::*;
-        use crate::netlink::RouteSocket;
-        use std::process::Command;
+        use crate::netlink::{RouteSocket, link};
 
         fn is_root(test: &str) -> bool {
             // SAFETY: geteuid has no preconditions and cannot fail.
@@ -486,33 +485,27 @@ mod tests {
             false
         }
 
-        /// A veth pair that is deleted when dropped.
+        /// A veth pair, made through our own rtnetlink client, deleted when
+        /// dropped.
         struct Veth(String);
 
         impl Veth {
             fn new(tag: &str) -> Veth {
                 let name = format!("sv{tag}{}", std::process::id() % 100_000);
-                let status = Command::new("ip")
-                    .args([
-                        "link",
-                        "add",
-                        &name,
-                        "type",
-                        "veth",
-                        "peer",
-                        "name",
-                        &format!("{name}p"),
-                    ])
-                    .status()
-                    .expect("running ip");
-                assert!(status.success(), "ip link add {name} failed");
+                let msg = link::new_veth_message(&name, &format!("{name}p"));
+                RouteSocket::new()
+                    .unwrap()
+                    .request("creating a test veth", msg, link::CREATE_EXCLUSIVE)
+                    .unwrap();
                 Veth(name)
             }
         }
 
         impl Drop for Veth {
             fn drop(&mut self) {
-                let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+                if let Ok(mut s) = RouteSocket::new() {
+                    let _ = s.request("deleting a test veth", link::del_link_message(&self.0), 0);
+                }
             }
         }
 
