@@ -741,6 +741,22 @@ mod tests {
     }
 
     #[test]
+    fn the_real_writer_writes_in_place_and_never_creates_files() {
+        let dir = tree(true, true);
+        let mut w = FsSysfsWriter::new(dir.path());
+        w.write(Path::new("bus/pci/drivers_probe"), VF).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("bus/pci/drivers_probe")).unwrap(),
+            VF
+        );
+        let err = w
+            .write(Path::new("bus/pci/drivers/nosuch/bind"), VF)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(!dir.path().join("bus/pci/drivers/nosuch").exists());
+    }
+
+    #[test]
     fn unknown_device_is_named() {
         let dir = tree(true, true);
         let mut b = binder(&dir);
