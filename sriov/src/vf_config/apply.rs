@@ -209,7 +209,7 @@ pub fn apply_changes<E>(
     persist: &mut impl FnMut(&VfConfigRecord) -> Result<(), E>,
 ) -> Result<(), VfConfigError>
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let first_new = record.applied.len();
     for change in changes {
@@ -223,7 +223,7 @@ where
             return Err(VfConfigError::Persist {
                 target: record.target.clone(),
                 rollback,
-                source: Box::new(e),
+                source: e.into(),
             });
         }
         if let Err(source) = send_change(t, &record.target, change) {
@@ -251,7 +251,9 @@ where
 ///
 /// `persist` stores the record in the claim's state (it is called with the
 /// saved state before anything changes, then before each change). Returns
-/// the final record, which [`restore`] takes on release.
+/// the final record, which [`restore`] takes on release. `persist` may fail
+/// with anything that converts into a boxed error (`io::Error`,
+/// `anyhow::Error`, a `String`); nothing more is sent after a failed save.
 pub fn configure<E>(
     t: &mut impl RouteTransport,
     target: &VfTarget,
@@ -259,7 +261,7 @@ pub fn configure<E>(
     persist: &mut impl FnMut(&VfConfigRecord) -> Result<(), E>,
 ) -> Result<VfConfigRecord, VfConfigError>
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let saved = read_vf_state(t, target)?;
     let changes = plan(&saved, desired);
@@ -272,7 +274,7 @@ where
         return Err(VfConfigError::Persist {
             target: target.clone(),
             rollback: Rollback::NothingApplied,
-            source: Box::new(e),
+            source: e.into(),
         });
     }
     apply_changes(t, &mut record, &changes, persist)?;
