@@ -51,7 +51,11 @@ impl fmt::Display for Allocation {
             Some(p) => write!(f, "pool {p:?}: ")?,
             None => f.write_str("static: ")?,
         }
-        let list: Vec<String> = self.addresses.iter().map(|a| a.address.to_string()).collect();
+        let list: Vec<String> = self
+            .addresses
+            .iter()
+            .map(|a| a.address.to_string())
+            .collect();
         f.write_str(&list.join(", "))
     }
 }

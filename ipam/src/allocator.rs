@@ -85,11 +85,15 @@ impl<'t> Tables<'t> {
 
 fn assigned(pool: &Pool, ip: IpAddr) -> Result<AssignedAddress, IpamError> {
     let subnet = pool.subnet_of(ip).ok_or_else(|| IpamError::Inconsistent {
-        detail: format!("{ip} was allocated from pool {:?} but is in none of its subnets", pool.name()),
+        detail: format!(
+            "{ip} was allocated from pool {:?} but is in none of its subnets",
+            pool.name()
+        ),
     })?;
-    let address = IpNetwork::new(ip, subnet.subnet.prefix()).map_err(|e| IpamError::Inconsistent {
-        detail: format!("{ip}/{}: {e}", subnet.subnet.prefix()),
-    })?;
+    let address =
+        IpNetwork::new(ip, subnet.subnet.prefix()).map_err(|e| IpamError::Inconsistent {
+            detail: format!("{ip}/{}: {e}", subnet.subnet.prefix()),
+        })?;
     Ok(AssignedAddress {
         address,
         gateway: subnet.gateway,
@@ -135,10 +139,15 @@ pub(crate) fn allocate(
             }
         })?;
         let ip = from_key(fam, value).ok_or_else(|| IpamError::Inconsistent {
-            detail: format!("free map of pool {:?} holds {value}, not an {fam} address", pool.name()),
+            detail: format!(
+                "free map of pool {:?} holds {value}, not an {fam} address",
+                pool.name()
+            ),
         })?;
         t.claim_address(ip, &key)?;
-        t.cursor.insert(cursor_key, value).ctx("write ipam_cursor")?;
+        t.cursor
+            .insert(cursor_key, value)
+            .ctx("write ipam_cursor")?;
         addresses.push(assigned(pool, ip)?);
     }
     let allocation = Allocation {
@@ -356,7 +365,11 @@ mod tests {
         );
         let a = ipam.allocate(&owner(1), "ds").unwrap();
         assert_eq!(a.ips(), [ip("10.0.0.1"), ip("fd00::2")]);
-        assert_eq!(a.routes.len(), 1, "routes of the pool come with the address");
+        assert_eq!(
+            a.routes.len(),
+            1,
+            "routes of the pool come with the address"
+        );
     }
 
     #[test]
@@ -365,7 +378,10 @@ mod tests {
         ipam.allocate(&owner(1), "small").unwrap(); // .2
         ipam.allocate(&owner(2), "small").unwrap(); // .3
         ipam.release(&owner(1)).unwrap();
-        assert_eq!(ipam.allocate(&owner(3), "small").unwrap().ips(), [ip("10.0.0.4")]);
+        assert_eq!(
+            ipam.allocate(&owner(3), "small").unwrap().ips(),
+            [ip("10.0.0.4")]
+        );
         ipam.allocate(&owner(4), "small").unwrap(); // .5
         ipam.allocate(&owner(5), "small").unwrap(); // .6
         assert_eq!(
@@ -393,13 +409,21 @@ mod tests {
 
     #[test]
     fn exhausted_v6_half_of_dual_stack_leaves_no_v4_behind() {
-        let (_dir, ipam) = ipam(
-            r#"[{"name":"ds","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/127"}]}]"#,
-        );
+        let (_dir, ipam) =
+            ipam(r#"[{"name":"ds","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/127"}]}]"#);
         ipam.allocate(&owner(1), "ds").unwrap();
         ipam.allocate(&owner(2), "ds").unwrap();
         let err = ipam.allocate(&owner(3), "ds").unwrap_err();
-        assert!(matches!(err, IpamError::PoolExhausted { family: Family::V6, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                IpamError::PoolExhausted {
+                    family: Family::V6,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(ipam.holder(ip("10.0.0.3")).unwrap(), None);
     }
 
@@ -413,7 +437,11 @@ mod tests {
         let nets = ["10.9.0.1/24".parse().unwrap()];
         ipam.allocate_static(&owner(1), &nets).unwrap();
         let err = ipam.allocate(&owner(1), "small").unwrap_err();
-        assert!(err.to_string().contains("already holds static: 10.9.0.1/24"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("already holds static: 10.9.0.1/24"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -428,7 +456,10 @@ mod tests {
         let gw = "10.0.0.1/29".parse().unwrap();
         assert!(matches!(
             ipam.allocate_static(&owner(2), &[gw]),
-            Err(IpamError::AddressReserved { what: "the gateway", .. })
+            Err(IpamError::AddressReserved {
+                what: "the gateway",
+                ..
+            })
         ));
         let broadcast = "10.0.0.7/29".parse().unwrap();
         assert!(matches!(
@@ -443,8 +474,15 @@ mod tests {
         let nets = ["10.0.0.2/29".parse().unwrap()];
         let s = ipam.allocate_static(&owner(1), &nets).unwrap();
         assert_eq!(s.addresses[0].gateway, Some(ip("10.0.0.1")));
-        assert_eq!(ipam.allocate_static(&owner(1), &nets).unwrap(), s, "idempotent");
-        assert_eq!(ipam.allocate(&owner(2), "small").unwrap().ips(), [ip("10.0.0.3")]);
+        assert_eq!(
+            ipam.allocate_static(&owner(1), &nets).unwrap(),
+            s,
+            "idempotent"
+        );
+        assert_eq!(
+            ipam.allocate(&owner(2), "small").unwrap().ips(),
+            [ip("10.0.0.3")]
+        );
         ipam.release(&owner(1)).unwrap();
         assert!(ipam.verify().unwrap().is_empty());
     }
@@ -463,7 +501,10 @@ mod tests {
         let released = ipam.release_claim("uid-a").unwrap();
         assert_eq!(released.len(), 1);
         assert_eq!(released[0].owner, b);
-        assert!(ipam.get(&other).unwrap().is_some(), "prefix uid-ab is another claim");
+        assert!(
+            ipam.get(&other).unwrap().is_some(),
+            "prefix uid-ab is another claim"
+        );
     }
 
     #[test]

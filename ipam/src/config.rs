@@ -70,7 +70,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pool.subnets.len(), 2);
-        assert_eq!(pool.subnets[0].range_start, Some("10.1.0.10".parse().unwrap()));
+        assert_eq!(
+            pool.subnets[0].range_start,
+            Some("10.1.0.10".parse().unwrap())
+        );
         assert_eq!(pool.exclude[0].prefix(), 32, "a bare address is a /32");
         assert_eq!(pool.routes[0].gw, Some("10.1.0.1".parse().unwrap()));
     }

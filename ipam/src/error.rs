@@ -26,7 +26,9 @@ pub enum IpamError {
         pool: String,
     },
     /// No free address is left.
-    #[error("IPAM pool {pool:?} is exhausted: all {size} allocatable {family} addresses are in use")]
+    #[error(
+        "IPAM pool {pool:?} is exhausted: all {size} allocatable {family} addresses are in use"
+    )]
     PoolExhausted {
         /// Pool name.
         pool: String,
@@ -46,7 +48,9 @@ pub enum IpamError {
         holder: String,
     },
     /// A static request names an address that belongs to the network itself.
-    #[error("address {address} requested by {owner} is {what} of pool {pool:?} and is never assigned")]
+    #[error(
+        "address {address} requested by {owner} is {what} of pool {pool:?} and is never assigned"
+    )]
     AddressReserved {
         /// Requested address.
         address: IpAddr,
@@ -86,8 +90,20 @@ pub enum IpamError {
         path: PathBuf,
     },
     /// The state file does not exist.
-    #[error("IPAM state file {path} does not exist (wrong --state-dir, or the driver never ran here)")]
+    #[error(
+        "IPAM state file {path} does not exist (wrong --state-dir, or the driver never ran here)"
+    )]
     Missing {
+        /// State file.
+        path: PathBuf,
+    },
+    /// A read-only open found a file that a crashed writer left behind.
+    #[error(
+        "IPAM state file {path} needs recovery after a crash and cannot be read read-only; \
+         start the driver (it recovers the file when it opens it) or run a write command \
+         such as `sriov-dra ipam gc` while the driver is stopped"
+    )]
+    NeedsRecovery {
         /// State file.
         path: PathBuf,
     },

@@ -135,11 +135,12 @@ pub(crate) fn give_back(
     let tag = fam.tag();
     let mut start = value;
     let mut end = value;
-    if value > 0 {
-        if let Some(prev) = containing(free, pool, fam, value - 1)? {
-            free.remove((pool, tag, prev.start)).ctx("write ipam_free")?;
-            start = prev.start;
-        }
+    if value > 0
+        && let Some(prev) = containing(free, pool, fam, value - 1)?
+    {
+        free.remove((pool, tag, prev.start))
+            .ctx("write ipam_free")?;
+        start = prev.start;
     }
     if containing(free, pool, fam, value)?.is_some() {
         return Err(IpamError::Inconsistent {
@@ -152,14 +153,17 @@ pub(crate) fn give_back(
             end = succ_end.value();
         }
     }
-    free.insert((pool, tag, start), end).ctx("write ipam_free")?;
+    free.insert((pool, tag, start), end)
+        .ctx("write ipam_free")?;
     Ok(())
 }
 
 /// Drops every free interval of `pool`.
 pub(crate) fn clear(free: &mut FreeTable<'_>, pool: &str) -> Result<(), IpamError> {
-    free.retain_in((pool, 0u8, 0u128)..=(pool, u8::MAX, u128::MAX), |_, _| false)
-        .ctx("clear ipam_free")
+    free.retain_in((pool, 0u8, 0u128)..=(pool, u8::MAX, u128::MAX), |_, _| {
+        false
+    })
+    .ctx("clear ipam_free")
 }
 
 /// Recomputes the map of `pool` from its allocatable set and the addresses

@@ -48,7 +48,10 @@ mod tests {
         let gone: Vec<Owner> = released.into_iter().map(|a| a.owner).collect();
         assert_eq!(gone, [owner(0), owner(2)]);
         assert_eq!(ipam.list().unwrap().len(), 2);
-        assert!(ipam.gc(&live).unwrap().is_empty(), "nothing left to collect");
+        assert!(
+            ipam.gc(&live).unwrap().is_empty(),
+            "nothing left to collect"
+        );
         assert!(ipam.verify().unwrap().is_empty());
     }
 }

@@ -58,7 +58,12 @@ impl Ipam {
         let db = store::open_write(&path, true)?;
         let txn = db.begin_write().ctx("begin write")?;
         let changes = pool_sync::apply(&txn, &pools)?;
-        store::commit(txn)?;
+        if changes == PoolChanges::default() {
+            // Nothing changed: skip the fsync of an empty commit.
+            txn.abort().ctx("abort")?;
+        } else {
+            store::commit(txn)?;
+        }
         Ok(Ipam {
             db,
             pools,
@@ -274,5 +279,14 @@ impl IpamReader {
             return Ok(Vec::new());
         }
         status::pools_status(&self.read()?, &self.pools)
+    }
+
+    /// Allocations that their pool's current definition no longer covers.
+    pub fn orphans(&self) -> Result<Vec<Allocation>, IpamError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|a| status::is_orphaned(&self.pools, a))
+            .collect())
     }
 }

@@ -120,7 +120,13 @@ pub(crate) fn subnet_range(subnet: &SubnetConfig) -> Vec<Interval> {
     }
     let mut set = vec![Interval { start, end }];
     for value in non_host_addresses(&subnet.subnet) {
-        set = subtract(&set, Interval { start: value, end: value });
+        set = subtract(
+            &set,
+            Interval {
+                start: value,
+                end: value,
+            },
+        );
     }
     set
 }
@@ -180,7 +186,12 @@ impl Pool {
     pub fn families(&self) -> Vec<Family> {
         Family::ALL
             .into_iter()
-            .filter(|f| self.config.subnets.iter().any(|s| Family::of(s.subnet.ip()) == *f))
+            .filter(|f| {
+                self.config
+                    .subnets
+                    .iter()
+                    .any(|s| Family::of(s.subnet.ip()) == *f)
+            })
             .collect()
     }
 
@@ -257,9 +268,16 @@ mod tests {
             [false, false, true, true, false, true, true, false]
         );
         assert_eq!(p.size(Family::V4), 4);
-        assert_eq!(p.reserved_reason(ip("10.0.0.7")), Some("the broadcast address"));
+        assert_eq!(
+            p.reserved_reason(ip("10.0.0.7")),
+            Some("the broadcast address")
+        );
         assert_eq!(p.reserved_reason(ip("10.0.0.1")), Some("the gateway"));
-        assert_eq!(p.reserved_reason(ip("10.0.0.4")), None, "excluded is not reserved");
+        assert_eq!(
+            p.reserved_reason(ip("10.0.0.4")),
+            None,
+            "excluded is not reserved"
+        );
     }
 
     #[test]
@@ -272,17 +290,21 @@ mod tests {
         assert_eq!(
             p.allocatable(Family::V4),
             [
-                Interval { start: v("10.0.0.10"), end: v("10.0.0.15") },
-                Interval { start: v("10.0.0.24"), end: v("10.0.0.40") },
+                Interval {
+                    start: v("10.0.0.10"),
+                    end: v("10.0.0.15")
+                },
+                Interval {
+                    start: v("10.0.0.24"),
+                    end: v("10.0.0.40")
+                },
             ]
         );
     }
 
     #[test]
     fn dual_stack_pool_has_both_families_and_huge_v6_size() {
-        let p = pool(
-            r#"{"name":"p","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]}"#,
-        );
+        let p = pool(r#"{"name":"p","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]}"#);
         assert_eq!(p.families(), [Family::V4, Family::V6]);
         assert_eq!(p.size(Family::V4), 254);
         assert_eq!(p.size(Family::V6), (1u128 << 64) - 1);
@@ -299,7 +321,10 @@ mod tests {
         );
         assert_eq!(subtract(&set, Interval { start: 0, end: 10 }), []);
         assert_eq!(
-            normalize(vec![Interval { start: 5, end: 9 }, Interval { start: 0, end: 4 }]),
+            normalize(vec![
+                Interval { start: 5, end: 9 },
+                Interval { start: 0, end: 4 }
+            ]),
             [Interval { start: 0, end: 9 }]
         );
     }

@@ -47,7 +47,9 @@ pub(crate) fn apply(txn: &WriteTransaction, pools: &Pools) -> Result<PoolChanges
     for name in snapshot.keys().filter(|n| !pools.contains_key(*n)) {
         free::clear(&mut free_table, name)?;
         cursor
-            .retain_in((name.as_str(), 0u8)..=(name.as_str(), u8::MAX), |_, _| false)
+            .retain_in((name.as_str(), 0u8)..=(name.as_str(), u8::MAX), |_, _| {
+                false
+            })
             .ctx("clear ipam_cursor")?;
         snapshot_table
             .remove(name.as_str())
@@ -73,7 +75,7 @@ mod tests {
         let ipam = Ipam::open(dir.path(), &pools(shrunk)).unwrap();
         assert_eq!(ipam.pool_changes().rebuilt, ["small"]);
         assert_eq!(ipam.get(&owner(1)).unwrap(), Some(a.clone()), "kept");
-        assert_eq!(ipam.orphans().unwrap(), [a.clone()]);
+        assert_eq!(ipam.orphans().unwrap(), std::slice::from_ref(&a));
         let status = ipam.status().unwrap();
         assert_eq!(status[0].orphaned, [a]);
         ipam.release(&owner(1)).unwrap();
@@ -110,10 +112,15 @@ mod tests {
             ipam.allocate(&owner(n), "small").unwrap();
         }
         drop(ipam);
-        let grown = r#"[{"name":"small","subnets":[{"subnet":"10.0.0.0/28","gateway":"10.0.0.1"}]}]"#;
+        let grown =
+            r#"[{"name":"small","subnets":[{"subnet":"10.0.0.0/28","gateway":"10.0.0.1"}]}]"#;
         let ipam = Ipam::open(dir.path(), &pools(grown)).unwrap();
         let next = ipam.allocate(&owner(9), "small").unwrap().ips()[0];
-        assert_eq!(next.to_string(), "10.0.0.7", "first address after the held ones");
+        assert_eq!(
+            next.to_string(),
+            "10.0.0.7",
+            "first address after the held ones"
+        );
         assert!(ipam.orphans().unwrap().is_empty());
         assert!(ipam.verify().unwrap().is_empty());
     }

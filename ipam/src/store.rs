@@ -42,7 +42,8 @@ fn builder() -> redb::Builder {
     let mut b = redb::Builder::new();
     // One writer (the driver) while the CLI may read concurrently.
     b.set_concurrency_mode(ConcurrencyMode::SingleWriter)
-        .set_cache_size(CACHE_BYTES);
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true);
     b
 }
 
@@ -74,7 +75,10 @@ fn map_open_error(path: &Path, e: DatabaseError) -> IpamError {
             }
         }
         DatabaseError::Storage(StorageError::Io(source)) => IpamError::Io { path, source },
-        DatabaseError::Storage(StorageError::Corrupted(detail)) => IpamError::Corrupt { path, detail },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => {
+            IpamError::Corrupt { path, detail }
+        }
+        DatabaseError::RepairAborted => IpamError::NeedsRecovery { path },
         DatabaseError::UpgradeRequired(v) => IpamError::Corrupt {
             path,
             detail: format!("redb file format {v} needs an upgrade this build does not do"),
@@ -253,7 +257,10 @@ mod tests {
         let err = Ipam::open(dir.path(), &pools(SMALL)).err().unwrap();
         assert!(matches!(err, IpamError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("move the file aside"), "{err}");
-        assert!(std::fs::read(&path).unwrap() == garbage, "file was modified");
+        assert!(
+            std::fs::read(&path).unwrap() == garbage,
+            "file was modified"
+        );
     }
 
     #[test]
@@ -263,11 +270,18 @@ mod tests {
         {
             let db = redb::Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert(VERSION_KEY, 99).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(VERSION_KEY, 99)
+                .unwrap();
             txn.commit().unwrap();
         }
         match Ipam::open(dir.path(), &pools(SMALL)) {
-            Err(IpamError::UnsupportedSchema { found: 99, supported: 1, .. }) => {}
+            Err(IpamError::UnsupportedSchema {
+                found: 99,
+                supported: 1,
+                ..
+            }) => {}
             other => panic!("expected UnsupportedSchema, got {:?}", other.err()),
         }
         // redb flips header bits on open, so compare content, not bytes.
@@ -303,8 +317,14 @@ mod tests {
     #[test]
     fn missing_file_is_reported_for_the_cli() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(IpamReader::open(dir.path()), Err(IpamError::Missing { .. })));
-        assert!(matches!(Ipam::open_existing(dir.path()), Err(IpamError::Missing { .. })));
+        assert!(matches!(
+            IpamReader::open(dir.path()),
+            Err(IpamError::Missing { .. })
+        ));
+        assert!(matches!(
+            Ipam::open_existing(dir.path()),
+            Err(IpamError::Missing { .. })
+        ));
     }
 
     #[test]

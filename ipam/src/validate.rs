@@ -65,11 +65,7 @@ fn check_in_subnet(
     if subnet.contains(ip) {
         Ok(())
     } else {
-        Err(err(
-            pool,
-            field,
-            format!("{ip} is outside subnet {subnet}"),
-        ))
+        Err(err(pool, field, format!("{ip} is outside subnet {subnet}")))
     }
 }
 
@@ -216,9 +212,13 @@ mod tests {
 
     #[test]
     fn gateway_outside_subnet_names_pool_and_field() {
-        let e = pools(r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}]}]"#)
-            .unwrap_err();
-        assert_eq!((e.pool.as_str(), e.field.as_str()), ("a", "subnets[0].gateway"));
+        let e =
+            pools(r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}]}]"#)
+                .unwrap_err();
+        assert_eq!(
+            (e.pool.as_str(), e.field.as_str()),
+            ("a", "subnets[0].gateway")
+        );
         assert!(e.to_string().contains("outside subnet 10.0.0.0/24"), "{e}");
     }
 
@@ -256,8 +256,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "name");
-        let e = pools(r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24"}],"exclude":["10.9.0.1"]}]"#)
-            .unwrap_err();
+        let e =
+            pools(r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24"}],"exclude":["10.9.0.1"]}]"#)
+                .unwrap_err();
         assert_eq!(e.field, "exclude[0]");
         let e = pools(r#"[{"name":"Bad_Name","subnets":[{"subnet":"10.0.0.0/24"}]}]"#).unwrap_err();
         assert_eq!(e.field, "name");

@@ -1,0 +1,453 @@
+//! `sriov-dra ipam`: look at and repair the node's address store.
+//!
+//! `list` and `show` open the state file read-only and work while the
+//! driver runs. `release` and `gc` change it and need the driver stopped
+//! (the store refuses a second writer and the error says so).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use ipam::{Allocation, Ipam, IpamReader, Owner, PoolStatus};
+use serde::Serialize;
+
+/// Options of `ipam`.
+#[derive(Debug, Args)]
+pub struct IpamArgs {
+    /// Directory holding state.redb.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/sriov-dra",
+        global = true
+    )]
+    pub state_dir: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: IpamCommand,
+}
+
+/// How `ipam` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns, for people.
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Subcommands of `ipam`.
+#[derive(Debug, Subcommand)]
+pub enum IpamCommand {
+    /// Every allocation, with pool usage (read-only; works while the driver runs).
+    List,
+    /// One pool: definition, usage, allocations and orphans (read-only).
+    Show {
+        /// Pool name.
+        pool: String,
+    },
+    /// Release what an owner holds: `<claim UID>/<device>/<request>`, or a
+    /// bare claim UID for every owner of that claim (driver must be stopped).
+    Release {
+        /// Owner key or claim UID.
+        owner: String,
+    },
+    /// Release every allocation whose owner is not listed in FILE (driver
+    /// must be stopped).
+    Gc {
+        /// File of live owner keys: one per line (`#` comments allowed) or a
+        /// JSON array of strings.
+        #[arg(long, value_name = "FILE")]
+        live_owners: PathBuf,
+    },
+}
+
+/// Runs `ipam` and prints the result to stdout.
+pub fn run(args: IpamArgs) -> anyhow::Result<()> {
+    print!("{}", render(&args)?);
+    Ok(())
+}
+
+/// Runs `ipam` and returns what to print.
+pub fn render(args: &IpamArgs) -> anyhow::Result<String> {
+    match &args.command {
+        IpamCommand::List => {
+            let reader = IpamReader::open(&args.state_dir)?;
+            let pools = reader.status()?;
+            let orphans: BTreeSet<String> =
+                reader.orphans()?.iter().map(|a| a.owner.key()).collect();
+            let rows: Vec<Row> = reader
+                .list()?
+                .into_iter()
+                .map(|a| Row {
+                    orphaned: orphans.contains(&a.owner.key()),
+                    allocation: a,
+                })
+                .collect();
+            match args.output {
+                Output::Json => json(&ListJson {
+                    pools: pools.iter().map(summary).collect(),
+                    allocations: rows,
+                }),
+                Output::Table => Ok(format!(
+                    "{}\n{}",
+                    pools_table(&pools),
+                    allocations_table(&rows)
+                )),
+            }
+        }
+        IpamCommand::Show { pool } => {
+            let reader = IpamReader::open(&args.state_dir)?;
+            let all = reader.status()?;
+            let Some(status) = all.iter().find(|p| p.name == *pool) else {
+                let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
+                anyhow::bail!(
+                    "pool {pool:?} is neither defined nor used in {}; known pools: {}",
+                    ipam::state_file(&args.state_dir).display(),
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            };
+            match args.output {
+                Output::Json => json(status),
+                Output::Table => Ok(show_table(status)),
+            }
+        }
+        IpamCommand::Release { owner } => {
+            let ipam = Ipam::open_existing(&args.state_dir)?;
+            let released = if owner.contains('/') {
+                let owner: Owner = owner.parse()?;
+                ipam.release(&owner)?.into_iter().collect()
+            } else {
+                ipam.release_claim(owner)?
+            };
+            released_output(args.output, &released)
+        }
+        IpamCommand::Gc { live_owners } => {
+            let live = read_live_owners(live_owners)?;
+            let ipam = Ipam::open_existing(&args.state_dir)?;
+            let released = ipam.gc(&live)?;
+            released_output(args.output, &released)
+        }
+    }
+}
+
+/// One allocation line of `list`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Row {
+    #[serde(flatten)]
+    allocation: Allocation,
+    orphaned: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PoolSummary {
+    name: String,
+    defined: bool,
+    usage: Vec<ipam::FamilyUsage>,
+    allocations: usize,
+    orphaned: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct ListJson {
+    pools: Vec<PoolSummary>,
+    allocations: Vec<Row>,
+}
+
+fn summary(p: &PoolStatus) -> PoolSummary {
+    PoolSummary {
+        name: p.name.clone(),
+        defined: p.config.is_some(),
+        usage: p.usage.clone(),
+        allocations: p.allocations.len() + p.orphaned.len(),
+        orphaned: p.orphaned.len(),
+    }
+}
+
+fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// Reads owner keys from lines or a JSON array.
+fn read_live_owners(path: &Path) -> anyhow::Result<BTreeSet<Owner>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading live owners from {}", path.display()))?;
+    let keys: Vec<String> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: expected a JSON array of owner keys", path.display()))?
+    } else {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            k.parse::<Owner>()
+                .with_context(|| format!("{}: entry {}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn released_output(output: Output, released: &[Allocation]) -> anyhow::Result<String> {
+    match output {
+        Output::Json => json(released),
+        Output::Table if released.is_empty() => Ok("nothing to release\n".into()),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = released
+                .iter()
+                .map(|a| vec![a.owner.key(), pool_label(a), addresses(a)])
+                .collect();
+            Ok(format!(
+                "released {} allocation(s):\n{}",
+                released.len(),
+                table(&["OWNER", "POOL", "ADDRESSES"], &rows)
+            ))
+        }
+    }
+}
+
+fn pool_label(a: &Allocation) -> String {
+    a.pool.clone().unwrap_or_else(|| "(static)".into())
+}
+
+fn addresses(a: &Allocation) -> String {
+    a.addresses
+        .iter()
+        .map(|x| x.address.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn usage_text(p: &PoolStatus) -> String {
+    if p.config.is_none() {
+        return "removed from config".into();
+    }
+    p.usage
+        .iter()
+        .map(|u| format!("{}: {}/{} in use", u.family, u.size - u.free, u.size))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn pools_table(pools: &[PoolStatus]) -> String {
+    let rows: Vec<Vec<String>> = pools
+        .iter()
+        .map(|p| vec![p.name.clone(), usage_text(p), p.orphaned.len().to_string()])
+        .collect();
+    table(&["POOL", "USAGE", "ORPHANED"], &rows)
+}
+
+fn allocations_table(rows: &[Row]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.allocation.owner.key(),
+                pool_label(&r.allocation),
+                addresses(&r.allocation),
+                if r.orphaned { "orphaned" } else { "ok" }.into(),
+            ]
+        })
+        .collect();
+    table(&["OWNER", "POOL", "ADDRESSES", "STATE"], &rows)
+}
+
+fn show_table(p: &PoolStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "pool:      {}", p.name);
+    if let Some(config) = &p.config {
+        for s in &config.subnets {
+            let range = match (s.range_start, s.range_end) {
+                (None, None) => String::new(),
+                (a, b) => format!(
+                    " range {}-{}",
+                    a.map_or("start".into(), |x| x.to_string()),
+                    b.map_or("end".into(), |x| x.to_string())
+                ),
+            };
+            let gw = s.gateway.map_or(String::new(), |g| format!(" gateway {g}"));
+            let _ = writeln!(out, "subnet:    {}{range}{gw}", s.subnet);
+        }
+        for e in &config.exclude {
+            let _ = writeln!(out, "exclude:   {e}");
+        }
+        for r in &config.routes {
+            let via = r.gw.map_or(" (on-link)".into(), |g| format!(" via {g}"));
+            let _ = writeln!(out, "route:     {}{via}", r.dst);
+        }
+    }
+    let _ = writeln!(out, "usage:     {}", usage_text(p));
+    let mut rows: Vec<Row> = p
+        .allocations
+        .iter()
+        .map(|a| Row {
+            allocation: a.clone(),
+            orphaned: false,
+        })
+        .collect();
+    rows.extend(p.orphaned.iter().map(|a| Row {
+        allocation: a.clone(),
+        orphaned: true,
+    }));
+    let _ = write!(out, "\n{}", allocations_table(&rows));
+    out
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools() -> Vec<ipam::PoolConfig> {
+        serde_json::from_str(
+            r#"[{"name":"fronthaul","subnets":[{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"},{"subnet":"fd00:1::/64"}]}]"#,
+        )
+        .unwrap()
+    }
+
+    fn args(dir: &Path, output: Output, command: IpamCommand) -> IpamArgs {
+        IpamArgs {
+            state_dir: dir.to_path_buf(),
+            output,
+            command,
+        }
+    }
+
+    fn seeded() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path(), &pools()).unwrap();
+        for (uid, dev) in [("uid-1", "pci-0000-3b-02-1"), ("uid-2", "pci-0000-3b-02-2")] {
+            ipam.allocate(&Owner::new(uid, "nic", dev).unwrap(), "fronthaul")
+                .unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn list_prints_pools_and_allocations() {
+        let dir = seeded();
+        let out = render(&args(dir.path(), Output::Table, IpamCommand::List)).unwrap();
+        assert!(out.contains("fronthaul  IPv4: 2/253 in use"), "{out}");
+        assert!(
+            out.contains("uid-1/pci-0000-3b-02-1/nic  fronthaul  10.1.0.2/24,fd00:1::1/64  ok"),
+            "{out}"
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            &render(&args(dir.path(), Output::Json, IpamCommand::List)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["allocations"][1]["owner"]["claimUid"], "uid-2");
+        assert_eq!(json["allocations"][1]["orphaned"], false);
+    }
+
+    #[test]
+    fn show_names_known_pools_when_asked_for_an_unknown_one() {
+        let dir = seeded();
+        let show = |pool: &str| {
+            render(&args(
+                dir.path(),
+                Output::Table,
+                IpamCommand::Show { pool: pool.into() },
+            ))
+        };
+        assert!(show("fronthaul").unwrap().contains("gateway 10.1.0.1"));
+        let err = show("midhaul").unwrap_err().to_string();
+        assert!(err.contains("known pools: fronthaul"), "{err}");
+    }
+
+    #[test]
+    fn release_by_owner_or_claim_and_gc_from_a_file() {
+        let dir = seeded();
+        let release = |owner: &str| {
+            render(&args(
+                dir.path(),
+                Output::Table,
+                IpamCommand::Release {
+                    owner: owner.into(),
+                },
+            ))
+            .unwrap()
+        };
+        assert!(release("uid-1").contains("released 1 allocation(s)"));
+        assert_eq!(release("uid-1"), "nothing to release\n");
+        let live = dir.path().join("live.txt");
+        std::fs::write(&live, "# nothing is live\n").unwrap();
+        let out = render(&args(
+            dir.path(),
+            Output::Json,
+            IpamCommand::Gc { live_owners: live },
+        ))
+        .unwrap();
+        let released: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(released[0]["owner"]["claimUid"], "uid-2");
+    }
+
+    #[test]
+    fn writes_while_the_store_is_open_say_the_driver_is_running() {
+        let dir = seeded();
+        let _driver = Ipam::open(dir.path(), &pools()).unwrap();
+        let err = render(&args(
+            dir.path(),
+            Output::Table,
+            IpamCommand::Release {
+                owner: "uid-1".into(),
+            },
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("the driver is running"), "{err}");
+        let list = render(&args(dir.path(), Output::Table, IpamCommand::List)).unwrap();
+        assert!(
+            list.contains("uid-1"),
+            "read-only list works beside the driver: {list}"
+        );
+    }
+
+    #[test]
+    fn bad_live_owner_file_names_the_entry() {
+        let dir = seeded();
+        let live = dir.path().join("live.json");
+        std::fs::write(&live, r#"["uid-1/dev/req", "bad"]"#).unwrap();
+        let err = render(&args(
+            dir.path(),
+            Output::Table,
+            IpamCommand::Gc { live_owners: live },
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("entry 2"), "{err:#}");
+    }
+}
