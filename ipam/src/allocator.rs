@@ -577,7 +577,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
 
         /// Against a model: every owner holds at most one address, addresses
         /// are unique, inside the pool, never the gateway; the pool is full
@@ -592,6 +592,12 @@ mod properties {
             let size = pool.size(Family::V4);
             prop_assert_eq!(size, 25);
             let mut model: BTreeMap<usize, IpAddr> = BTreeMap::new();
+            // Naive reference for next-free: scan every allocatable address.
+            let allocatable: Vec<IpAddr> = (0u32..32)
+                .map(|i| IpAddr::from([10, 0, 0, i as u8]))
+                .filter(|ip| pool.is_allocatable(*ip))
+                .collect();
+            let mut cursor: Option<IpAddr> = None;
             for op in ops {
                 match op {
                     Op::Allocate(n) => match ipam.allocate(&owner(n), "p") {
@@ -599,6 +605,16 @@ mod properties {
                             let got = a.ips()[0];
                             if let Some(prev) = model.get(&n) {
                                 prop_assert_eq!(*prev, got, "idempotent");
+                            } else {
+                                let held: BTreeSet<IpAddr> = model.values().copied().collect();
+                                let free = |ip: &&IpAddr| !held.contains(*ip);
+                                let expected = allocatable
+                                    .iter()
+                                    .filter(free)
+                                    .find(|ip| cursor.is_none_or(|c| **ip > c))
+                                    .or_else(|| allocatable.iter().find(free));
+                                prop_assert_eq!(Some(&got), expected, "next free after the cursor");
+                                cursor = Some(got);
                             }
                             prop_assert!(pool.is_allocatable(got));
                             model.insert(n, got);

@@ -264,6 +264,23 @@ mod tests {
     }
 
     #[test]
+    fn damaged_pages_are_reported_corrupt_not_a_panic() {
+        let (dir, ipam) = ipam(SMALL);
+        for n in 0..5 {
+            ipam.allocate(&owner(n), "small").unwrap();
+        }
+        drop(ipam);
+        let path = state_file(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        for b in bytes.iter_mut().skip(4096) {
+            *b ^= 0xa5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Ipam::open(dir.path(), &pools(SMALL)).err().unwrap();
+        assert!(matches!(err, IpamError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
     fn unknown_schema_version_is_an_error_and_the_file_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = state_file(dir.path());
