@@ -159,7 +159,7 @@ mod tests {
     use sriov::fixture::Fixture;
 
     fn tree(f: Fixture) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
         f.build(dir.path()).unwrap();
         dir
     }

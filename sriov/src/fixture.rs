@@ -16,6 +16,19 @@ use std::str::FromStr;
 
 use crate::pci::PciAddress;
 
+/// Where to put fixture trees: `/dev/shm` when writable, since sysfs is an
+/// in-memory file system and a disk-backed temp dir makes scans of the
+/// 2048-VF node measure the disk instead of our code; else the temp dir.
+pub fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let writable = fs::metadata(shm).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
+    if writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// The named fixture nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fixture {

@@ -45,18 +45,23 @@ pub struct PciFunction {
     /// Address, also the sysfs directory name.
     pub address: PciAddress,
     /// PCI vendor ID.
+    #[serde(serialize_with = "hex16")]
     pub vendor_id: u16,
     /// PCI device ID.
+    #[serde(serialize_with = "hex16")]
     pub device_id: u16,
     /// Subsystem vendor ID.
+    #[serde(serialize_with = "hex16")]
     pub subsystem_vendor_id: u16,
     /// Subsystem device ID.
+    #[serde(serialize_with = "hex16")]
     pub subsystem_device_id: u16,
     /// Vendor name from the PCI ID database, if it knows the vendor.
     pub vendor_name: Option<String>,
     /// Device name from the PCI ID database, if it knows the device.
     pub device_name: Option<String>,
     /// 24-bit class code (`0x020000` Ethernet, `0x020700` InfiniBand).
+    #[serde(serialize_with = "hex_class")]
     pub class: u32,
     /// Bound kernel driver; `None` when unbound.
     pub driver: Option<String>,
@@ -173,6 +178,15 @@ impl PciFunction {
             _ => None,
         }
     }
+}
+
+/// IDs print as `lspci -nn` shows them (`15b3`), not as decimal numbers.
+fn hex16<S: serde::Serializer>(id: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{id:04x}"))
+}
+
+fn hex_class<S: serde::Serializer>(class: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("0x{class:06x}"))
 }
 
 /// Why a scan failed as a whole.
@@ -455,7 +469,7 @@ mod tests {
     use std::fs;
 
     fn built(f: Fixture) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(crate::fixture::scratch_base()).unwrap();
         f.build(dir.path()).unwrap();
         dir
     }

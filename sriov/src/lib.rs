@@ -5,10 +5,14 @@
 //! the API. Every reader takes a sysfs root so tests run on fixture trees.
 
 pub mod bind;
+pub mod fixture;
+mod ids;
+pub mod inventory;
 pub mod netlink;
 pub mod pci;
 pub mod policy;
 pub mod sysfs;
 pub mod vf_config;
 
+pub use inventory::{Inventory, InventoryError, PciFunction, Role, scan};
 pub use pci::{ParsePciAddressError, PciAddress};

@@ -1,0 +1,4 @@
+//! Subcommands of the `sriov-dra` binary, one module each.
+
+pub mod discover;
+pub mod ipam;

@@ -1,0 +1,184 @@
+//! The node's devices as the driver sees them: PCI functions joined with
+//! their RDMA devices and their PF's interface name, and which are offered.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+use sriov::PciAddress;
+use sriov::inventory::{PciFunction, Role, Skipped};
+
+use crate::config::NodeConfig;
+
+/// One PCI function with what the driver joins to it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDevice {
+    /// What sysfs says about the function.
+    #[serde(flatten)]
+    pub function: PciFunction,
+    /// Its RDMA device, if it has one.
+    pub rdma: Option<rdma::RdmaDevice>,
+    /// The PF's interface name (a VF's parent; `None` for PFs and when the
+    /// PF has no netdev).
+    pub pf_name: Option<String>,
+}
+
+/// Every network function of the node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeInventory {
+    /// Devices in PCI address order.
+    pub devices: Vec<NodeDevice>,
+    /// Entries passed over during the scan, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+impl NodeInventory {
+    /// Scans `sysfs_root` for PCI functions and their RDMA devices.
+    pub fn discover(sysfs_root: &Path) -> anyhow::Result<Self> {
+        let inv = sriov::scan(sysfs_root).with_context(|| {
+            format!(
+                "cannot inventory PCI devices under {}",
+                sysfs_root.display()
+            )
+        })?;
+        let pf_names: HashMap<PciAddress, String> = inv
+            .functions
+            .iter()
+            .filter(|f| matches!(f.role, Role::Pf { .. }))
+            .filter_map(|f| Some((f.address, f.netdev.as_ref()?.name.clone())))
+            .collect();
+        let mut devices = Vec::with_capacity(inv.functions.len());
+        for function in inv.functions {
+            let rdma = rdma::for_pci_device(sysfs_root, function.address)
+                .with_context(|| format!("cannot read RDMA devices of {}", function.address))?
+                .into_iter()
+                .next();
+            let pf_name = function
+                .vf_of()
+                .and_then(|(pf, _)| pf_names.get(&pf).cloned());
+            devices.push(NodeDevice {
+                function,
+                rdma,
+                pf_name,
+            });
+        }
+        Ok(NodeInventory {
+            devices,
+            skipped: inv.skipped,
+        })
+    }
+
+    /// The devices the config offers, in PCI address order.
+    pub fn offered<'a>(&'a self, config: &'a NodeConfig) -> impl Iterator<Item = &'a NodeDevice> {
+        self.devices.iter().filter(|d| d.is_offered(config))
+    }
+}
+
+impl NodeDevice {
+    /// Whether the config offers this device to the scheduler.
+    ///
+    /// Excluded interfaces are never offered, and neither are the VFs of an
+    /// excluded PF: the management NIC must stay out of reach.
+    pub fn is_offered(&self, config: &NodeConfig) -> bool {
+        let excluded = |name: Option<&str>| {
+            name.is_some_and(|n| config.exclude_interfaces.iter().any(|e| e == n))
+        };
+        if excluded(self.function.netdev.as_ref().map(|n| n.name.as_str()))
+            || excluded(self.pf_name.as_deref())
+        {
+            return false;
+        }
+        if !self.function.is_vf() && !config.offer_pfs {
+            return false;
+        }
+        config.selectors.is_empty() || config.selectors.iter().any(|s| s.matches(self))
+    }
+
+    /// The name this device is published under (`pci-0000-3b-02-1`).
+    pub fn name(&self) -> String {
+        self.function.address.device_name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sriov::fixture::Fixture;
+
+    fn discover(f: Fixture) -> NodeInventory {
+        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+        f.build(dir.path()).unwrap();
+        NodeInventory::discover(dir.path()).unwrap()
+    }
+
+    fn offered(inv: &NodeInventory, yaml: &str) -> Vec<String> {
+        let config = NodeConfig::parse(yaml, "test").unwrap();
+        inv.offered(&config)
+            .map(|d| d.function.address.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn joins_rdma_and_pf_names() {
+        let inv = discover(Fixture::ConnectX6Dx);
+        let vf = &inv.devices[2];
+        assert_eq!(vf.function.address.to_string(), "0000:3b:00.2");
+        assert_eq!(vf.pf_name.as_deref(), Some("ens1f0np0"));
+        assert_eq!(vf.rdma.as_ref().unwrap().name, "mlx5_1");
+    }
+
+    #[test]
+    fn default_offers_every_vf_and_no_pf() {
+        let inv = discover(Fixture::ConnectX6Dx);
+        assert_eq!(offered(&inv, "").len(), 16);
+        assert_eq!(offered(&inv, "offerPfs: true").len(), 18);
+    }
+
+    #[test]
+    fn pf_name_ranges_select_vfs_by_index() {
+        let inv = discover(Fixture::ConnectX6Dx);
+        let got = offered(&inv, "selectors: [{pfNames: [\"ens1f1np1#0-1,7\"]}]");
+        assert_eq!(got, ["0000:3b:01.2", "0000:3b:01.3", "0000:3b:02.1"]);
+    }
+
+    #[test]
+    fn fields_and_within_a_selector_or_across() {
+        let inv = discover(Fixture::E810);
+        assert_eq!(
+            offered(
+                &inv,
+                "selectors: [{vendors: [\"8086\"], drivers: [vfio-pci]}]"
+            ),
+            ["0000:af:01.2", "0000:af:01.3"]
+        );
+        assert_eq!(
+            offered(
+                &inv,
+                "selectors: [{drivers: [vfio-pci]}, {pciAddresses: [\"0000:af:01.0\"]}]"
+            ),
+            ["0000:af:01.0", "0000:af:01.2", "0000:af:01.3"]
+        );
+        assert!(offered(&inv, "selectors: [{rdma: true}]").is_empty());
+    }
+
+    #[test]
+    fn excluded_interfaces_and_their_vfs_are_never_offered() {
+        let inv = discover(Fixture::E810);
+        assert!(offered(&inv, "offerPfs: true\nexcludeInterfaces: [ens3f0]").is_empty());
+        let inv = discover(Fixture::Virtio);
+        assert_eq!(offered(&inv, "offerPfs: true"), ["0000:00:03.0"]);
+        assert!(offered(&inv, "offerPfs: true\nexcludeInterfaces: [eth0]").is_empty());
+    }
+
+    #[test]
+    fn link_type_selects_infiniband() {
+        let inv = discover(Fixture::ConnectX7Ib);
+        assert_eq!(
+            offered(&inv, "selectors: [{linkTypes: [infiniband]}]").len(),
+            4
+        );
+        assert!(offered(&inv, "selectors: [{linkTypes: [ethernet]}]").is_empty());
+    }
+}

@@ -1,0 +1,3 @@
+//! Everything that speaks the Kubernetes API's types.
+
+pub mod slices;

@@ -1,0 +1,383 @@
+//! Rendering the node's offered devices as `resource.k8s.io/v1`
+//! ResourceSlices.
+//!
+//! A pure function of the inventory and config, so the same input always
+//! gives byte-identical slices: the publisher compares renders to decide
+//! whether to bump the pool generation, and must never flap.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::resource::v1::{
+    Device, DeviceAttribute, ResourcePool, ResourceSlice, ResourceSliceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sriov::inventory::{PciFunction, Role};
+
+use crate::config::NodeConfig;
+use crate::inventory::{NodeDevice, NodeInventory};
+
+/// Devices per slice (`ResourceSliceMaxDevices`).
+pub const MAX_DEVICES_PER_SLICE: usize = 128;
+/// Longest string attribute value the API accepts.
+const MAX_ATTRIBUTE_VALUE: usize = 64;
+/// Domain of the standard, driver-independent attributes.
+const STANDARD_DOMAIN: &str = "resource.kubernetes.io";
+/// DraNet's domain, kept for selectors written against it.
+const DRANET_DOMAIN: &str = "dra.net";
+
+/// What a render needs besides the devices.
+#[derive(Debug, Clone)]
+pub struct SliceParams {
+    /// DRA driver name (`spec.driver`).
+    pub driver: String,
+    /// Node name: `spec.nodeName` and the pool name.
+    pub node: String,
+    /// Pool generation; the publisher bumps it when the render changes.
+    pub generation: i64,
+    /// The Node object, so slices are garbage-collected with it.
+    pub owner: Option<OwnerReference>,
+}
+
+impl SliceParams {
+    /// Parameters for a config and node with generation 1 and no owner.
+    pub fn new(config: &NodeConfig, node: &str) -> Self {
+        SliceParams {
+            driver: config.driver_name.clone(),
+            node: node.to_string(),
+            generation: 1,
+            owner: None,
+        }
+    }
+}
+
+/// The slices that publish every offered device, at most 128 per slice, in
+/// PCI address order. A node with nothing to offer still gets one empty
+/// slice, so the scheduler sees the pool and knows it is empty.
+pub fn render(
+    inventory: &NodeInventory,
+    config: &NodeConfig,
+    params: &SliceParams,
+) -> Vec<ResourceSlice> {
+    let devices: Vec<Device> = inventory
+        .offered(config)
+        .map(|d| device(d, &params.driver))
+        .collect();
+    let chunks: Vec<&[Device]> = if devices.is_empty() {
+        vec![&[]]
+    } else {
+        devices.chunks(MAX_DEVICES_PER_SLICE).collect()
+    };
+    let count = chunks.len() as i64;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| ResourceSlice {
+            metadata: ObjectMeta {
+                name: Some(slice_name(&params.node, &params.driver, i)),
+                owner_references: params.owner.clone().map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: ResourceSliceSpec {
+                driver: params.driver.clone(),
+                node_name: Some(params.node.clone()),
+                pool: ResourcePool {
+                    name: params.node.clone(),
+                    generation: params.generation,
+                    resource_slice_count: count,
+                },
+                devices: Some(chunk.to_vec()),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+/// `<node>-<driver with dots as dashes>-<index>`, within the 253-character
+/// limit of object names.
+pub fn slice_name(node: &str, driver: &str, index: usize) -> String {
+    let suffix = format!("-{}-{index}", driver.replace('.', "-"));
+    let keep = node.len().min(253usize.saturating_sub(suffix.len()));
+    format!("{}{suffix}", node[..keep].trim_end_matches(['-', '.']))
+}
+
+/// One device with every attribute DESIGN.md names; unknown values are
+/// left out rather than published as empty.
+pub fn device(dev: &NodeDevice, driver: &str) -> Device {
+    let f: &PciFunction = &dev.function;
+    let mut a = Attributes::new(driver);
+    a.string("pciAddress", f.address.to_string());
+    a.string("vendorID", format!("{:04x}", f.vendor_id));
+    a.string("deviceID", format!("{:04x}", f.device_id));
+    a.opt_string("vendorName", f.vendor_name.clone());
+    a.opt_string("deviceName", f.device_name.clone());
+    a.boolean("isVf", f.is_vf());
+    match &f.role {
+        Role::Vf { pf, index } => {
+            a.string("pfPciAddress", pf.to_string());
+            a.int("vfIndex", i64::from(*index));
+            a.opt_string("pfName", dev.pf_name.clone());
+        }
+        Role::Pf { .. } | Role::Plain => {
+            a.opt_string("pfName", f.netdev.as_ref().map(|n| n.name.clone()));
+        }
+    }
+    a.opt_string("kernelDriver", f.driver.clone());
+    if let Some(numa) = f.numa_node {
+        a.int("numaNode", i64::from(numa));
+        a.qualified(DRANET_DOMAIN, "numaNode", int(i64::from(numa)));
+    }
+    if let Some(group) = f.iommu_group {
+        a.int("iommuGroup", i64::from(group));
+    }
+    if let Some(nd) = &f.netdev {
+        a.string("ifName", nd.name.clone());
+        a.opt_string("mac", nd.mac.clone());
+        if let Some(mtu) = nd.mtu {
+            a.int("mtu", i64::from(mtu));
+        }
+    }
+    a.string("linkType", f.link_type.as_str().to_string());
+    a.string("eswitchMode", f.eswitch_mode.as_str().to_string());
+    a.boolean("rdma", dev.rdma.is_some());
+    if let Some(r) = &dev.rdma {
+        a.string("rdmaDevice", r.name.clone());
+    }
+    if let Some(root) = &f.pcie_root {
+        a.qualified(STANDARD_DOMAIN, "pcieRoot", string(root.clone()));
+    }
+    a.qualified(STANDARD_DOMAIN, "pciBusID", string(f.address.to_string()));
+    Device {
+        name: dev.name(),
+        attributes: Some(a.map),
+        ..Default::default()
+    }
+}
+
+/// Builds a device's attribute map under the driver's domain.
+struct Attributes<'a> {
+    driver: &'a str,
+    map: BTreeMap<String, DeviceAttribute>,
+}
+
+impl<'a> Attributes<'a> {
+    fn new(driver: &'a str) -> Self {
+        Attributes {
+            driver,
+            map: BTreeMap::new(),
+        }
+    }
+
+    fn qualified(&mut self, domain: &str, name: &str, value: DeviceAttribute) {
+        self.map.insert(format!("{domain}/{name}"), value);
+    }
+
+    fn string(&mut self, name: &str, value: String) {
+        self.qualified(self.driver, name, string(value));
+    }
+
+    fn opt_string(&mut self, name: &str, value: Option<String>) {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            self.string(name, v);
+        }
+    }
+
+    fn int(&mut self, name: &str, value: i64) {
+        self.qualified(self.driver, name, int(value));
+    }
+
+    fn boolean(&mut self, name: &str, value: bool) {
+        self.qualified(
+            self.driver,
+            name,
+            DeviceAttribute {
+                bool: Some(value),
+                ..Default::default()
+            },
+        );
+    }
+}
+
+/// A string attribute, cut to the API's 64-character limit (PCI database
+/// names can be longer).
+fn string(mut value: String) -> DeviceAttribute {
+    if value.len() > MAX_ATTRIBUTE_VALUE {
+        let mut cut = MAX_ATTRIBUTE_VALUE;
+        while !value.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        value.truncate(cut);
+    }
+    DeviceAttribute {
+        string: Some(value),
+        ..Default::default()
+    }
+}
+
+fn int(value: i64) -> DeviceAttribute {
+    DeviceAttribute {
+        int: Some(value),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sriov::fixture::Fixture;
+    use std::path::PathBuf;
+
+    fn render_fixture(f: Fixture, yaml: &str) -> Vec<ResourceSlice> {
+        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+        f.build(dir.path()).unwrap();
+        let inv = NodeInventory::discover(dir.path()).unwrap();
+        let config = NodeConfig::parse(yaml, "test").unwrap();
+        render(&inv, &config, &SliceParams::new(&config, "node-a"))
+    }
+
+    fn attr<'a>(d: &'a Device, key: &str) -> &'a DeviceAttribute {
+        d.attributes
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .unwrap_or_else(|| panic!("{} has no {key}", d.name))
+    }
+
+    #[test]
+    fn connectx6dx_vfs_carry_the_contract_attributes() {
+        let slices = render_fixture(Fixture::ConnectX6Dx, "");
+        assert_eq!(slices.len(), 1);
+        let s = &slices[0];
+        assert_eq!(s.metadata.name.as_deref(), Some("node-a-sriov-dra-dev-0"));
+        assert_eq!(s.spec.driver, "sriov.dra.dev");
+        assert_eq!(s.spec.node_name.as_deref(), Some("node-a"));
+        assert_eq!(s.spec.pool.name, "node-a");
+        let devices = s.spec.devices.as_ref().unwrap();
+        assert_eq!(devices.len(), 16);
+        let d = devices
+            .iter()
+            .find(|d| d.name == "pci-0000-3b-02-1")
+            .unwrap();
+        assert_eq!(
+            attr(d, "sriov.dra.dev/pciAddress").string.as_deref(),
+            Some("0000:3b:02.1")
+        );
+        assert_eq!(
+            attr(d, "sriov.dra.dev/pfName").string.as_deref(),
+            Some("ens1f1np1")
+        );
+        assert_eq!(
+            attr(d, "sriov.dra.dev/pfPciAddress").string.as_deref(),
+            Some("0000:3b:00.1")
+        );
+        assert_eq!(attr(d, "sriov.dra.dev/vfIndex").int, Some(7));
+        assert_eq!(attr(d, "sriov.dra.dev/numaNode").int, Some(0));
+        assert_eq!(attr(d, "dra.net/numaNode").int, Some(0));
+        assert_eq!(attr(d, "sriov.dra.dev/rdma").bool, Some(true));
+        assert_eq!(
+            attr(d, "sriov.dra.dev/rdmaDevice").string.as_deref(),
+            Some("mlx5_17")
+        );
+        assert_eq!(attr(d, "sriov.dra.dev/isVf").bool, Some(true));
+        assert_eq!(
+            attr(d, "resource.kubernetes.io/pcieRoot").string.as_deref(),
+            Some("pci0000:3a")
+        );
+        assert_eq!(
+            attr(d, "resource.kubernetes.io/pciBusID").string.as_deref(),
+            Some("0000:3b:02.1")
+        );
+        assert!(d.attributes.as_ref().unwrap().len() <= 32);
+    }
+
+    #[test]
+    fn unknown_values_are_left_out() {
+        let slices = render_fixture(Fixture::ConnectX7Ib, "");
+        let devices = slices[0].spec.devices.as_ref().unwrap();
+        let unbound = devices
+            .iter()
+            .find(|d| d.name == "pci-0000-5e-00-4")
+            .unwrap();
+        let keys = unbound.attributes.as_ref().unwrap();
+        for absent in [
+            "sriov.dra.dev/numaNode",
+            "sriov.dra.dev/kernelDriver",
+            "sriov.dra.dev/ifName",
+            "sriov.dra.dev/rdmaDevice",
+        ] {
+            assert!(!keys.contains_key(absent), "{absent}");
+        }
+        assert_eq!(
+            attr(unbound, "sriov.dra.dev/linkType").string.as_deref(),
+            Some("infiniband")
+        );
+    }
+
+    #[test]
+    fn at_most_128_devices_per_slice_and_the_count_is_right() {
+        let slices = render_fixture(Fixture::Scale2048, "");
+        assert_eq!(slices.len(), 16);
+        for (i, s) in slices.iter().enumerate() {
+            assert_eq!(s.spec.devices.as_ref().unwrap().len(), 128);
+            assert_eq!(s.spec.pool.resource_slice_count, 16);
+            assert_eq!(
+                s.metadata.name.as_deref(),
+                Some(format!("node-a-sriov-dra-dev-{i}").as_str())
+            );
+        }
+        let mut names: Vec<&str> = slices
+            .iter()
+            .flat_map(|s| {
+                s.spec
+                    .devices
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.name.as_str())
+            })
+            .collect();
+        let before = names.clone();
+        names.sort();
+        names.dedup();
+        assert_eq!(names, before, "names unique and already in order");
+    }
+
+    #[test]
+    fn nothing_to_offer_is_one_empty_slice() {
+        let slices = render_fixture(Fixture::Virtio, "");
+        assert_eq!(slices.len(), 1);
+        assert_eq!(slices[0].spec.devices.as_deref(), Some(&[][..]));
+    }
+
+    #[test]
+    fn long_strings_are_cut_to_the_api_limit() {
+        let long = "x".repeat(70) + "é";
+        assert_eq!(string(long).string.unwrap().len(), 64);
+        assert!(slice_name(&"n".repeat(253), "sriov.dra.dev", 3).len() <= 253);
+    }
+
+    /// Golden files: `UPDATE_GOLDEN=1 cargo test` rewrites them; review the
+    /// diff, since it is the wire contract the scheduler sees.
+    #[test]
+    fn renders_match_golden_files() {
+        let golden_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/kube/testdata");
+        for f in [
+            Fixture::ConnectX6Dx,
+            Fixture::E810,
+            Fixture::ConnectX7Ib,
+            Fixture::Virtio,
+        ] {
+            let yaml = render_fixture(f, "offerPfs: true")
+                .iter()
+                .map(|s| serde_yaml::to_string(s).unwrap())
+                .collect::<Vec<_>>()
+                .join("---\n");
+            let path = golden_dir.join(format!("slices-{f}.yaml"));
+            if std::env::var_os("UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(&golden_dir).unwrap();
+                std::fs::write(&path, &yaml).unwrap();
+            }
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+            assert_eq!(yaml, want, "{f} render differs from {}", path.display());
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! sriov-dra: a Kubernetes DRA node driver for SR-IOV virtual functions and
+//! RDMA devices.
+//!
+//! The library crates (`sriov`, `rdma`, `ipam`, `proto`) know nothing of
+//! Kubernetes; this crate glues them to the API, the kubelet and the
+//! container runtime. `main.rs` only parses the command line.
+
+pub mod cli;
+pub mod config;
+pub mod inventory;
+pub mod kube;
+pub mod nri;
+pub mod plugin;
