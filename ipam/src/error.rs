@@ -81,9 +81,9 @@ pub enum IpamError {
     },
     /// Another process (normally the running driver) has the store open.
     #[error(
-        "IPAM state file {path} is locked by another process: the driver is running. \
-         Stop the driver to change the state, or read it through the driver's debug API \
-         (http://127.0.0.1:9464 by default)"
+        "IPAM state file {path} is locked by another process: the driver is running \
+         (or another `sriov-dra ipam` command). While the driver runs, read the state through \
+         its debug API (http://127.0.0.1:9464 by default); stop it to change the state here"
     )]
     Locked {
         /// State file.

@@ -1,5 +1,6 @@
 //! The handles the driver and the CLI hold: [`Ipam`] (read-write, one
-//! process) and [`IpamReader`] (read-only, may run beside the driver).
+//! process) and [`IpamReader`] (read-only, for the CLI while the driver is
+//! stopped; any number may read at once).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -232,7 +233,8 @@ impl Ipam {
     }
 }
 
-/// Read-only view of the state file; opens while the driver runs.
+/// Read-only view of the state file. It cannot open while the driver holds
+/// the file ([`IpamError::Locked`]); it never repairs or changes the file.
 pub struct IpamReader {
     db: ReadOnlyDatabase,
     pools: Pools,
@@ -240,10 +242,19 @@ pub struct IpamReader {
 }
 
 impl IpamReader {
-    /// Opens `<state_dir>/state.redb` read-only.
+    /// Opens `<state_dir>/state.redb` read-only. A file left by a crashed
+    /// driver is first recovered the way the driver would on start (redb's
+    /// own repair; no allocation changes), since redb cannot read it
+    /// read-only before that.
     pub fn open(state_dir: &Path) -> Result<IpamReader, IpamError> {
         let path = state_file(state_dir);
-        let db = store::open_read(&path)?;
+        let db = match store::open_read(&path) {
+            Err(IpamError::NeedsRecovery { .. }) => {
+                drop(store::open_write(&path, false)?);
+                store::open_read(&path)?
+            }
+            other => other?,
+        };
         let txn = db.begin_read().ctx("begin read")?;
         let initialised = store::check_schema_read(&path, &txn)?;
         let pools = if initialised {

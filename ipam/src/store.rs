@@ -40,8 +40,11 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 fn builder() -> redb::Builder {
     let mut b = redb::Builder::new();
-    // One writer (the driver) while the CLI may read concurrently.
-    b.set_concurrency_mode(ConcurrencyMode::SingleWriter)
+    // The driver holds the file alone. SingleWriter would let the CLI read
+    // beside it, but forces two-phase commit (two fdatasyncs per commit,
+    // ~0.32 ms instead of ~0.19 ms per allocation here); the CLI reads
+    // through the debug API while the driver runs instead.
+    b.set_concurrency_mode(ConcurrencyMode::ExclusiveWriter)
         .set_cache_size(CACHE_BYTES)
         .set_check_integrity_on_open(true);
     b

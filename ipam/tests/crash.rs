@@ -152,6 +152,23 @@ impl Model {
     /// Checks the store against the model; then folds "releasing" owners
     /// into whatever the store says.
     fn check(&mut self, dir: &Path, round: usize) {
+        if round % 10 == 0 && dir.join(ipam::STATE_FILE).exists() {
+            // The CLI's read-only view must also cope with a crashed file.
+            let reader = ipam::IpamReader::open(dir)
+                .unwrap_or_else(|e| panic!("round {round}: read-only open after kill: {e}"));
+            let listed: BTreeSet<String> = reader
+                .list()
+                .expect("read-only list")
+                .into_iter()
+                .map(|a| a.owner.key())
+                .collect();
+            for key in self.acked.keys() {
+                assert!(
+                    listed.contains(key),
+                    "round {round}: read-only view lacks {key}"
+                );
+            }
+        }
         let ipam = Ipam::open(dir, &pools())
             .unwrap_or_else(|e| panic!("round {round}: store does not open after kill: {e}"));
         let problems = ipam.verify().expect("verify");
