@@ -152,7 +152,7 @@ impl Model {
     /// Checks the store against the model; then folds "releasing" owners
     /// into whatever the store says.
     fn check(&mut self, dir: &Path, round: usize) {
-        if round % 10 == 0 && dir.join(ipam::STATE_FILE).exists() {
+        if round.is_multiple_of(10) && dir.join(ipam::STATE_FILE).exists() {
             // The CLI's read-only view must also cope with a crashed file.
             let reader = ipam::IpamReader::open(dir)
                 .unwrap_or_else(|e| panic!("round {round}: read-only open after kill: {e}"));
