@@ -11,9 +11,11 @@
 //! addresses, routes) are a message builder plus a call to
 //! [`RouteTransport::request`]; nothing here needs to change for them.
 
+pub mod address;
 mod error;
 pub mod link;
 mod recording;
+pub mod route;
 mod socket;
 mod wire;
 
