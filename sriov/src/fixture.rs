@@ -220,6 +220,14 @@ impl TreeBuilder {
             &format!("0x{:04x}", spec.subsystem.1),
         )?;
         write(&dir, "numa_node", &spec.numa_node.to_string())?;
+        write(
+            &dir,
+            "uevent",
+            &format!(
+                "PCI_CLASS={:X}\nPCI_ID={:04X}:{:04X}\nPCI_SUBSYS_ID={:04X}:{:04X}\nPCI_SLOT_NAME={addr}",
+                spec.class, spec.ids.0, spec.ids.1, spec.subsystem.0, spec.subsystem.1
+            ),
+        )?;
         write(&dir, "driver_override", "(null)")?;
         if let Some(driver) = &spec.driver {
             self.bind(spec.address, driver)?;
