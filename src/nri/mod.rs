@@ -1,8 +1,11 @@
 //! The NRI side of the driver: the transport to the container runtime (the
-//! NRI connection multiplexer and ttrpc on top of it). The plugin logic that
-//! answers pod events builds on these (issue 7).
+//! NRI connection multiplexer and ttrpc on top of it) and the plugin that
+//! registers with the runtime and answers pod events on it.
 
 pub mod mux;
+pub mod plugin;
+#[cfg(test)]
+mod runtime_fake;
 pub mod ttrpc;
 
 #[cfg(test)]
