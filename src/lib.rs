@@ -5,9 +5,12 @@
 //! Kubernetes; this crate glues them to the API, the kubelet and the
 //! container runtime. `main.rs` only parses the command line.
 
+pub mod apis;
+pub mod cdi;
 pub mod cli;
 pub mod config;
 pub mod inventory;
 pub mod kube;
 pub mod nri;
 pub mod plugin;
+pub mod state;
