@@ -5,6 +5,8 @@
 //!
 //! Start with [`Ipam::open`]; the CLI reads through [`IpamReader`].
 
+#![warn(missing_docs)]
+
 mod address;
 mod allocation;
 mod allocator;

@@ -437,6 +437,44 @@ mod tests {
         assert!(err.contains("debug API"), "{err}");
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: TestCommand,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum TestCommand {
+        Ipam(IpamArgs),
+    }
+
+    fn parse(argv: &[&str]) -> IpamArgs {
+        use clap::Parser;
+        let TestCommand::Ipam(args) = TestCli::try_parse_from(argv).unwrap().command;
+        args
+    }
+
+    #[test]
+    fn flags_go_before_or_after_the_subcommand() {
+        use clap::CommandFactory;
+        TestCli::command().debug_assert();
+        let a = parse(&["sriov-dra", "ipam", "-o", "json", "show", "fronthaul"]);
+        assert_eq!(a.output, Output::Json);
+        assert_eq!(a.state_dir, Path::new("/var/lib/sriov-dra"));
+        assert!(matches!(a.command, IpamCommand::Show { ref pool } if pool == "fronthaul"));
+        let b = parse(&[
+            "sriov-dra",
+            "ipam",
+            "gc",
+            "--live-owners",
+            "live.txt",
+            "--state-dir",
+            "/s",
+        ]);
+        assert_eq!(b.state_dir, Path::new("/s"));
+        assert!(matches!(b.command, IpamCommand::Gc { .. }));
+    }
+
     #[test]
     fn bad_live_owner_file_names_the_entry() {
         let dir = seeded();
