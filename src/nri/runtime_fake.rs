@@ -259,11 +259,18 @@ pub enum Call {
 #[derive(Default)]
 pub struct Recorder {
     calls: std::sync::Mutex<Vec<Call>>,
-    /// How long a `slow-*` pod's call takes.
-    pub slow: Duration,
+    slow: Duration,
 }
 
 impl Recorder {
+    /// A recorder whose `slow-*` pods take `slow`.
+    pub fn with_slow(slow: Duration) -> Self {
+        Self {
+            slow,
+            ..Self::default()
+        }
+    }
+
     /// Everything recorded so far, oldest first; clears the record.
     pub fn take(&self) -> Vec<Call> {
         std::mem::take(&mut *self.calls.lock().expect("recorder lock"))

@@ -290,3 +290,136 @@ impl<H: PodHandler> Dispatcher<H> {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher called directly, as the ttrpc server calls it.
+
+    use super::*;
+    use crate::nri::runtime_fake::{Call, PATIENCE, Recorder, pod};
+
+    fn dispatcher(handler: Recorder) -> (Arc<Recorder>, Dispatcher<Recorder>) {
+        let handler = Arc::new(handler);
+        (handler.clone(), Dispatcher::new(handler))
+    }
+
+    fn encode(message: &impl Message) -> Bytes {
+        message.encode_to_vec().into()
+    }
+
+    #[test]
+    fn handlers_get_three_quarters_of_the_runtime_deadline() {
+        assert_eq!(
+            handler_deadline(DEFAULT_REQUEST_TIMEOUT),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            handler_deadline(Duration::from_millis(200)),
+            Duration::from_millis(150)
+        );
+    }
+
+    #[test]
+    fn subscription_is_run_stop_remove_pod_sandbox() {
+        assert_eq!(PodEvent::mask(), 0x7);
+    }
+
+    #[tokio::test]
+    async fn a_handler_slower_than_the_runtime_deadline_fails_the_pod_and_finishes_later() {
+        let (handler, dispatcher) = dispatcher(Recorder::with_slow(Duration::from_millis(300)));
+        let configure = nri::ConfigureRequest {
+            request_timeout: 200,
+            ..Default::default()
+        };
+        dispatcher
+            .dispatch(plugin_methods::CONFIGURE, encode(&configure))
+            .await
+            .expect("Configure");
+
+        let slow = pod("ran", "slow-0", Some("/var/run/netns/cni-s"));
+        let request = nri::RunPodSandboxRequest {
+            pod: Some(slow.clone()),
+        };
+        let status = dispatcher
+            .dispatch(plugin_methods::RUN_POD_SANDBOX, encode(&request))
+            .await
+            .expect_err("answered before the runtime's 200 ms deadline");
+        assert_eq!(status.code, Code::Unknown);
+        assert_eq!(
+            status.message,
+            "sriov-dra RunPodSandbox for pod ran/slow-0 (uid uid-ran-slow-0): not done within \
+             150ms, the runtime's deadline; it goes on in the background"
+        );
+
+        // The attach was not cut off halfway: it completes on its own.
+        let finished = async {
+            loop {
+                let calls = handler.take();
+                if !calls.is_empty() {
+                    return calls;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let calls = tokio::time::timeout(PATIENCE, finished)
+            .await
+            .expect("the handler finishes");
+        assert_eq!(calls, [Call::Run(PodSandbox::from(&slow))]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_reconcile_is_logged_and_synchronize_still_succeeds() {
+        let (handler, dispatcher) = dispatcher(Recorder::default());
+        let broken = pod("ran", "broken-0", Some("/var/run/netns/cni-b"));
+        let request = nri::SynchronizeRequest {
+            pods: vec![broken.clone()],
+            containers: vec![],
+            more: false,
+        };
+        let reply = dispatcher
+            .dispatch(plugin_methods::SYNCHRONIZE, encode(&request))
+            .await
+            .expect("Synchronize answered OK so the runtime keeps the plugin");
+        assert!(reply.is_empty(), "no updates, more=false");
+        assert!(dispatcher.synchronized());
+        assert_eq!(
+            handler.take(),
+            [Call::Synchronize(vec![PodSandbox::from(&broken)])]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_event_without_a_pod_changes_nothing() {
+        let (handler, dispatcher) = dispatcher(Recorder::default());
+        for method in [
+            plugin_methods::RUN_POD_SANDBOX,
+            plugin_methods::STOP_POD_SANDBOX,
+            plugin_methods::REMOVE_POD_SANDBOX,
+        ] {
+            let reply = dispatcher.dispatch(method, Bytes::new()).await;
+            assert_eq!(reply, Ok(Bytes::new()), "{method}");
+        }
+        assert_eq!(handler.take(), []);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_request_is_invalid_argument_naming_the_method() {
+        let (handler, dispatcher) = dispatcher(Recorder::default());
+        // Field 1, wire type 2 (length-delimited), announcing 5 bytes that
+        // never come.
+        let garbage = Bytes::from_static(&[0x0a, 0x05, 0x01]);
+        let status = dispatcher
+            .dispatch(plugin_methods::RUN_POD_SANDBOX, garbage)
+            .await
+            .expect_err("garbage is refused");
+        assert_eq!(status.code, Code::InvalidArgument);
+        assert!(
+            status
+                .message
+                .starts_with("undecodable RunPodSandbox request"),
+            "{}",
+            status.message
+        );
+        assert_eq!(handler.take(), []);
+    }
+}
