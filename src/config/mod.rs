@@ -46,6 +46,19 @@ pub struct NodeConfig {
     /// Which devices to offer; a device offered if any selector matches.
     /// Empty offers every VF.
     pub selectors: Vec<DeviceSelector>,
+    /// PFs whose VF count the driver sets at start-up (`numVfs`).
+    pub pf_policies: Vec<sriov::policy::PfPolicy>,
+    /// Address pools claims draw from.
+    pub ipam: IpamConfig,
+}
+
+/// The `ipam` section: the node's address pools.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpamConfig {
+    /// Pools by name; see the README's IPAM section.
+    #[serde(default)]
+    pub pools: Vec<ipam::PoolConfig>,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +75,8 @@ impl Default for NodeConfig {
             offer_pfs: false,
             exclude_interfaces: Vec::new(),
             selectors: Vec::new(),
+            pf_policies: Vec::new(),
+            ipam: IpamConfig::default(),
         }
     }
 }
@@ -140,6 +155,34 @@ selectors:
         assert_eq!(c.node_name.as_deref(), Some("worker-1"));
         assert_eq!(c.selectors.len(), 2);
         assert_eq!(c.resolve_node_name().unwrap(), "worker-1");
+    }
+
+    #[test]
+    fn pools_and_pf_policies_parse_and_are_checked() {
+        let c = NodeConfig::parse(
+            r#"
+pfPolicies:
+  - pfName: ens1f0np0
+    numVfs: 8
+ipam:
+  pools:
+    - name: fronthaul
+      subnets:
+        - subnet: 10.1.0.0/24
+          gateway: 10.1.0.1
+"#,
+            "node.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.pf_policies[0].num_vfs, 8);
+        assert_eq!(c.ipam.pools.len(), 1);
+        let err = NodeConfig::parse(
+            "ipam:\n  pools:\n    - name: fh\n      subnets: [{subnet: 10.1.0.0/24, gateway: 10.2.0.1}]\n",
+            "node.yaml",
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("fh") && msg.contains("gateway"), "{msg}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ impl NodeConfig {
                 );
             }
         }
+        ipam::validate_pools(&self.ipam.pools).map_err(|e| anyhow::anyhow!("ipam.pools: {e}"))?;
         Ok(())
     }
 }
