@@ -1,3 +1,5 @@
 //! Everything that speaks the Kubernetes API's types.
 
+pub mod claims;
+pub mod fake_api;
 pub mod slices;
