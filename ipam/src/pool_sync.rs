@@ -125,3 +125,75 @@ mod tests {
         assert!(ipam.verify().unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeSet;
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+
+    use crate::handle::Ipam;
+    use crate::test_support::{owner, pools};
+
+    fn pool_json(start: u8, end: u8, exclude: &BTreeSet<u8>) -> String {
+        let exclude: Vec<String> = exclude.iter().map(|e| format!("\"10.0.0.{e}\"")).collect();
+        format!(
+            r#"[{{"name":"p","subnets":[{{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.{start}","rangeEnd":"10.0.0.{end}"}}],"exclude":[{}]}}]"#,
+            exclude.join(",")
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+        /// Whatever the pool becomes, held addresses stay with their owners,
+        /// new allocations never collide with them, and orphans are exactly
+        /// the held addresses the new definition does not cover.
+        #[test]
+        fn redefining_a_pool_never_hands_out_a_held_address(
+            held in 1usize..30,
+            start in 1u8..40,
+            len in 5u8..60,
+            exclude in proptest::collection::btree_set(1u8..100, 0..10),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let before = pools(&pool_json(1, 100, &BTreeSet::new()));
+            let ipam = Ipam::open(dir.path(), &before).unwrap();
+            let mut taken: BTreeSet<IpAddr> = BTreeSet::new();
+            for n in 0..held {
+                taken.insert(ipam.allocate(&owner(n), "p").unwrap().ips()[0]);
+            }
+            drop(ipam);
+            let end = start.saturating_add(len).min(254);
+            let mut exclude = exclude;
+            exclude.retain(|e| *e >= start && *e <= end);
+            if exclude.len() as u32 >= u32::from(end - start) + 1 {
+                return Ok(()); // would be an empty pool: rejected by validation
+            }
+            let ipam = Ipam::open(dir.path(), &pools(&pool_json(start, end, &exclude))).unwrap();
+            let pool = ipam.pools().next().unwrap().clone();
+            let orphans: BTreeSet<IpAddr> =
+                ipam.orphans().unwrap().iter().map(|a| a.ips()[0]).collect();
+            let expected: BTreeSet<IpAddr> =
+                taken.iter().copied().filter(|ip| !pool.is_allocatable(*ip)).collect();
+            prop_assert_eq!(orphans, expected);
+            for n in 100..400 {
+                match ipam.allocate(&owner(n), "p") {
+                    Ok(a) => {
+                        let ip = a.ips()[0];
+                        prop_assert!(!taken.contains(&ip), "{} handed out twice", ip);
+                        prop_assert!(pool.is_allocatable(ip));
+                    }
+                    Err(crate::IpamError::PoolExhausted { .. }) => break,
+                    Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                }
+            }
+            for n in 0..held {
+                prop_assert!(ipam.get(&owner(n)).unwrap().is_some());
+            }
+            let problems = ipam.verify().unwrap();
+            prop_assert!(problems.is_empty(), "{:?}", problems);
+        }
+    }
+}
