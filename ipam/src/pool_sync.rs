@@ -168,7 +168,7 @@ mod properties {
             let end = start.saturating_add(len).min(254);
             let mut exclude = exclude;
             exclude.retain(|e| *e >= start && *e <= end);
-            if exclude.len() as u32 >= u32::from(end - start) + 1 {
+            if exclude.len() as u32 > u32::from(end - start) {
                 return Ok(()); // would be an empty pool: rejected by validation
             }
             let ipam = Ipam::open(dir.path(), &pools(&pool_json(start, end, &exclude))).unwrap();
