@@ -279,13 +279,20 @@ mod tests {
     }
 
     impl Running {
-        fn start(socket: &Path) -> Self {
-            let config = NriPluginConfig {
+        fn config(socket: &Path) -> NriPluginConfig {
+            NriPluginConfig {
                 socket: socket.to_owned(),
                 reconnect_min: Duration::from_millis(20),
                 reconnect_max: Duration::from_millis(200),
                 ..Default::default()
-            };
+            }
+        }
+
+        fn start(socket: &Path) -> Self {
+            Self::start_with(Self::config(socket))
+        }
+
+        fn start_with(config: NriPluginConfig) -> Self {
             let handler = Arc::new(Recorder::default());
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(NriPlugin::run(config, handler.clone(), async move {
@@ -597,6 +604,90 @@ mod tests {
                 Call::Run(late),
             ]
         );
+        plugin.shut_down().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_registration_is_retried_on_a_new_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("nri.sock");
+        let runtime = FakeRuntime::listen(&socket);
+        let plugin = Running::start(&socket);
+
+        let mut refused = runtime.accept_rejecting("plugin index already taken").await;
+        refused.registration().await;
+        refused.hung_up().await;
+
+        let mut conn = runtime.accept().await;
+        let (registration, events) = conn.handshake(vec![]).await;
+        assert_eq!(
+            (registration.plugin_name.as_str(), events),
+            ("sriov-dra", 0x7)
+        );
+        plugin.shut_down().await;
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_registration_times_out_and_is_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("nri.sock");
+        let runtime = FakeRuntime::listen(&socket);
+        let plugin = Running::start_with(NriPluginConfig {
+            registration_timeout: Duration::from_millis(200),
+            ..Running::config(&socket)
+        });
+
+        // This runtime never releases the RegisterPlugin reply.
+        let mut silent = runtime.accept().await;
+        silent.registration().await;
+        silent.hung_up().await;
+
+        let mut conn = runtime.accept().await;
+        conn.handshake(vec![]).await;
+        plugin.shut_down().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_pod_starts_each_reach_the_handler() {
+        let (_dir, _runtime, conn, plugin) = connected(vec![]).await;
+        plugin.handler.take();
+        let conn = Arc::new(conn);
+        let mut starts = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let conn = conn.clone();
+            starts.spawn(async move {
+                let du = pod(
+                    "ran",
+                    &format!("du-{i}"),
+                    Some(&format!("/var/run/netns/cni-{i}")),
+                );
+                conn.call::<nri::RunPodSandboxResponse>(
+                    plugin_methods::RUN_POD_SANDBOX,
+                    &pod_event(du),
+                )
+                .await
+            });
+        }
+        while let Some(done) = starts.join_next().await {
+            done.expect("join").expect("RunPodSandbox");
+        }
+        let mut netns: Vec<String> = plugin
+            .handler
+            .take()
+            .into_iter()
+            .map(|call| match call {
+                Call::Run(pod) => pod
+                    .netns
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        netns.sort();
+        let mut expected: Vec<String> =
+            (0..50).map(|i| format!("/var/run/netns/cni-{i}")).collect();
+        expected.sort();
+        assert_eq!(netns, expected);
         plugin.shut_down().await;
     }
 

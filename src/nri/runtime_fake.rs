@@ -43,7 +43,17 @@ impl FakeRuntime {
             .await
             .expect("plugin dials within the test's patience")
             .expect("accept");
-        RuntimeConn::new(Mux::new(stream))
+        RuntimeConn::new(Mux::new(stream), None)
+    }
+
+    /// Waits for the plugin to dial, and answers its RegisterPlugin with
+    /// code 2 and `reason`, as the runtime refuses a bad name or index.
+    pub async fn accept_rejecting(&self, reason: &str) -> RuntimeConn {
+        let (stream, _) = tokio::time::timeout(PATIENCE, self.listener.accept())
+            .await
+            .expect("plugin dials within the test's patience")
+            .expect("accept");
+        RuntimeConn::new(Mux::new(stream), Some(reason.to_owned()))
     }
 
     /// Stops listening and removes the socket, as a stopping runtime does.
@@ -63,7 +73,7 @@ pub struct RuntimeConn {
 }
 
 impl RuntimeConn {
-    fn new(mux: Mux) -> Self {
+    fn new(mux: Mux, reject: Option<String>) -> Self {
         let plugin = TtrpcClient::new(mux.open(PLUGIN_SERVICE_CONN).expect("open conn 1"));
         let (registered, registrations) = mpsc::unbounded_channel();
         let release = Arc::new(Semaphore::new(0));
@@ -73,6 +83,7 @@ impl RuntimeConn {
             move |method: String, payload: Bytes| {
                 let registered = registered.clone();
                 let gate = gate.clone();
+                let reject = reject.clone();
                 async move {
                     if method != runtime_methods::REGISTER_PLUGIN {
                         return Err(Status::new(Code::Unimplemented, method));
@@ -80,6 +91,9 @@ impl RuntimeConn {
                     let req = nri::RegisterPluginRequest::decode(payload)
                         .map_err(|e| Status::new(Code::InvalidArgument, e.to_string()))?;
                     let _ = registered.send(req);
+                    if let Some(reason) = reject {
+                        return Err(Status::new(Code::Unknown, reason));
+                    }
                     // Like the runtime, report "registered" before replying; the
                     // test decides when the reply goes out (nri.md item 13).
                     let permit = gate
