@@ -22,6 +22,7 @@ use prost::Message;
 use proto::nri;
 use proto::nri::runtime_methods;
 use tokio::net::UnixStream;
+use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use dispatch::DEFAULT_REQUEST_TIMEOUT;
@@ -151,7 +152,8 @@ impl NriPlugin {
             let dispatcher = Arc::new(Dispatcher::new(handler.clone()));
             let outcome = tokio::select! {
                 () = &mut shutdown => break,
-                outcome = session(&config, dispatcher.clone()) => outcome,
+                outcome = session(&config, dispatcher.clone())
+                    .instrument(tracing::info_span!("nri", socket = %config.socket.display())) => outcome,
             };
             if dispatcher.synchronized() {
                 // The connection worked; a runtime restart is redialed fast.

@@ -65,6 +65,13 @@ impl From<&nri::PodSandbox> for PodSandbox {
 /// [`PodHandler::run_pod_sandbox`] fails the pod's sandbox in containerd,
 /// which is intended: a pod whose devices could not be attached must not
 /// start. Errors from stop/remove are only logged by the runtime.
+///
+/// A call gets three quarters of the runtime's request timeout (2 s by
+/// default, so 1.5 s): the runtime drops a plugin that misses its deadline.
+/// When that passes, the plugin answers with an error (failing the pod) but
+/// lets the call run to its end, so a later stop/remove of the same pod may
+/// overlap it: serialize work per pod UID. Calls in flight at shutdown also
+/// run to their end.
 pub trait PodHandler: Send + Sync + 'static {
     /// The sandbox exists and its netns is set up (after CNI): attach.
     fn run_pod_sandbox(&self, pod: &PodSandbox) -> impl Future<Output = Result<(), String>> + Send;
