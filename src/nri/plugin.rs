@@ -694,6 +694,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chunks_of_a_synchronize_cut_short_by_a_restart_are_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("nri.sock");
+        let runtime = FakeRuntime::listen(&socket);
+        let plugin = Running::start(&socket);
+        let mut conn = runtime.accept().await;
+        conn.registration().await;
+        conn.configure().await;
+        conn.release_registration();
+        let gone = pod("ran", "gone-0", Some("/var/run/netns/cni-g"));
+        assert!(conn.synchronize(vec![gone], true).await.more);
+
+        // The runtime dies before the last chunk.
+        conn.close().await;
+        runtime.stop();
+        let runtime = FakeRuntime::listen(&socket);
+        let mut conn = runtime.accept().await;
+        let du = pod("ran", "du-0", Some("/var/run/netns/cni-d"));
+        conn.handshake(vec![du.clone()]).await;
+        assert_eq!(
+            plugin.handler.take(),
+            [Call::Synchronize(vec![PodSandbox::from(&du)])]
+        );
+        plugin.shut_down().await;
+    }
+
+    #[tokio::test]
     async fn plugin_started_before_the_runtime_connects_when_it_appears() {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("nri.sock");
