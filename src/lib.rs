@@ -6,6 +6,7 @@
 //! container runtime. `main.rs` only parses the command line.
 
 pub mod apis;
+pub mod attach;
 pub mod cdi;
 pub mod cli;
 pub mod config;

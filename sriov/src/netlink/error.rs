@@ -80,6 +80,7 @@ pub fn errno_name(errno: i32) -> String {
         libc::EADDRINUSE => "EADDRINUSE",
         libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
         libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
         libc::ENOBUFS => "ENOBUFS",
         libc::ETIMEDOUT => "ETIMEDOUT",
         _ => return format!("errno {errno}"),

@@ -1,0 +1,598 @@
+//! What attaching a prepared device to a pod means, step by step, and what
+//! undoing it means: pure functions, so the order and the validation are
+//! tested without a kernel.
+//!
+//! Attach order: one `RTM_NEWLINK` moves the link into the pod and renames
+//! it; then MTU and MAC (both while the link is still down: many VF drivers
+//! refuse a MAC change on a running link), the addresses, up, and only then
+//! the routes, because the kernel accepts a route via a gateway only when
+//! the gateway is reachable through an address on a link that is up.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sriov::PciAddress;
+
+/// Longest interface name the kernel takes (`IFNAMSIZ` - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+/// Smallest MTU an IPv4 link may have (RFC 791); IPv6 needs 1280.
+const MIN_MTU_V4: u32 = 68;
+const MIN_MTU_V6: u32 = 1280;
+/// Largest MTU any Ethernet VF driver accepts (jumbo frames).
+const MAX_MTU: u32 = 9702;
+
+/// A prepared netdevice-mode VF as the kubelet plugin recorded it: which
+/// PCI function, and how the pod should see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreparedDevice {
+    /// The claim, as `namespace/name`, for error messages.
+    pub claim: String,
+    /// The DRA device name (`pci-0000-3b-02-1`).
+    pub device: String,
+    /// The VF's PCI address: the only identity we trust, names change.
+    pub pci_address: PciAddress,
+    /// Interface name in the pod; `net1`, `net2`, … by order when absent.
+    pub if_name: Option<String>,
+    /// MTU to set in the pod.
+    pub mtu: Option<u32>,
+    /// MAC to set in the pod.
+    pub mac: Option<MacAddress>,
+    /// Addresses with their prefix, v4 and v6.
+    pub addresses: Vec<IpNetwork>,
+    /// Routes out of this interface.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A route out of the pod interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// Destination network (`0.0.0.0/0` for a default route).
+    pub destination: IpNetwork,
+    /// Next hop; without one the route is on-link (scope link).
+    pub gateway: Option<IpAddr>,
+}
+
+/// An Ethernet MAC address, written `02:00:00:aa:bb:cc` in JSON and text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let part = parts
+                .next()
+                .ok_or_else(|| format!("MAC {s:?} has fewer than 6 octets"))?;
+            if part.len() != 2 {
+                return Err(format!("MAC {s:?}: octet {part:?} is not two hex digits"));
+            }
+            *byte = u8::from_str_radix(part, 16)
+                .map_err(|_| format!("MAC {s:?}: octet {part:?} is not hex"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("MAC {s:?} has more than 6 octets"));
+        }
+        Ok(MacAddress(out))
+    }
+}
+
+impl TryFrom<&[u8]> for MacAddress {
+    type Error = String;
+
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        <[u8; 6]>::try_from(bytes)
+            .map(MacAddress)
+            .map_err(|_| format!("hardware address of {} bytes is not a MAC", bytes.len()))
+    }
+}
+
+impl Serialize for MacAddress {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One kernel change of the attach, in the order it must happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachStep {
+    /// Move into the pod netns and take `name` there, in one `RTM_NEWLINK`.
+    MoveAndRename {
+        /// The pod-side interface name.
+        name: String,
+    },
+    /// Set the MTU.
+    SetMtu(u32),
+    /// Set the MAC.
+    SetMac(MacAddress),
+    /// Add an address (v6 without duplicate-address detection).
+    AddAddress(IpNetwork),
+    /// Bring the link up.
+    Up,
+    /// Add a route out of the link.
+    AddRoute(RouteSpec),
+}
+
+impl fmt::Display for AttachStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachStep::MoveAndRename { name } => {
+                write!(f, "moving into the pod netns as {name}")
+            }
+            AttachStep::SetMtu(mtu) => write!(f, "setting MTU {mtu}"),
+            AttachStep::SetMac(mac) => write!(f, "setting MAC {mac}"),
+            AttachStep::AddAddress(net) => write!(f, "adding address {net}"),
+            AttachStep::Up => f.write_str("bringing the link up"),
+            AttachStep::AddRoute(r) => match r.gateway {
+                Some(gw) => write!(f, "adding route {} via {gw}", r.destination),
+                None => write!(f, "adding on-link route {}", r.destination),
+            },
+        }
+    }
+}
+
+/// One kernel change of the detach (also the attach's rollback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetachStep {
+    /// In the pod: bring the link down, so a half-failed move leaves no
+    /// running interface behind.
+    DownInPod,
+    /// From the pod: move back to the host netns under the original name.
+    MoveToHost {
+        /// The host name to restore.
+        name: String,
+    },
+    /// In the host: rename back, for when the link came home under another
+    /// name (netns deleted, or the move's rename half failed).
+    RestoreName {
+        /// The host name to restore.
+        name: String,
+    },
+    /// In the host: remove every address the link still has.
+    FlushAddresses,
+    /// In the host: put back the MTU it had before the attach.
+    RestoreMtu(u32),
+    /// In the host: put back the MAC it had before the attach.
+    RestoreMac(MacAddress),
+    /// In the host: bring it up again if it was up before the attach.
+    RestoreUp,
+}
+
+impl fmt::Display for DetachStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DetachStep::DownInPod => f.write_str("bringing the link down in the pod"),
+            DetachStep::MoveToHost { name } => {
+                write!(f, "moving back to the host netns as {name}")
+            }
+            DetachStep::RestoreName { name } => write!(f, "restoring host name {name}"),
+            DetachStep::FlushAddresses => f.write_str("flushing addresses"),
+            DetachStep::RestoreMtu(mtu) => write!(f, "restoring MTU {mtu}"),
+            DetachStep::RestoreMac(mac) => write!(f, "restoring MAC {mac}"),
+            DetachStep::RestoreUp => f.write_str("bringing the link up again"),
+        }
+    }
+}
+
+/// What the link looked like in the host before the attach: the detach puts
+/// it back like this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostState {
+    /// Interface name in the host.
+    pub name: String,
+    /// MTU in the host.
+    pub mtu: u32,
+    /// MAC in the host.
+    pub mac: MacAddress,
+    /// Whether it was up.
+    pub up: bool,
+}
+
+/// Why a prepared device cannot be attached as asked; found before any
+/// kernel change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The interface name is not one the kernel would accept.
+    #[error("ifName {name:?}: {why}")]
+    BadName {
+        /// The name asked for.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The MTU is out of range for the addresses asked for.
+    #[error("mtu {mtu}: expected {min}..={MAX_MTU}")]
+    BadMtu {
+        /// The MTU asked for.
+        mtu: u32,
+        /// The smallest allowed with these addresses.
+        min: u32,
+    },
+    /// The MAC is not a unicast address.
+    #[error("mac {0}: expected a unicast, non-zero address")]
+    BadMac(MacAddress),
+    /// The same address is asked for twice.
+    #[error("addresses: {0} is listed twice")]
+    DuplicateAddress(IpNetwork),
+    /// A route's gateway is of the other IP family than its destination.
+    #[error("routes: gateway {gateway} does not match destination {destination}")]
+    RouteFamily {
+        /// The route's destination.
+        destination: IpNetwork,
+        /// Its gateway.
+        gateway: IpAddr,
+    },
+    /// Two devices of one pod would get the same interface name.
+    #[error("ifName {0:?} is used by two devices of the pod")]
+    DuplicateName(String),
+}
+
+/// Checks `name` the way the kernel's `dev_valid_name` does.
+pub fn check_if_name(name: &str) -> Result<(), PlanError> {
+    let bad = |why| {
+        Err(PlanError::BadName {
+            name: name.to_string(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return bad("is longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("is . or ..");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return bad("contains '/', ':', whitespace or a control character");
+    }
+    if name.contains('%') {
+        return bad("contains '%', which the kernel would expand into a number");
+    }
+    Ok(())
+}
+
+/// The interface name of the device at position `order` (0-based) among
+/// the pod's devices: its own `ifName`, else `net<order+1>`.
+pub fn interface_name(device: &PreparedDevice, order: usize) -> String {
+    device
+        .if_name
+        .clone()
+        .unwrap_or_else(|| format!("net{}", order + 1))
+}
+
+/// The names the pod's devices get, checked for clashes between them.
+pub fn pod_interface_names(devices: &[PreparedDevice]) -> Result<Vec<String>, PlanError> {
+    let names: Vec<String> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| interface_name(d, i))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(PlanError::DuplicateName(name.clone()));
+        }
+    }
+    Ok(names)
+}
+
+/// The attach steps for `device` under interface name `name`, after
+/// checking every field.
+pub fn attach_plan(device: &PreparedDevice, name: &str) -> Result<Vec<AttachStep>, PlanError> {
+    check_if_name(name)?;
+    if let Some(mtu) = device.mtu {
+        let min = if device.addresses.iter().any(IpNetwork::is_ipv6) {
+            MIN_MTU_V6
+        } else {
+            MIN_MTU_V4
+        };
+        if !(min..=MAX_MTU).contains(&mtu) {
+            return Err(PlanError::BadMtu { mtu, min });
+        }
+    }
+    if let Some(mac) = device.mac {
+        // Bit 0 of the first octet marks group (multicast) addresses.
+        if mac.0[0] & 1 == 1 || mac.0 == [0; 6] {
+            return Err(PlanError::BadMac(mac));
+        }
+    }
+    for (i, net) in device.addresses.iter().enumerate() {
+        if device.addresses[..i].contains(net) {
+            return Err(PlanError::DuplicateAddress(*net));
+        }
+    }
+    for route in &device.routes {
+        if let Some(gateway) = route.gateway
+            && gateway.is_ipv4() != route.destination.is_ipv4()
+        {
+            return Err(PlanError::RouteFamily {
+                destination: route.destination,
+                gateway,
+            });
+        }
+    }
+
+    let mut steps = vec![AttachStep::MoveAndRename {
+        name: name.to_string(),
+    }];
+    steps.extend(device.mtu.map(AttachStep::SetMtu));
+    steps.extend(device.mac.map(AttachStep::SetMac));
+    steps.extend(device.addresses.iter().copied().map(AttachStep::AddAddress));
+    steps.push(AttachStep::Up);
+    steps.extend(device.routes.iter().copied().map(AttachStep::AddRoute));
+    Ok(steps)
+}
+
+/// The steps that take the link out of the pod: down first, so nothing
+/// runs on it while it moves, then one `RTM_NEWLINK` moving it home under
+/// its host name.
+pub fn leave_pod_plan(host: &HostState) -> Vec<DetachStep> {
+    vec![
+        DetachStep::DownInPod,
+        DetachStep::MoveToHost {
+            name: host.name.clone(),
+        },
+    ]
+}
+
+/// The steps that give the link in the host back its state from before the
+/// attach (`host`), given what it looks like now (`current`). Steps whose
+/// target already holds are left out, so a second detach plans nothing.
+pub fn restore_host_plan(
+    host: &HostState,
+    current: &HostState,
+    has_addresses: bool,
+) -> Vec<DetachStep> {
+    let mut steps = Vec::new();
+    if current.name != host.name {
+        steps.push(DetachStep::RestoreName {
+            name: host.name.clone(),
+        });
+    }
+    if has_addresses {
+        steps.push(DetachStep::FlushAddresses);
+    }
+    if current.mtu != host.mtu {
+        steps.push(DetachStep::RestoreMtu(host.mtu));
+    }
+    if current.mac != host.mac {
+        steps.push(DetachStep::RestoreMac(host.mac));
+    }
+    if host.up && !current.up {
+        steps.push(DetachStep::RestoreUp);
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> PreparedDevice {
+        PreparedDevice {
+            claim: "telco/fronthaul".into(),
+            device: "pci-0000-3b-02-1".into(),
+            pci_address: "0000:3b:02.1".parse().unwrap(),
+            if_name: None,
+            mtu: Some(9000),
+            mac: Some("02:00:00:00:00:01".parse().unwrap()),
+            addresses: vec![
+                "192.0.2.10/24".parse().unwrap(),
+                "2001:db8::10/64".parse().unwrap(),
+            ],
+            routes: vec![RouteSpec {
+                destination: "198.51.100.0/24".parse().unwrap(),
+                gateway: Some("192.0.2.1".parse().unwrap()),
+            }],
+        }
+    }
+
+    #[test]
+    fn full_attach_plan_in_kernel_order() {
+        let d = device();
+        let steps = attach_plan(&d, &interface_name(&d, 0)).unwrap();
+        let text: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "moving into the pod netns as net1",
+                "setting MTU 9000",
+                "setting MAC 02:00:00:00:00:01",
+                "adding address 192.0.2.10/24",
+                "adding address 2001:db8::10/64",
+                "bringing the link up",
+                "adding route 198.51.100.0/24 via 192.0.2.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn minimal_device_is_moved_and_brought_up() {
+        let d = PreparedDevice {
+            mtu: None,
+            mac: None,
+            addresses: vec![],
+            routes: vec![],
+            if_name: Some("fh0".into()),
+            ..device()
+        };
+        assert_eq!(
+            attach_plan(&d, &interface_name(&d, 3)).unwrap(),
+            [
+                AttachStep::MoveAndRename { name: "fh0".into() },
+                AttachStep::Up
+            ]
+        );
+    }
+
+    #[test]
+    fn default_names_follow_order_and_clashes_are_refused() {
+        let mut devices = vec![device(), device()];
+        assert_eq!(pod_interface_names(&devices).unwrap(), ["net1", "net2"]);
+        devices[0].if_name = Some("net2".into());
+        assert_eq!(
+            pod_interface_names(&devices).unwrap_err(),
+            PlanError::DuplicateName("net2".into())
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let d = device();
+        for (name, why) in [
+            ("", "is empty"),
+            ("a-very-long-ifname", "is longer than 15 bytes"),
+            (
+                "net 1",
+                "contains '/', ':', whitespace or a control character",
+            ),
+            (
+                "net%d",
+                "contains '%', which the kernel would expand into a number",
+            ),
+        ] {
+            assert_eq!(
+                attach_plan(&d, name).unwrap_err(),
+                PlanError::BadName {
+                    name: name.into(),
+                    why
+                }
+            );
+        }
+        let small = PreparedDevice {
+            mtu: Some(1000),
+            ..device()
+        };
+        assert_eq!(
+            attach_plan(&small, "net1").unwrap_err().to_string(),
+            "mtu 1000: expected 1280..=9702"
+        );
+        let multicast = PreparedDevice {
+            mac: Some("01:00:5e:00:00:01".parse().unwrap()),
+            ..device()
+        };
+        assert!(matches!(
+            attach_plan(&multicast, "net1"),
+            Err(PlanError::BadMac(_))
+        ));
+        let mixed = PreparedDevice {
+            routes: vec![RouteSpec {
+                destination: "0.0.0.0/0".parse().unwrap(),
+                gateway: Some("2001:db8::1".parse().unwrap()),
+            }],
+            ..device()
+        };
+        assert_eq!(
+            attach_plan(&mixed, "net1").unwrap_err().to_string(),
+            "routes: gateway 2001:db8::1 does not match destination 0.0.0.0/0"
+        );
+        let twice = PreparedDevice {
+            addresses: vec!["10.0.0.1/8".parse().unwrap(); 2],
+            ..device()
+        };
+        assert_eq!(
+            attach_plan(&twice, "net1").unwrap_err().to_string(),
+            "addresses: 10.0.0.1/8 is listed twice"
+        );
+    }
+
+    fn host() -> HostState {
+        HostState {
+            name: "ens1f0v3".into(),
+            mtu: 1500,
+            mac: "02:aa:00:00:00:03".parse().unwrap(),
+            up: false,
+        }
+    }
+
+    #[test]
+    fn detach_from_a_live_pod_moves_then_restores() {
+        let attached = HostState {
+            name: "ens1f0v3".into(),
+            mtu: 9000,
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            up: false,
+        };
+        assert_eq!(
+            leave_pod_plan(&host()),
+            [
+                DetachStep::DownInPod,
+                DetachStep::MoveToHost {
+                    name: "ens1f0v3".into()
+                },
+            ]
+        );
+        assert_eq!(
+            restore_host_plan(&host(), &attached, true),
+            [
+                DetachStep::FlushAddresses,
+                DetachStep::RestoreMtu(1500),
+                DetachStep::RestoreMac("02:aa:00:00:00:03".parse().unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn netns_gone_restores_the_name_the_kernel_gave_back() {
+        let returned = HostState {
+            name: "net1".into(),
+            up: false,
+            ..host()
+        };
+        let was_up = HostState { up: true, ..host() };
+        assert_eq!(
+            restore_host_plan(&was_up, &returned, false),
+            [
+                DetachStep::RestoreName {
+                    name: "ens1f0v3".into()
+                },
+                DetachStep::RestoreUp,
+            ]
+        );
+    }
+
+    #[test]
+    fn second_detach_plans_nothing() {
+        assert_eq!(restore_host_plan(&host(), &host(), false), []);
+    }
+
+    #[test]
+    fn mac_parses_prints_and_round_trips_through_json() {
+        let mac: MacAddress = "02:AB:00:00:00:0f".parse().unwrap();
+        assert_eq!(mac.to_string(), "02:ab:00:00:00:0f");
+        assert_eq!(
+            serde_json::from_str::<MacAddress>(&serde_json::to_string(&mac).unwrap()).unwrap(),
+            mac
+        );
+        assert!("02:ab:00:00:00".parse::<MacAddress>().is_err());
+        assert!("02:ab:00:00:00:00:00".parse::<MacAddress>().is_err());
+        assert!("02:ab:00:00:00:zz".parse::<MacAddress>().is_err());
+        assert!(MacAddress::try_from(&[1u8, 2, 3][..]).is_err());
+    }
+}
