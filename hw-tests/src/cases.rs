@@ -1,0 +1,373 @@
+//! The lab's cases: each sets something on real hardware (or the simulated
+//! NIC), reads it back, restores it and checks the restore.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use sriov::PciAddress;
+use sriov::bind::{DriverBinder, SysfsWriter};
+use sriov::netlink::RouteTransport;
+use sriov::policy::{self, NumVfsPlan, PfPolicy, PfSelector, PfStatus};
+use sriov::vf_config::{
+    self, LinkState, MacAddress, VfConfigError, VfSettings, VfSettingsRequest, VfState, VfTarget,
+    VlanProto,
+};
+
+/// How a case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Set, read back, restored, read back again: all as expected.
+    Pass,
+    /// The driver refused the setting cleanly (errno named); nothing left changed.
+    Unsupported(String),
+    /// Something did not match or an unexpected error occurred.
+    Fail(String),
+    /// Not run, and why.
+    Skipped(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Pass => f.write_str("pass"),
+            Outcome::Unsupported(e) => write!(f, "unsupported ({e})"),
+            Outcome::Fail(e) => write!(f, "FAIL: {e}"),
+            Outcome::Skipped(e) => write!(f, "skipped: {e}"),
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// `vf-settings/vlan-qos`, `bind/vfio-roundtrip`, ….
+    pub name: String,
+    /// How it went.
+    pub outcome: Outcome,
+}
+
+/// A VF setting case: what to ask for.
+pub struct SettingCase {
+    /// Case name after `vf-settings/`.
+    pub name: &'static str,
+    /// The request.
+    pub request: VfSettingsRequest,
+}
+
+/// Every PF-side setting the driver supports, one case each.
+pub fn setting_cases() -> Vec<SettingCase> {
+    let base = VfSettingsRequest::default;
+    vec![
+        SettingCase {
+            name: "mac",
+            request: VfSettingsRequest {
+                mac: Some(MacAddress([0x02, 0x00, 0x5e, 0x10, 0x20, 0x30])),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "vlan",
+            request: VfSettingsRequest {
+                vlan: Some(100),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "vlan-qos",
+            request: VfSettingsRequest {
+                vlan: Some(101),
+                vlan_qos: Some(5),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "vlan-802.1ad",
+            request: VfSettingsRequest {
+                vlan: Some(102),
+                vlan_proto: Some(VlanProto::Dot1Ad),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "spoofchk-off",
+            request: VfSettingsRequest {
+                spoof_chk: Some(false),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "trust-on",
+            request: VfSettingsRequest {
+                trust: Some(true),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "link-state-disable",
+            request: VfSettingsRequest {
+                link_state: Some(LinkState::Disable),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "link-state-enable",
+            request: VfSettingsRequest {
+                link_state: Some(LinkState::Enable),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "max-tx-rate",
+            request: VfSettingsRequest {
+                max_tx_rate_mbps: Some(1000),
+                ..base()
+            },
+        },
+        SettingCase {
+            name: "min-max-tx-rate",
+            request: VfSettingsRequest {
+                min_tx_rate_mbps: Some(100),
+                max_tx_rate_mbps: Some(1000),
+                ..base()
+            },
+        },
+    ]
+}
+
+/// Reads a VF's settings a second, independent way (on real hardware:
+/// `ip -j link show`), to catch a bug shared by our encoder and parser.
+pub trait IndependentReader {
+    /// The VF's state, or why it could not be read.
+    fn read(&mut self, target: &VfTarget) -> Result<VfState, String>;
+}
+
+/// No second reader (the simulated NIC).
+pub struct NoIndependentReader;
+
+impl IndependentReader for NoIndependentReader {
+    fn read(&mut self, _: &VfTarget) -> Result<VfState, String> {
+        Err("no independent reader".into())
+    }
+}
+
+/// True if every field `desired` sets has that value in `state`.
+fn has_settings(state: &VfState, desired: &VfSettings) -> Result<(), String> {
+    let mut wrong = Vec::new();
+    if let Some(mac) = desired.mac()
+        && state.mac != mac
+    {
+        wrong.push(format!("mac is {}", state.mac));
+    }
+    if let Some(vlan) = desired.vlan()
+        && state.vlan != vlan
+    {
+        wrong.push(format!("vlan is {}", state.vlan));
+    }
+    if let Some(on) = desired.spoof_chk()
+        && state.spoof_chk != on
+    {
+        wrong.push(format!("spoofchk is {}", state.spoof_chk));
+    }
+    if let Some(on) = desired.trust()
+        && state.trust != on
+    {
+        wrong.push(format!("trust is {}", state.trust));
+    }
+    if let Some(ls) = desired.link_state()
+        && state.link_state != Some(ls)
+    {
+        wrong.push(format!("link state is {:?}", state.link_state));
+    }
+    if let Some(max) = desired.max_tx_rate_mbps()
+        && state.max_tx_rate_mbps != max
+    {
+        wrong.push(format!("max rate is {}", state.max_tx_rate_mbps));
+    }
+    if let Some(min) = desired.min_tx_rate_mbps()
+        && state.min_tx_rate_mbps != min
+    {
+        wrong.push(format!("min rate is {}", state.min_tx_rate_mbps));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join(", "))
+    }
+}
+
+/// Sets one case on `target`, reads it back (both ways when an independent
+/// reader works), restores, and checks the VF is as it was.
+pub fn run_setting_case(
+    t: &mut impl RouteTransport,
+    reader: &mut impl IndependentReader,
+    target: &VfTarget,
+    case: &SettingCase,
+) -> CaseResult {
+    let name = format!("vf-settings/{}", case.name);
+    let outcome = (|| {
+        let desired = match VfSettings::new(case.request.clone()) {
+            Ok(d) => d,
+            Err(e) => return Outcome::Fail(format!("case is invalid: {e}")),
+        };
+        let before = match vf_config::read_vf_state(t, target) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        let mut stored = None;
+        let record =
+            match vf_config::configure(t, target, &desired, &mut |r: &vf_config::VfConfigRecord| {
+                stored = Some(r.clone());
+                Ok::<(), String>(())
+            }) {
+                Ok(r) => r,
+                Err(VfConfigError::Refused {
+                    errno, rollback, ..
+                }) => {
+                    let after = vf_config::read_vf_state(t, target);
+                    if after.as_ref().ok() != Some(&before) {
+                        return Outcome::Fail(format!(
+                            "refused, and the rollback left the VF changed ({rollback})"
+                        ));
+                    }
+                    let errno = errno.map_or("no errno".into(), sriov::netlink::errno_name);
+                    return Outcome::Unsupported(errno);
+                }
+                Err(e) => return Outcome::Fail(e.to_string()),
+            };
+        let readback = match vf_config::read_vf_state(t, target) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Fail(format!("read back: {e}")),
+        };
+        if let Err(e) = has_settings(&readback, &desired) {
+            return Outcome::Fail(format!("read back over netlink: {e}"));
+        }
+        if let Ok(independent) = reader.read(target)
+            && let Err(e) = has_settings(&independent, &desired)
+        {
+            return Outcome::Fail(format!("read back with ip link: {e}"));
+        }
+        if let Err(e) = vf_config::restore(t, &record) {
+            return Outcome::Fail(format!("restore: {e}"));
+        }
+        match vf_config::read_vf_state(t, target) {
+            Ok(after) if after == before => Outcome::Pass,
+            Ok(after) => Outcome::Fail(format!("restore left {after:?}, was {before:?}")),
+            Err(e) => Outcome::Fail(format!("read after restore: {e}")),
+        }
+    })();
+    CaseResult { name, outcome }
+}
+
+/// Binds the VF to vfio-pci and back, checking the driver each time.
+pub fn run_bind_case<W: SysfsWriter>(binder: &mut DriverBinder<W>, vf: PciAddress) -> CaseResult {
+    let outcome = (|| {
+        let before = match binder.current_driver(vf) {
+            Ok(d) => d,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        let record = match binder.bind_to_vfio(vf) {
+            Ok(r) => r,
+            Err(
+                e @ (sriov::bind::BindError::VfioNotLoaded { .. }
+                | sriov::bind::BindError::NoIommuGroup { .. }),
+            ) => {
+                return Outcome::Skipped(e.to_string());
+            }
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        match binder.current_driver(vf) {
+            Ok(Some(d)) if d == "vfio-pci" => {}
+            other => return Outcome::Fail(format!("after bind the driver is {other:?}")),
+        }
+        if let Err(e) = binder.restore(&record) {
+            return Outcome::Fail(format!("restore: {e}"));
+        }
+        match binder.current_driver(vf) {
+            Ok(d) if d == before => Outcome::Pass,
+            other => Outcome::Fail(format!(
+                "after restore the driver is {other:?}, was {before:?}"
+            )),
+        }
+    })();
+    CaseResult {
+        name: "bind/vfio-roundtrip".into(),
+        outcome,
+    }
+}
+
+/// Resizes the PF's VFs (down by one, or up by one from 0) and back.
+pub fn run_resize_case(
+    writer: &mut impl SysfsWriter,
+    sysfs_root: &Path,
+    pf: PciAddress,
+) -> CaseResult {
+    let outcome = (|| {
+        let status = match PfStatus::read(sysfs_root, pf) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Fail(e.to_string()),
+        };
+        let original = status.num_vfs;
+        let target = if original > 0 {
+            original - 1
+        } else {
+            1.min(status.total_vfs)
+        };
+        for (step, want) in [("resize", target), ("restore", original)] {
+            let status = match PfStatus::read(sysfs_root, pf) {
+                Ok(s) => s,
+                Err(e) => return Outcome::Fail(e.to_string()),
+            };
+            let policy = PfPolicy {
+                selector: PfSelector::PciAddress(pf),
+                num_vfs: want,
+            };
+            let plan = match policy::plan_num_vfs(&policy, &status, &BTreeMap::new()) {
+                Ok(p) => p,
+                Err(e) => return Outcome::Fail(format!("{step}: {e}")),
+            };
+            if let Err(e) = policy::apply_num_vfs(writer, &status, &plan) {
+                return Outcome::Fail(format!("{step}: {e}"));
+            }
+            match PfStatus::read(sysfs_root, pf) {
+                Ok(s) if s.num_vfs == want => {}
+                Ok(s) => {
+                    return Outcome::Fail(format!(
+                        "{step}: sriov_numvfs is {} not {want}",
+                        s.num_vfs
+                    ));
+                }
+                Err(e) => return Outcome::Fail(e.to_string()),
+            }
+            if plan == NumVfsPlan::Unchanged {
+                break;
+            }
+        }
+        Outcome::Pass
+    })();
+    CaseResult {
+        name: "policy/numvfs-resize".into(),
+        outcome,
+    }
+}
+
+/// The report: a Markdown table of every case.
+pub fn report(title: &str, results: &[CaseResult]) -> String {
+    let mut out = format!("# {title}\n\n| case | result |\n|---|---|\n");
+    for r in results {
+        out.push_str(&format!(
+            "| `{}` | {} |\n",
+            r.name,
+            r.outcome.to_string().replace('|', "\\|")
+        ));
+    }
+    let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+    out.push_str(&format!(
+        "\nsummary: pass {}, unsupported {}, skipped {}, FAIL {}\n",
+        count(|o| *o == Outcome::Pass),
+        count(|o| matches!(o, Outcome::Unsupported(_))),
+        count(|o| matches!(o, Outcome::Skipped(_))),
+        count(|o| matches!(o, Outcome::Fail(_))),
+    ));
+    out
+}
