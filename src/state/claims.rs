@@ -298,6 +298,14 @@ pub fn put(db: &Database, record: &ClaimRecord) -> Result<(), StateError> {
     commit(txn)
 }
 
+/// [`remove_in`] in its own durable transaction.
+pub fn remove(db: &Database, uid: &str) -> Result<Option<ClaimRecord>, StateError> {
+    let txn = db.begin_write().map_err(store_err("begin write"))?;
+    let record = remove_in(&txn, uid)?;
+    commit(txn)?;
+    Ok(record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,225 @@
+//! The DRA node service the kubelet calls (`NodePrepareResources`,
+//! `NodeUnprepareResources`), in v1 and v1beta1, on
+//! `<kubelet-dir>/plugins/<driver>/dra.sock`.
+//!
+//! Claims of one request run in parallel; calls for the same claim UID wait
+//! for each other, so a retry never races the attempt it retries.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use proto::dra::{v1, v1beta1};
+use tokio::sync::OwnedMutexGuard;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use super::prepare::{PrepareError, Preparer};
+use super::socket::{SocketError, bind_private_socket};
+use crate::kube::claims::ClaimReader;
+use crate::state::Phase;
+
+/// Per-claim-UID async locks; entries nobody holds are pruned.
+#[derive(Default)]
+struct ClaimLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ClaimLocks {
+    async fn lock(&self, uid: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.len() > 1024 {
+                map.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            map.entry(uid.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+struct Inner {
+    preparer: Arc<Preparer>,
+    claims: ClaimReader,
+    locks: ClaimLocks,
+}
+
+/// The DRA node service; cheap to clone, one per server.
+#[derive(Clone)]
+pub struct NodeService {
+    inner: Arc<Inner>,
+}
+
+fn join_error(uid: &str, e: tokio::task::JoinError) -> String {
+    format!("claim {uid}: internal error: the prepare task failed: {e}")
+}
+
+impl NodeService {
+    /// A service preparing claims with `preparer`, reading them with `claims`.
+    pub fn new(preparer: Preparer, claims: ClaimReader) -> Self {
+        NodeService {
+            inner: Arc::new(Inner {
+                preparer: Arc::new(preparer),
+                claims,
+                locks: ClaimLocks::default(),
+            }),
+        }
+    }
+
+    async fn prepare_claim(&self, claim: v1::Claim) -> v1::NodePrepareResourceResponse {
+        let _guard = self.inner.locks.lock(&claim.uid).await;
+        let preparer = self.inner.preparer.clone();
+        // A prepared claim is answered from its record: no API call, no device.
+        match preparer.record(&claim.uid) {
+            Ok(Some(rec)) if rec.phase == Phase::Prepared => {
+                return v1::NodePrepareResourceResponse {
+                    devices: Preparer::answer(&rec),
+                    error: String::new(),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return v1::NodePrepareResourceResponse {
+                    devices: Vec::new(),
+                    error: format!("claim {}/{}: {e}", claim.namespace, claim.name),
+                };
+            }
+        }
+        let outcome = match self
+            .inner
+            .claims
+            .read(&claim.namespace, &claim.name, &claim.uid, preparer.driver())
+            .await
+        {
+            Err(e) => Err(PrepareError::from(e).to_string()),
+            Ok(allocated) => tokio::task::spawn_blocking(move || preparer.prepare(&allocated))
+                .await
+                .map_err(|e| join_error(&claim.uid, e))
+                .and_then(|r| r.map_err(|e| e.to_string())),
+        };
+        match outcome {
+            Ok(devices) => v1::NodePrepareResourceResponse {
+                devices,
+                error: String::new(),
+            },
+            Err(error) => {
+                tracing::warn!(claim = %claim.uid, %error, "prepare failed");
+                v1::NodePrepareResourceResponse {
+                    devices: Vec::new(),
+                    error,
+                }
+            }
+        }
+    }
+
+    async fn unprepare_claim(&self, claim: v1::Claim) -> v1::NodeUnprepareResourceResponse {
+        let _guard = self.inner.locks.lock(&claim.uid).await;
+        let preparer = self.inner.preparer.clone();
+        let uid = claim.uid.clone();
+        let error = match tokio::task::spawn_blocking(move || preparer.unprepare(&uid)).await {
+            Ok(Ok(())) => String::new(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => join_error(&claim.uid, e),
+        };
+        if !error.is_empty() {
+            tracing::warn!(claim = %claim.uid, %error, "unprepare failed");
+        }
+        v1::NodeUnprepareResourceResponse { error }
+    }
+
+    /// Prepares every claim of the request, in parallel; errors are per claim.
+    pub async fn prepare(
+        &self,
+        request: v1::NodePrepareResourcesRequest,
+    ) -> v1::NodePrepareResourcesResponse {
+        let mut tasks = JoinSet::new();
+        for claim in request.claims {
+            let this = self.clone();
+            tasks.spawn(async move { (claim.uid.clone(), this.prepare_claim(claim).await) });
+        }
+        let mut claims = HashMap::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((uid, resp)) = done {
+                claims.insert(uid, resp);
+            }
+        }
+        v1::NodePrepareResourcesResponse { claims }
+    }
+
+    /// Unprepares every claim of the request, in parallel.
+    pub async fn unprepare(
+        &self,
+        request: v1::NodeUnprepareResourcesRequest,
+    ) -> v1::NodeUnprepareResourcesResponse {
+        let mut tasks = JoinSet::new();
+        for claim in request.claims {
+            let this = self.clone();
+            tasks.spawn(async move { (claim.uid.clone(), this.unprepare_claim(claim).await) });
+        }
+        let mut claims = HashMap::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((uid, resp)) = done {
+                claims.insert(uid, resp);
+            }
+        }
+        v1::NodeUnprepareResourcesResponse { claims }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::dra_plugin_server::DraPlugin for NodeService {
+    async fn node_prepare_resources(
+        &self,
+        request: Request<v1::NodePrepareResourcesRequest>,
+    ) -> Result<Response<v1::NodePrepareResourcesResponse>, Status> {
+        Ok(Response::new(self.prepare(request.into_inner()).await))
+    }
+
+    async fn node_unprepare_resources(
+        &self,
+        request: Request<v1::NodeUnprepareResourcesRequest>,
+    ) -> Result<Response<v1::NodeUnprepareResourcesResponse>, Status> {
+        Ok(Response::new(self.unprepare(request.into_inner()).await))
+    }
+}
+
+#[tonic::async_trait]
+impl v1beta1::dra_plugin_server::DraPlugin for NodeService {
+    async fn node_prepare_resources(
+        &self,
+        request: Request<v1beta1::NodePrepareResourcesRequest>,
+    ) -> Result<Response<v1beta1::NodePrepareResourcesResponse>, Status> {
+        let resp = self.prepare(request.into_inner().into()).await;
+        Ok(Response::new(resp.into()))
+    }
+
+    async fn node_unprepare_resources(
+        &self,
+        request: Request<v1beta1::NodeUnprepareResourcesRequest>,
+    ) -> Result<Response<v1beta1::NodeUnprepareResourcesResponse>, Status> {
+        let resp = self.unprepare(request.into_inner().into()).await;
+        Ok(Response::new(resp.into()))
+    }
+}
+
+/// Binds `socket` (mode 0600, replacing a stale one) and serves both DRA
+/// versions on it until `shutdown` completes. Returns once the socket is in
+/// place. Must run inside tokio.
+pub fn serve_node_service(
+    socket: &Path,
+    service: NodeService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, SocketError> {
+    let listener = bind_private_socket(socket)?;
+    tracing::info!(socket = %socket.display(), "serving the DRA node service (v1, v1beta1)");
+    Ok(tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(v1::dra_plugin_server::DraPluginServer::new(service.clone()))
+            .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(service))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown),
+    ))
+}
+
+#[cfg(test)]
+#[path = "node_service_tests.rs"]
+mod tests;

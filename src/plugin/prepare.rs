@@ -1,0 +1,468 @@
+//! Prepare and unprepare of one claim, synchronous (run on tokio's blocking
+//! pool): plan from the claim and the inventory, write the record ahead,
+//! change the devices, then allocate addresses, write the CDI spec and
+//! complete the record in one durable transaction. A failure undoes what
+//! was done, in reverse.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipam::{Ipam, Owner};
+use proto::dra::v1;
+use sriov::PciAddress;
+use sriov::vf_config::{VfConfigRecord, VfTarget};
+
+use crate::apis::validate::AddressSource;
+use crate::apis::{ConfigError, Mode, configs_for_request};
+use crate::cdi::{CdiDevice, CdiWriter, device_edits};
+use crate::inventory::{NodeDevice, NodeInventory};
+use crate::kube::claims::{AllocatedClaim, ClaimError};
+use crate::plugin::device_ops::DeviceOps;
+use crate::state::claims::{self as store, CLAIM_SCHEMA_VERSION};
+use crate::state::{ClaimRecord, Phase, PreparedDevice, StateError};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a claim could not be prepared or unprepared; every variant names
+/// the claim, and where it applies the request, device and field.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The claim could not be read or is not the one the kubelet means.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+    /// A config entry or the merged config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The device cannot serve the request as configured.
+    #[error("claim {claim}, request {request:?}, device {device}: {reason}")]
+    Device {
+        /// `namespace/name`.
+        claim: String,
+        /// Request name.
+        request: String,
+        /// Device name.
+        device: String,
+        /// What is wrong, naming the field when a field is at fault.
+        reason: String,
+    },
+    /// A step failed; what was applied before it has been undone (or the
+    /// undo failures are listed).
+    #[error("claim {claim}: {step}: {source}{}", rollback_note(.rollback))]
+    Step {
+        /// `namespace/name` (or UID when the name is unknown).
+        claim: String,
+        /// What was being done.
+        step: String,
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+        /// Failures while undoing; empty when the undo was clean.
+        rollback: Vec<String>,
+    },
+}
+
+fn rollback_note(failures: &[String]) -> String {
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!("; ROLLBACK FAILED: {}", failures.join("; "))
+    }
+}
+
+fn step(claim: &str, step: impl Into<String>) -> impl FnOnce(BoxError) -> PrepareError {
+    let claim = claim.to_string();
+    let step = step.into();
+    move |source| PrepareError::Step {
+        claim,
+        step,
+        source,
+        rollback: Vec::new(),
+    }
+}
+
+/// Where this node's prepare writes and what it calls itself.
+#[derive(Debug, Clone)]
+pub struct PrepareConfig {
+    /// DRA driver name.
+    pub driver: String,
+    /// Pool name of our ResourceSlices (the node name).
+    pub pool: String,
+    /// CDI spec directory.
+    pub cdi_dir: PathBuf,
+}
+
+/// Prepares and unprepares claims on this node.
+pub struct Preparer {
+    driver: String,
+    pool: String,
+    ipam: Arc<Ipam>,
+    devices: HashMap<String, NodeDevice>,
+    offered: HashSet<String>,
+    pf_mtu: HashMap<PciAddress, u32>,
+    ops: Arc<dyn DeviceOps>,
+    cdi: CdiWriter,
+}
+
+impl Preparer {
+    /// A preparer for the `offered` device names of `inventory`. Creates the
+    /// claim tables in the IPAM store's database if needed.
+    pub fn new(
+        config: PrepareConfig,
+        ipam: Arc<Ipam>,
+        inventory: &NodeInventory,
+        offered: impl IntoIterator<Item = String>,
+        ops: Arc<dyn DeviceOps>,
+    ) -> Result<Self, StateError> {
+        store::init(ipam.database())?;
+        let pf_mtu = inventory
+            .devices
+            .iter()
+            .filter_map(|d| Some((d.function.address, d.function.netdev.as_ref()?.mtu?)))
+            .collect();
+        Ok(Preparer {
+            cdi: CdiWriter::new(&config.cdi_dir, &config.driver),
+            driver: config.driver,
+            pool: config.pool,
+            ipam,
+            devices: inventory
+                .devices
+                .iter()
+                .map(|d| (d.name(), d.clone()))
+                .collect(),
+            offered: offered.into_iter().collect(),
+            pf_mtu,
+            ops,
+        })
+    }
+
+    /// The DRA driver name.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// The record of a claim, if prepared (or being prepared).
+    pub fn record(&self, uid: &str) -> Result<Option<ClaimRecord>, StateError> {
+        store::get(self.ipam.database(), uid)
+    }
+
+    /// The kubelet's answer for a prepared claim.
+    pub fn answer(record: &ClaimRecord) -> Vec<v1::Device> {
+        record
+            .devices
+            .iter()
+            .map(|d| v1::Device {
+                request_names: vec![d.request.clone()],
+                pool_name: d.pool.clone(),
+                device_name: d.device.clone(),
+                cdi_device_ids: d.cdi_device_id.iter().cloned().collect(),
+                share_id: None,
+            })
+            .collect()
+    }
+
+    /// Prepares `claim`; a prepared claim is answered from its record
+    /// without touching anything, a half-prepared one (crash) is undone
+    /// first.
+    pub fn prepare(&self, claim: &AllocatedClaim) -> Result<Vec<v1::Device>, PrepareError> {
+        let label = claim.label();
+        let existing = self
+            .record(&claim.uid)
+            .map_err(|e| step(&label, "reading the claim record")(e.into()))?;
+        match existing {
+            Some(rec) if rec.phase == Phase::Prepared => return Ok(Self::answer(&rec)),
+            Some(rec) => self.unprepare_record(&rec)?,
+            None => {}
+        }
+        let mut record = self.plan(claim)?;
+        let touches_devices = record
+            .devices
+            .iter()
+            .any(|d| !d.config.settings.is_empty() || d.config.mode == Mode::Dpdk);
+        if touches_devices {
+            // Write-ahead: reserves the VFs and says what to undo after a crash.
+            store::put(self.ipam.database(), &record).map_err(|e| {
+                step(&label, "recording the claim before changing devices")(e.into())
+            })?;
+        }
+        match self.apply_and_commit(&mut record) {
+            Ok(()) => Ok(Self::answer(&record)),
+            Err(mut err) => {
+                let mut failures = self.restore_devices(&record);
+                if touches_devices && failures.is_empty() {
+                    let forget = store::remove(self.ipam.database(), &record.uid);
+                    if let Err(e) = forget {
+                        failures.push(format!("dropping the claim record: {e}"));
+                    }
+                }
+                if let PrepareError::Step { rollback, .. } = &mut err {
+                    *rollback = failures;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Checks every result against the inventory and its config; nothing
+    /// is changed. Returns the record to be written.
+    fn plan(&self, claim: &AllocatedClaim) -> Result<ClaimRecord, PrepareError> {
+        let label = claim.label();
+        let mut seen = HashSet::new();
+        let mut devices = Vec::with_capacity(claim.results.len());
+        for result in &claim.results {
+            let fail = |reason: String| PrepareError::Device {
+                claim: label.clone(),
+                request: result.request.clone(),
+                device: result.device.clone(),
+                reason,
+            };
+            if result.pool != self.pool {
+                return Err(fail(format!(
+                    "is allocated from pool {:?}; this node publishes pool {:?}",
+                    result.pool, self.pool
+                )));
+            }
+            let Some(dev) = self.devices.get(&result.device) else {
+                return Err(fail("is not in this node's inventory".into()));
+            };
+            if !self.offered.contains(&result.device) {
+                return Err(fail(
+                    "is not offered by this node (excluded or not selected by the node config)"
+                        .into(),
+                ));
+            }
+            if !seen.insert(result.device.as_str()) {
+                return Err(fail("is allocated twice in this claim".into()));
+            }
+            let config =
+                configs_for_request(&label, &self.driver, &claim.configs, &result.request)?;
+            if config.mode == Mode::Dpdk && dev.function.iommu_group.is_none() {
+                return Err(fail(
+                    "field mode: dpdk needs an IOMMU group and the device has none; enable the IOMMU (intel_iommu=on / amd_iommu=on) or use mode netdevice".into(),
+                ));
+            }
+            if !config.settings.is_empty()
+                && (dev.function.vf_of().is_none() || dev.pf_name.is_none())
+            {
+                return Err(fail(
+                    "VF settings (mac, vlan, trust, rates, ...) need a VF whose PF has a netdev; this device is not one".into(),
+                ));
+            }
+            if let (Some(mtu), Some((pf, _))) = (config.mtu, dev.function.vf_of())
+                && let Some(pf_mtu) = self.pf_mtu.get(&pf)
+                && mtu > *pf_mtu
+            {
+                return Err(fail(format!(
+                    "field mtu: {mtu} is above the PF's MTU {pf_mtu}; expected at most {pf_mtu}"
+                )));
+            }
+            if config.rdma_exclusive && dev.rdma.is_none() {
+                return Err(fail(
+                    "field rdma.exclusive: the device has no RDMA device; expected an RDMA-capable VF".into(),
+                ));
+            }
+            devices.push(PreparedDevice {
+                request: result.request.clone(),
+                pool: result.pool.clone(),
+                device: result.device.clone(),
+                pci_address: dev.function.address,
+                if_name: config.if_name.clone(),
+                rdma_device: dev.rdma.as_ref().map(|r| r.name.clone()),
+                config,
+                vf_settings: None,
+                bind: None,
+                addresses: None,
+                cdi_device_id: None,
+            });
+        }
+        assign_default_ifnames(&mut devices);
+        Ok(ClaimRecord {
+            schema: CLAIM_SCHEMA_VERSION,
+            uid: claim.uid.clone(),
+            namespace: claim.namespace.clone(),
+            name: claim.name.clone(),
+            phase: Phase::Preparing,
+            devices,
+            cdi_spec: None,
+        })
+    }
+
+    /// Changes the devices (recording each step), then commits addresses,
+    /// CDI IDs and the completed record together.
+    fn apply_and_commit(&self, record: &mut ClaimRecord) -> Result<(), PrepareError> {
+        let label = format!("{}/{}", record.namespace, record.name);
+        let db = self.ipam.database();
+        for i in 0..record.devices.len() {
+            let dev_name = record.devices[i].device.clone();
+            let request = record.devices[i].request.clone();
+            let where_ = format!("request {request:?}, device {dev_name}");
+            let Some(node_dev) = self.devices.get(&dev_name) else {
+                continue;
+            };
+            let settings = record.devices[i].config.settings.clone();
+            if !settings.is_empty() {
+                let (Some(pf), Some((_, vf))) =
+                    (node_dev.pf_name.clone(), node_dev.function.vf_of())
+                else {
+                    continue;
+                };
+                let target = VfTarget { pf, vf };
+                let mut persist = |r: &VfConfigRecord| {
+                    record.devices[i].vf_settings = Some(r.clone());
+                    store::put(db, record)
+                };
+                let applied = self
+                    .ops
+                    .configure_vf(&target, &settings, &mut persist)
+                    .map_err(|e| step(&label, format!("{where_}: configuring the VF"))(e.into()))?;
+                record.devices[i].vf_settings = Some(applied);
+            }
+            if record.devices[i].config.mode == Mode::Dpdk {
+                let bound = self.ops.bind_vfio(node_dev).map_err(|e| {
+                    step(&label, format!("{where_}: binding to vfio-pci"))(e.into())
+                })?;
+                record.devices[i].bind = Some(bound);
+                store::put(db, record).map_err(|e| {
+                    step(&label, format!("{where_}: recording the binding"))(e.into())
+                })?;
+            }
+        }
+
+        let txn = db
+            .begin_write()
+            .map_err(|e| step(&label, "opening the state transaction")(e.into()))?;
+        for dev in &mut record.devices {
+            let Some(source) = &dev.config.addresses else {
+                continue;
+            };
+            let where_ = format!(
+                "request {:?}, device {}: allocating addresses",
+                dev.request, dev.device
+            );
+            let owner = Owner::new(&record.uid, &dev.request, &dev.device)
+                .map_err(|e| step(&label, where_.clone())(e.into()))?;
+            let alloc = match source {
+                AddressSource::Pool(pool) => self.ipam.allocate_in(&txn, &owner, pool),
+                AddressSource::Static(list) => self.ipam.allocate_static_in(&txn, &owner, list),
+            }
+            .map_err(|e| step(&label, where_)(e.into()))?;
+            dev.addresses = Some(alloc);
+        }
+        let specs = self.cdi_devices(record);
+        let path = self
+            .cdi
+            .write(&record.uid, &specs)
+            .map_err(|e| step(&label, "writing the CDI spec")(e.into()))?;
+        record.cdi_spec = Some(path);
+        record.phase = Phase::Prepared;
+        let committed = store::put_in(&txn, record).and_then(|()| store::commit(txn));
+        if let Err(e) = committed {
+            let _ = self.cdi.remove(&record.uid);
+            return Err(step(&label, "committing the claim record")(e.into()));
+        }
+        Ok(())
+    }
+
+    /// The CDI devices of a record; sets each device's CDI ID.
+    fn cdi_devices(&self, record: &mut ClaimRecord) -> Vec<CdiDevice> {
+        let mut per_request: HashMap<String, usize> = HashMap::new();
+        for dev in &record.devices {
+            *per_request.entry(dev.request.clone()).or_default() += 1;
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(record.devices.len());
+        for dev in &mut record.devices {
+            let n = seen.entry(dev.request.clone()).or_default();
+            let index = (per_request.get(&dev.request).copied().unwrap_or(1) > 1).then_some(*n);
+            *n += 1;
+            let rdma_nodes = match (dev.config.mode, self.devices.get(&dev.device)) {
+                (Mode::Netdevice, Some(d)) => d
+                    .rdma
+                    .as_ref()
+                    .map(|r| r.char_devices.clone())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            dev.cdi_device_id = Some(self.cdi.device_id(&record.uid, &dev.device));
+            out.push(CdiDevice {
+                name: CdiWriter::device_name(&record.uid, &dev.device),
+                edits: device_edits(dev, index, &rdma_nodes),
+            });
+        }
+        out
+    }
+
+    /// Undoes device changes in reverse order; returns what failed.
+    fn restore_devices(&self, record: &ClaimRecord) -> Vec<String> {
+        let mut failures = Vec::new();
+        for dev in record.devices.iter().rev() {
+            if let Some(bind) = &dev.bind
+                && let Err(e) = self.ops.restore_driver(bind)
+            {
+                failures.push(format!("device {}: {e}", dev.device));
+            }
+            if let Some(vf) = &dev.vf_settings
+                && let Err(e) = self.ops.restore_vf(vf)
+            {
+                failures.push(format!("device {}: {e}", dev.device));
+            }
+        }
+        failures
+    }
+
+    /// Unprepares claim `uid`: restores its devices, deletes its CDI spec,
+    /// releases its addresses and drops its record. An unknown claim is
+    /// already unprepared. Safe to repeat after a partial failure.
+    pub fn unprepare(&self, uid: &str) -> Result<(), PrepareError> {
+        let record = self
+            .record(uid)
+            .map_err(|e| step(uid, "reading the claim record")(e.into()))?;
+        match record {
+            None => Ok(()),
+            Some(rec) => self.unprepare_record(&rec),
+        }
+    }
+
+    fn unprepare_record(&self, record: &ClaimRecord) -> Result<(), PrepareError> {
+        let label = format!("{}/{}", record.namespace, record.name);
+        let failures = self.restore_devices(record);
+        if !failures.is_empty() {
+            return Err(step(
+                &label,
+                "restoring the devices (the record is kept; retry)",
+            )(failures.join("; ").into()));
+        }
+        self.cdi
+            .remove(&record.uid)
+            .map_err(|e| step(&label, "deleting the CDI spec")(e.into()))?;
+        let dropped = (|| -> Result<(), BoxError> {
+            let txn = self
+                .ipam
+                .database()
+                .begin_write()
+                .map_err(redb::Error::from)?;
+            self.ipam.release_claim_in(&txn, &record.uid)?;
+            store::remove_in(&txn, &record.uid)?;
+            store::commit(txn)?;
+            Ok(())
+        })();
+        dropped.map_err(step(&label, "releasing addresses and dropping the record"))
+    }
+}
+
+/// Gives netdevice-mode devices without `ifName` the names `net1`, `net2`,
+/// … in allocation order, skipping names the claim sets explicitly.
+fn assign_default_ifnames(devices: &mut [PreparedDevice]) {
+    let taken: HashSet<String> = devices.iter().filter_map(|d| d.if_name.clone()).collect();
+    let mut next = 1;
+    for dev in devices.iter_mut() {
+        if dev.config.mode != Mode::Netdevice || dev.if_name.is_some() {
+            continue;
+        }
+        while taken.contains(&format!("net{next}")) {
+            next += 1;
+        }
+        dev.if_name = Some(format!("net{next}"));
+        next += 1;
+    }
+}
