@@ -2,4 +2,5 @@
 
 pub mod claims;
 pub mod fake_api;
+pub mod publish;
 pub mod slices;

@@ -1,0 +1,346 @@
+//! Keeping the node's ResourceSlices in the API equal to the inventory.
+//!
+//! Small and idempotent, like a kube-rs controller: render, compare with
+//! what was last published, and only when the devices changed bump the pool
+//! generation, apply every slice with server-side apply and delete the
+//! slices the new render no longer has. Publishing the same inventory twice
+//! writes nothing, so a periodic republish never flaps.
+
+use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+
+use crate::config::NodeConfig;
+use crate::inventory::NodeInventory;
+use crate::kube::slices::{self, SliceParams};
+
+/// Field manager of our server-side applies.
+pub const FIELD_MANAGER: &str = "sriov-dra";
+
+/// What one publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// The devices were already published: nothing was written.
+    Unchanged {
+        /// The pool generation in effect.
+        generation: i64,
+    },
+    /// New slices were applied.
+    Published {
+        /// The new pool generation.
+        generation: i64,
+        /// Slices applied.
+        applied: usize,
+        /// Stale slices deleted.
+        deleted: usize,
+    },
+}
+
+/// Publishes one node's pool for one driver.
+pub struct SlicePublisher {
+    api: Api<ResourceSlice>,
+    driver: String,
+    node: String,
+    owner: Option<OwnerReference>,
+    /// Devices of the last successful publish, by name, and its generation.
+    published: Option<(Vec<Device>, i64)>,
+}
+
+impl SlicePublisher {
+    /// A publisher for `node`'s pool; `owner` (the Node) makes the API
+    /// delete the slices with the node.
+    pub fn new(
+        client: kube::Client,
+        config: &NodeConfig,
+        node: &str,
+        owner: Option<OwnerReference>,
+    ) -> Self {
+        SlicePublisher {
+            api: Api::all(client),
+            driver: config.driver_name.clone(),
+            node: node.to_string(),
+            owner,
+            published: None,
+        }
+    }
+
+    fn selector(&self) -> ListParams {
+        ListParams::default().fields(&format!(
+            "spec.nodeName={},spec.driver={}",
+            self.node, self.driver
+        ))
+    }
+
+    /// Our slices as the API has them, sorted by name.
+    async fn existing(&self) -> Result<Vec<ResourceSlice>, kube::Error> {
+        let mut items = self.api.list(&self.selector()).await?.items;
+        items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(items)
+    }
+
+    /// Makes the API's slices match `inventory` under `config`.
+    pub async fn publish(
+        &mut self,
+        inventory: &NodeInventory,
+        config: &NodeConfig,
+    ) -> anyhow::Result<PublishOutcome> {
+        let mut params = SliceParams::new(config, &self.node);
+        params.owner = self.owner.clone();
+        let rendered = slices::render(inventory, config, &params);
+        let devices = flat_devices(&rendered);
+
+        // After a restart, learn what is published from the API itself.
+        let existing = match &self.published {
+            Some(_) => None,
+            None => Some(self.existing().await?),
+        };
+        if let Some(existing) = &existing {
+            let generation = existing
+                .iter()
+                .map(|s| s.spec.pool.generation)
+                .max()
+                .unwrap_or(0);
+            self.published = Some((flat_devices(existing), generation));
+        }
+        let (last_devices, last_generation) = self.published.clone().unwrap_or_default();
+        if last_devices == devices && last_generation > 0 {
+            return Ok(PublishOutcome::Unchanged {
+                generation: last_generation,
+            });
+        }
+
+        let generation = last_generation + 1;
+        params.generation = generation;
+        let rendered = slices::render(inventory, config, &params);
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        for slice in &rendered {
+            let name = slice.metadata.name.clone().unwrap_or_default();
+            self.api
+                .patch(&name, &apply, &Patch::Apply(slice))
+                .await
+                .map_err(|e| anyhow::anyhow!("applying ResourceSlice {name}: {e}"))?;
+        }
+        // Delete only after the new generation is in place: the scheduler
+        // ignores older generations of a pool once a newer one exists.
+        let keep: Vec<String> = rendered
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        let existing = match existing {
+            Some(e) => e,
+            None => self.existing().await?,
+        };
+        let mut deleted = 0;
+        for stale in existing.iter().filter_map(|s| s.metadata.name.as_ref()) {
+            if !keep.contains(stale) {
+                self.api
+                    .delete(stale, &DeleteParams::default())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("deleting stale ResourceSlice {stale}: {e}"))?;
+                deleted += 1;
+            }
+        }
+        self.published = Some((devices, generation));
+        Ok(PublishOutcome::Published {
+            generation,
+            applied: rendered.len(),
+            deleted,
+        })
+    }
+}
+
+/// Every device of `slices`, sorted by name: how they are split into
+/// slices follows from the list, so the list alone says what changed.
+fn flat_devices(slices: &[ResourceSlice]) -> Vec<Device> {
+    let mut devices: Vec<Device> = slices
+        .iter()
+        .flat_map(|s| s.spec.devices.clone().unwrap_or_default())
+        .collect();
+    devices.sort_by(|a, b| a.name.cmp(&b.name));
+    devices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use kube::client::Body;
+    use sriov::fixture::Fixture;
+
+    /// The API's `resourceslices` collection, in memory, with a log of the
+    /// writes it received.
+    #[derive(Clone, Default)]
+    struct SliceApi {
+        objects: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+        writes: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl SliceApi {
+        fn handle(
+            &self,
+            method: &http::Method,
+            path: &str,
+            query: &str,
+            body: &[u8],
+        ) -> (u16, serde_json::Value) {
+            let name = path
+                .strip_prefix("/apis/resource.k8s.io/v1/resourceslices")
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_string();
+            let mut objects = self.objects.lock().unwrap();
+            match *method {
+                http::Method::GET => {
+                    assert!(
+                        query.contains("fieldSelector"),
+                        "list must select our node and driver: {query}"
+                    );
+                    let items: Vec<_> = objects.values().cloned().collect();
+                    (
+                        200,
+                        serde_json::json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSliceList", "metadata": {}, "items": items}),
+                    )
+                }
+                http::Method::PATCH => {
+                    assert!(
+                        query.contains("fieldManager=sriov-dra") && query.contains("force=true"),
+                        "{query}"
+                    );
+                    let obj: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    self.writes.lock().unwrap().push(format!("apply {name}"));
+                    objects.insert(name, obj.clone());
+                    (200, obj)
+                }
+                http::Method::DELETE => {
+                    self.writes.lock().unwrap().push(format!("delete {name}"));
+                    let obj = objects.remove(&name).unwrap_or_default();
+                    (200, obj)
+                }
+                _ => (405, serde_json::json!({})),
+            }
+        }
+
+        fn client(&self) -> kube::Client {
+            let api = self.clone();
+            let service = tower::service_fn(move |req: http::Request<Body>| {
+                let api = api.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let bytes = body.collect_bytes().await.unwrap_or_default();
+                    let (status, json) = api.handle(
+                        &parts.method,
+                        parts.uri.path(),
+                        parts.uri.query().unwrap_or(""),
+                        &bytes,
+                    );
+                    let mut resp =
+                        http::Response::new(Body::from(serde_json::to_vec(&json).unwrap()));
+                    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            kube::Client::new(service, "default")
+        }
+
+        fn take_writes(&self) -> Vec<String> {
+            std::mem::take(&mut *self.writes.lock().unwrap())
+        }
+
+        fn generations(&self) -> Vec<i64> {
+            let objects = self.objects.lock().unwrap();
+            objects
+                .values()
+                .map(|o| o["spec"]["pool"]["generation"].as_i64().unwrap())
+                .collect()
+        }
+    }
+
+    fn inventory(f: Fixture) -> NodeInventory {
+        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+        f.build(dir.path()).unwrap();
+        NodeInventory::discover(dir.path()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn publishing_twice_writes_once_and_changes_bump_the_generation() {
+        let api = SliceApi::default();
+        let config = NodeConfig::default();
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+        let inv = inventory(Fixture::ConnectX6Dx);
+
+        let first = p.publish(&inv, &config).await.unwrap();
+        assert_eq!(
+            first,
+            PublishOutcome::Published {
+                generation: 1,
+                applied: 1,
+                deleted: 0
+            }
+        );
+        assert_eq!(api.take_writes(), ["apply node-a-sriov-dra-dev-0"]);
+
+        assert_eq!(
+            p.publish(&inv, &config).await.unwrap(),
+            PublishOutcome::Unchanged { generation: 1 }
+        );
+        assert!(
+            api.take_writes().is_empty(),
+            "an unchanged inventory writes nothing"
+        );
+
+        // A new publisher (driver restart) learns the generation from the API.
+        let mut restarted = SlicePublisher::new(api.client(), &config, "node-a", None);
+        assert_eq!(
+            restarted.publish(&inv, &config).await.unwrap(),
+            PublishOutcome::Unchanged { generation: 1 }
+        );
+
+        let fewer = NodeConfig::parse("selectors: [{pfNames: [\"ens1f0np0\"]}]", "t").unwrap();
+        let out = restarted.publish(&inv, &fewer).await.unwrap();
+        assert_eq!(
+            out,
+            PublishOutcome::Published {
+                generation: 2,
+                applied: 1,
+                deleted: 0
+            }
+        );
+        assert_eq!(api.generations(), [2]);
+    }
+
+    #[tokio::test]
+    async fn slices_the_render_no_longer_has_are_deleted_after_the_apply() {
+        let api = SliceApi::default();
+        let config = NodeConfig::default();
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+        let scale = inventory(Fixture::Scale2048);
+        p.publish(&scale, &config).await.unwrap();
+        assert_eq!(api.take_writes().len(), 16);
+        let mut restarted = SlicePublisher::new(api.client(), &config, "node-a", None);
+        assert_eq!(
+            restarted.publish(&scale, &config).await.unwrap(),
+            PublishOutcome::Unchanged { generation: 1 },
+            "16 slices read back from the API are the same pool"
+        );
+
+        let out = p
+            .publish(&inventory(Fixture::ConnectX6Dx), &config)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            PublishOutcome::Published {
+                generation: 2,
+                applied: 1,
+                deleted: 15
+            }
+        );
+        let writes = api.take_writes();
+        assert_eq!(writes[0], "apply node-a-sriov-dra-dev-0");
+        assert!(writes[1..].iter().all(|w| w.starts_with("delete ")));
+        assert_eq!(api.generations(), [2]);
+    }
+}
