@@ -72,7 +72,8 @@ impl FakeApi {
         }
     }
 
-    /// A client whose every request this fake answers.
+    /// A client whose every request this fake answers. Must be called
+    /// inside a tokio runtime (the client spawns its request buffer).
     pub fn client(&self) -> kube::Client {
         let api = self.clone();
         let service = tower::service_fn(move |req: http::Request<Body>| {

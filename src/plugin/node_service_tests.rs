@@ -758,3 +758,43 @@ async fn a_hundred_claims_in_parallel_never_share_a_vf_or_an_address() {
     let ips: HashSet<_> = allocations.iter().flat_map(|a| a.ips()).collect();
     assert_eq!(ips.len(), 100, "no address twice");
 }
+
+#[tokio::test]
+async fn a_claim_left_half_prepared_by_a_crash_is_undone_and_prepared_again() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    node.shutdown().await;
+    // As if the driver died after changing the VFs, before the final commit.
+    {
+        let db = redb::Database::create(node.state_dir().join("state.redb")).expect("open");
+        let mut rec = crate::state::claims::get(&db, FRONTHAUL_UID)
+            .expect("read")
+            .expect("record");
+        rec.phase = crate::state::Phase::Preparing;
+        crate::state::claims::put(&db, &rec).expect("write");
+    }
+    node.ops = Arc::new(RecordingDeviceOps::new());
+    node.serve();
+    node.prepare_one(&claim).await.expect("prepared again");
+    let calls = node.ops.calls();
+    assert!(
+        matches!(
+            &calls[..],
+            [
+                DeviceCall::RestoreVf(_),
+                DeviceCall::RestoreVf(_),
+                DeviceCall::ConfigureVf(..),
+                DeviceCall::ConfigureVf(..)
+            ]
+        ),
+        "undo first, then apply: {calls:?}"
+    );
+    let allocations = node.addresses_after_shutdown().await;
+    assert_eq!(
+        allocations.len(),
+        1,
+        "the old address was released, one new one held"
+    );
+}

@@ -179,8 +179,16 @@ impl Preparer {
             .devices
             .iter()
             .any(|d| !d.config.settings.is_empty() || d.config.mode == Mode::Dpdk);
-        if touches_devices {
-            // Write-ahead: reserves the VFs and says what to undo after a crash.
+        // Write-ahead: the record reserves the VFs and says what to undo
+        // after a crash. When the first change is a VF configuration, its
+        // first save (the VF's state before any change) is that record, so
+        // a separate commit is only needed when a binding comes first.
+        let binding_first = record
+            .devices
+            .iter()
+            .find(|d| !d.config.settings.is_empty() || d.config.mode == Mode::Dpdk)
+            .is_some_and(|d| d.config.settings.is_empty());
+        if binding_first {
             store::put(self.ipam.database(), &record).map_err(|e| {
                 step(&label, "recording the claim before changing devices")(e.into())
             })?;
@@ -309,7 +317,19 @@ impl Preparer {
                 let target = VfTarget { pf, vf };
                 let mut persist = |r: &VfConfigRecord| {
                     record.devices[i].vf_settings = Some(r.clone());
-                    store::put(db, record)
+                    // Durable before a change is sent; the state saved before
+                    // any change need not be (a crash then leaves nothing to undo).
+                    let saved = if r.applied.is_empty() {
+                        store::put_unsynced(db, record)
+                    } else {
+                        store::put(db, record)
+                    };
+                    if saved.is_err() && r.applied.is_empty() {
+                        // Nothing was changed on this VF (it may even be
+                        // another claim's): nothing to restore.
+                        record.devices[i].vf_settings = None;
+                    }
+                    saved
                 };
                 let applied = self
                     .ops

@@ -298,6 +298,18 @@ pub fn put(db: &Database, record: &ClaimRecord) -> Result<(), StateError> {
     commit(txn)
 }
 
+/// [`put_in`] in its own transaction that is not synced to disk: for a
+/// record that lists no device change yet, whose loss in a crash leaves
+/// nothing to undo. The next durable commit makes it durable too; redb keeps
+/// the file consistent either way.
+pub fn put_unsynced(db: &Database, record: &ClaimRecord) -> Result<(), StateError> {
+    let mut txn = db.begin_write().map_err(store_err("begin write"))?;
+    txn.set_durability(redb::Durability::None)
+        .map_err(store_err("set durability"))?;
+    put_in(&txn, record)?;
+    txn.commit().map_err(store_err("commit"))
+}
+
 /// [`remove_in`] in its own durable transaction.
 pub fn remove(db: &Database, uid: &str) -> Result<Option<ClaimRecord>, StateError> {
     let txn = db.begin_write().map_err(store_err("begin write"))?;
