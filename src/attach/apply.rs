@@ -221,7 +221,6 @@ pub(super) fn detach_with<P: RouteTransport>(
                 for step in plan::leave_pod_plan(&attachment.host) {
                     let op = format!("{step} ({pci}, {} in the pod)", in_pod.name);
                     let message = match &step {
-                        DetachStep::DownInPod => link::set_up_message(in_pod.index, false),
                         DetachStep::MoveToHost { name } => {
                             link::set_netns_message(in_pod.index, host_fd, Some(name))
                         }
@@ -291,7 +290,7 @@ pub(super) fn detach_with<P: RouteTransport>(
             DetachStep::RestoreUp => host
                 .request(&op, link::set_up_message(now.index, true), 0)
                 .map(drop),
-            DetachStep::DownInPod | DetachStep::MoveToHost { .. } => Ok(()),
+            DetachStep::MoveToHost { .. } => Ok(()),
         };
         if let Err(e) = result {
             errors.push(DetachError::new(&step.to_string(), AttachCause::Netlink(e)));
@@ -434,12 +433,11 @@ mod tests {
             ops(&pod)[5..],
             [
                 "reading link 40 in the pod (looking for 0000:3b:02.1)",
-                "bringing the link down in the pod (0000:3b:02.1, net1 in the pod)",
                 "moving back to the host netns as ens1f0v3 (0000:3b:02.1, net1 in the pod)",
             ]
         );
         assert_eq!(
-            pod.requests[7].message,
+            pod.requests[6].message,
             link::set_netns_message(40, 3, Some("ens1f0v3"))
         );
         assert_eq!(

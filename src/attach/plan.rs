@@ -155,9 +155,6 @@ impl fmt::Display for AttachStep {
 /// One kernel change of the detach (also the attach's rollback).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DetachStep {
-    /// In the pod: bring the link down, so a half-failed move leaves no
-    /// running interface behind.
-    DownInPod,
     /// From the pod: move back to the host netns under the original name.
     MoveToHost {
         /// The host name to restore.
@@ -182,7 +179,6 @@ pub enum DetachStep {
 impl fmt::Display for DetachStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DetachStep::DownInPod => f.write_str("bringing the link down in the pod"),
             DetachStep::MoveToHost { name } => {
                 write!(f, "moving back to the host netns as {name}")
             }
@@ -349,16 +345,16 @@ pub fn attach_plan(device: &PreparedDevice, name: &str) -> Result<Vec<AttachStep
     Ok(steps)
 }
 
-/// The steps that take the link out of the pod: down first, so nothing
-/// runs on it while it moves, then one `RTM_NEWLINK` moving it home under
-/// its host name.
+/// The steps that take the link out of the pod: one `RTM_NEWLINK` moving
+/// it home under its host name.
+///
+/// No "down" before it: the kernel closes a link it moves between
+/// namespaces anyway, and a separate down costs a full RCU grace period
+/// (6-10 ms measured here), a third of the whole detach.
 pub fn leave_pod_plan(host: &HostState) -> Vec<DetachStep> {
-    vec![
-        DetachStep::DownInPod,
-        DetachStep::MoveToHost {
-            name: host.name.clone(),
-        },
-    ]
+    vec![DetachStep::MoveToHost {
+        name: host.name.clone(),
+    }]
 }
 
 /// The steps that give the link in the host back its state from before the
@@ -541,12 +537,9 @@ mod tests {
         };
         assert_eq!(
             leave_pod_plan(&host()),
-            [
-                DetachStep::DownInPod,
-                DetachStep::MoveToHost {
-                    name: "ens1f0v3".into()
-                },
-            ]
+            [DetachStep::MoveToHost {
+                name: "ens1f0v3".into()
+            }]
         );
         assert_eq!(
             restore_host_plan(&host(), &attached, true),
