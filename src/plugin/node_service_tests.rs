@@ -798,3 +798,15 @@ async fn a_claim_left_half_prepared_by_a_crash_is_undone_and_prepared_again() {
         "the old address was released, one new one held"
     );
 }
+
+#[tokio::test]
+async fn a_claim_with_no_results_for_us_prepares_to_nothing() {
+    let node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let mut claim = fronthaul();
+    let results = &mut claim["status"]["allocation"]["devices"]["results"];
+    *results = json!([results[2].clone()]); // only the GPU
+    node.api.put_claim(&claim);
+    assert_eq!(node.prepare_one(&claim).await.expect("nothing to do"), []);
+    assert!(node.cdi_files().is_empty(), "no empty spec");
+    assert_eq!(node.unprepare_one(&claim).await, "");
+}

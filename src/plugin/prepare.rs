@@ -369,11 +369,15 @@ impl Preparer {
             dev.addresses = Some(alloc);
         }
         let specs = self.cdi_devices(record);
-        let path = self
-            .cdi
-            .write(&record.uid, &specs)
-            .map_err(|e| step(&label, "writing the CDI spec")(e.into()))?;
-        record.cdi_spec = Some(path);
+        // A spec must list at least one device; a claim with none of ours
+        // (the kubelet should not send one) gets no spec.
+        if !specs.is_empty() {
+            let path = self
+                .cdi
+                .write(&record.uid, &specs)
+                .map_err(|e| step(&label, "writing the CDI spec")(e.into()))?;
+            record.cdi_spec = Some(path);
+        }
         record.phase = Phase::Prepared;
         let committed = store::put_in(&txn, record).and_then(|()| store::commit(txn));
         if let Err(e) = committed {
