@@ -84,7 +84,17 @@ pub fn find_in_host(
 ) -> Result<Option<LinkFacts>, FindError> {
     for name in host_netdev_names(sysfs_root, pci)? {
         let op = format!("reading link {name} of {pci} in the host");
-        if let Some(facts) = link::get_link(host, &op, link::get_link_by_name_message(&name))? {
+        let Some(facts) = link::get_link(host, &op, link::get_link_by_name_message(&name))? else {
+            continue;
+        };
+        // Between the sysfs read and the request the name may have passed
+        // to another link; when the kernel names the link's bus device,
+        // that settles it.
+        if facts
+            .parent_device
+            .as_ref()
+            .is_none_or(|parent| *parent == pci.to_string())
+        {
             return Ok(Some(facts));
         }
     }
@@ -174,6 +184,16 @@ mod tests {
             host.requests[0].op,
             "reading link ens1f0v3 of 0000:3b:02.1 in the host"
         );
+
+        // The name now belongs to another PCI function's link: not ours.
+        let mut host = RecordingTransport::new();
+        host.answer(vec![link_reply(
+            12,
+            "ens1f0v3",
+            [2, 0, 0, 0, 0, 3],
+            Some("0000:3b:02.2"),
+        )]);
+        assert_eq!(find_in_host(&mut host, tree.path(), pci).unwrap(), None);
 
         // Listed in sysfs but gone from the kernel: not in the host.
         let mut host = RecordingTransport::new();
