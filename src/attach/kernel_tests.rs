@@ -408,3 +408,36 @@ fn fifty_pods_attached_concurrently_then_all_detached() {
         assert!(host_addresses(back.index).is_empty());
     }
 }
+
+#[test]
+fn a_failing_second_device_takes_the_first_back_out() {
+    if !have_root("a_failing_second_device_takes_the_first_back_out") {
+        return;
+    }
+    let mut host = RouteSocket::new().unwrap();
+    let vf = StandIn::new(&mut host);
+    // The second device's PCI function has no netdev (bound to vfio-pci).
+    let tree = stand_in_tree(&[(pci(0), Some(&vf.name)), (pci(1), None)]);
+    let pod = pod();
+    let devices = [
+        device(0, &["192.0.2.50/24"], vec![]),
+        device(1, &["192.0.2.51/24"], vec![]),
+    ];
+
+    let err = Attacher::new(tree.path())
+        .attach_pod(&devices, pod.ns.path())
+        .unwrap_err();
+
+    assert_eq!(
+        (err.device.as_str(), err.step.as_str()),
+        ("pci-0000-3b-02-1", "finding the VF in the host")
+    );
+    assert!(err.rollback.is_empty(), "{err}");
+    let back = in_host(&vf.name).expect("the first VF is home again");
+    assert!(host_addresses(back.index).is_empty());
+    assert_eq!(
+        look_inside(pod.ns.path()).links.len(),
+        1,
+        "only lo is left in the pod"
+    );
+}
