@@ -74,7 +74,14 @@ struct Spec<'a> {
     devices: &'a [CdiDevice],
 }
 
-/// `nic` → `NIC`, `fast-nic/sub` → `FAST_NIC_SUB`: a valid env name part.
+/// The request a device's variables are named after: a subrequest
+/// (`nic/fast`) uses its parent (`nic`), so the application reads the same
+/// names whichever alternative the scheduler picked.
+pub fn env_request(request: &str) -> &str {
+    request.split('/').next().unwrap_or(request)
+}
+
+/// `nic` → `NIC`, `fast-nic` → `FAST_NIC`: a valid env name part.
 pub fn env_name_part(request: &str) -> String {
     request
         .chars()
@@ -89,7 +96,7 @@ pub fn env_name_part(request: &str) -> String {
 }
 
 /// The edits for one prepared device. `index` is its position among the
-/// devices of the same request when that request got more than one
+/// devices of the same (parent) request when that request got more than one
 /// (`SRIOV_DRA_NIC_0_PCI_ADDRESS`), `None` otherwise (`SRIOV_DRA_NIC_…`).
 /// `rdma_nodes` are the RDMA char devices to hand over (netdevice mode).
 pub fn device_edits(
@@ -97,7 +104,7 @@ pub fn device_edits(
     index: Option<usize>,
     rdma_nodes: &[PathBuf],
 ) -> ContainerEdits {
-    let mut prefix = format!("{ENV_PREFIX}{}_", env_name_part(&dev.request));
+    let mut prefix = format!("{ENV_PREFIX}{}_", env_name_part(env_request(&dev.request)));
     if let Some(i) = index {
         prefix.push_str(&format!("{i}_"));
     }
@@ -320,6 +327,12 @@ mod tests {
                 .contains(&"SRIOV_DRA_NIC_RDMA_DEVICE=mlx5_3".to_string())
         );
         assert_eq!(edits.device_nodes.len(), 2);
+    }
+
+    #[test]
+    fn a_subrequest_is_named_after_its_parent_request() {
+        let edits = device_edits(&device("fast-nic/a", "netdevice"), None, &[]);
+        assert_eq!(edits.env[0], "SRIOV_DRA_FAST_NIC_PCI_ADDRESS=0000:af:01.2");
     }
 
     #[test]

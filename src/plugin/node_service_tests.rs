@@ -810,3 +810,17 @@ async fn a_claim_with_no_results_for_us_prepares_to_nothing() {
     assert!(node.cdi_files().is_empty(), "no empty spec");
     assert_eq!(node.unprepare_one(&claim).await, "");
 }
+
+#[tokio::test]
+async fn two_devices_of_one_claim_may_not_share_an_interface_name() {
+    let node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let mut claim = fronthaul();
+    claim["status"]["allocation"]["devices"]["config"][3]["opaque"]["parameters"]["ifName"] =
+        json!("fh0");
+    node.api.put_claim(&claim);
+    let err = node
+        .prepare_one(&claim)
+        .await
+        .expect_err("duplicate ifName");
+    assert!(err.contains("request \"rdma\", device pci-0000-3b-01-2: field ifName: \"fh0\" is used by another device"), "{err}");
+}

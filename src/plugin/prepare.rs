@@ -15,7 +15,7 @@ use sriov::vf_config::{VfConfigRecord, VfTarget};
 
 use crate::apis::validate::AddressSource;
 use crate::apis::{ConfigError, Mode, configs_for_request};
-use crate::cdi::{CdiDevice, CdiWriter, device_edits};
+use crate::cdi::{CdiDevice, CdiWriter, device_edits, env_request};
 use crate::inventory::{NodeDevice, NodeInventory};
 use crate::kube::claims::{AllocatedClaim, ClaimError};
 use crate::plugin::device_ops::DeviceOps;
@@ -283,6 +283,21 @@ impl Preparer {
                 cdi_device_id: None,
             });
         }
+        let mut names = HashSet::new();
+        for dev in &devices {
+            if let Some(name) = &dev.if_name
+                && !names.insert(name.as_str())
+            {
+                return Err(PrepareError::Device {
+                    claim: label.clone(),
+                    request: dev.request.clone(),
+                    device: dev.device.clone(),
+                    reason: format!(
+                        "field ifName: {name:?} is used by another device of this claim; expected a unique name"
+                    ),
+                });
+            }
+        }
         assign_default_ifnames(&mut devices);
         Ok(ClaimRecord {
             schema: CLAIM_SCHEMA_VERSION,
@@ -391,13 +406,17 @@ impl Preparer {
     fn cdi_devices(&self, record: &mut ClaimRecord) -> Vec<CdiDevice> {
         let mut per_request: HashMap<String, usize> = HashMap::new();
         for dev in &record.devices {
-            *per_request.entry(dev.request.clone()).or_default() += 1;
+            *per_request
+                .entry(env_request(&dev.request).to_string())
+                .or_default() += 1;
         }
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(record.devices.len());
         for dev in &mut record.devices {
-            let n = seen.entry(dev.request.clone()).or_default();
-            let index = (per_request.get(&dev.request).copied().unwrap_or(1) > 1).then_some(*n);
+            let base = env_request(&dev.request).to_string();
+            let many = per_request.get(&base).is_some_and(|n| *n > 1);
+            let n = seen.entry(base).or_default();
+            let index = many.then_some(*n);
             *n += 1;
             let rdma_nodes = match (dev.config.mode, self.devices.get(&dev.device)) {
                 (Mode::Netdevice, Some(d)) => d
