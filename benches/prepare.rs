@@ -100,6 +100,7 @@ fn main() {
             driver: "sriov.dra.dev".into(),
             pool: "bench-node".into(),
             cdi_dir: dir.path().join("cdi"),
+            boot_id: "bench-boot".into(),
         },
         ipam,
         &inventory,

@@ -19,7 +19,6 @@ use tonic::{Request, Response, Status};
 use super::prepare::{PrepareError, Preparer};
 use super::socket::{SocketError, bind_private_socket};
 use crate::kube::claims::ClaimReader;
-use crate::state::Phase;
 
 /// Per-claim-UID async locks; entries nobody holds are pruned.
 #[derive(Default)]
@@ -71,7 +70,7 @@ impl NodeService {
         let preparer = self.inner.preparer.clone();
         // A prepared claim is answered from its record: no API call, no device.
         match preparer.record(&claim.uid) {
-            Ok(Some(rec)) if rec.phase == Phase::Prepared => {
+            Ok(Some(rec)) if preparer.is_current(&rec) => {
                 return v1::NodePrepareResourceResponse {
                     devices: Preparer::answer(&rec),
                     error: String::new(),

@@ -52,6 +52,7 @@ struct Node {
     pool: String,
     api: FakeApi,
     ops: Arc<RecordingDeviceOps>,
+    boot_id: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -84,6 +85,7 @@ impl Node {
             pool: pool.into(),
             api: FakeApi::new(),
             ops: Arc::new(RecordingDeviceOps::new()),
+            boot_id: "boot-1".into(),
             stop: None,
             task: None,
         };
@@ -109,6 +111,7 @@ impl Node {
                 driver: DRIVER.into(),
                 pool: self.pool.clone(),
                 cdi_dir: self.cdi_dir(),
+                boot_id: self.boot_id.clone(),
             },
             ipam,
             &inventory,
@@ -823,4 +826,50 @@ async fn two_devices_of_one_claim_may_not_share_an_interface_name() {
         .await
         .expect_err("duplicate ifName");
     assert!(err.contains("request \"rdma\", device pci-0000-3b-01-2: field ifName: \"fh0\" is used by another device"), "{err}");
+}
+
+#[tokio::test]
+async fn a_record_from_before_a_reboot_is_prepared_again() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    let mut other = fronthaul();
+    other["metadata"]["name"] = json!("du-9-other");
+    other["metadata"]["uid"] = json!("99999999-9999-4999-8999-999999999999");
+    let results = &mut other["status"]["allocation"]["devices"]["results"];
+    results[0]["device"] = json!("pci-0000-3b-00-4");
+    results[1]["device"] = json!("pci-0000-3b-01-4");
+    node.api.put_claim(&other);
+    node.prepare_one(&other).await.expect("prepared");
+
+    // The node reboots: VF settings and the CDI dir (tmpfs) are gone.
+    node.shutdown().await;
+    std::fs::remove_dir_all(node.cdi_dir()).expect("tmpfs emptied");
+    node.boot_id = "boot-2".into();
+    node.ops = Arc::new(RecordingDeviceOps::new());
+    node.serve();
+
+    node.prepare_one(&claim).await.expect("prepared again");
+    let calls = node.ops.calls();
+    assert!(
+        matches!(
+            &calls[..],
+            [DeviceCall::ConfigureVf(..), DeviceCall::ConfigureVf(..)]
+        ),
+        "settings applied again, nothing restored on reset VFs: {calls:?}"
+    );
+    assert!(
+        node.cdi_spec(FRONTHAUL_UID)["devices"].is_array(),
+        "spec written again"
+    );
+    // The kubelet unprepares the other claim: nothing to restore either.
+    assert_eq!(node.unprepare_one(&other).await, "");
+    assert_eq!(node.ops.calls().len(), 2);
+    let allocations = node.addresses_after_shutdown().await;
+    assert_eq!(
+        allocations.len(),
+        1,
+        "one address for the re-prepared claim"
+    );
 }

@@ -90,6 +90,34 @@ pub struct PrepareConfig {
     pub pool: String,
     /// CDI spec directory.
     pub cdi_dir: PathBuf,
+    /// This boot's kernel boot ID ([`current_boot_id`]); records of another
+    /// boot describe device state that no longer exists.
+    pub boot_id: String,
+}
+
+/// Where the kernel publishes the boot ID.
+pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The kernel's boot ID, which changes on every boot.
+pub fn current_boot_id() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(BOOT_ID_PATH)?.trim().to_string())
+}
+
+impl PrepareConfig {
+    /// The settings a node config gives, for `node` (its pool name) and
+    /// this boot.
+    pub fn from_node_config(
+        config: &crate::config::NodeConfig,
+        node: &str,
+        boot_id: String,
+    ) -> Self {
+        PrepareConfig {
+            driver: config.driver_name.clone(),
+            pool: node.to_string(),
+            cdi_dir: config.cdi_dir.clone(),
+            boot_id,
+        }
+    }
 }
 
 /// Prepares and unprepares claims on this node.
@@ -102,6 +130,7 @@ pub struct Preparer {
     pf_mtu: HashMap<PciAddress, u32>,
     ops: Arc<dyn DeviceOps>,
     cdi: CdiWriter,
+    boot_id: String,
 }
 
 impl Preparer {
@@ -133,7 +162,14 @@ impl Preparer {
             offered: offered.into_iter().collect(),
             pf_mtu,
             ops,
+            boot_id: config.boot_id,
         })
+    }
+
+    /// Whether `record` can answer a Prepare as it is: fully prepared, in
+    /// this boot.
+    pub fn is_current(&self, record: &ClaimRecord) -> bool {
+        record.phase == Phase::Prepared && record.boot_id == self.boot_id
     }
 
     /// The DRA driver name.
@@ -170,7 +206,7 @@ impl Preparer {
             .record(&claim.uid)
             .map_err(|e| step(&label, "reading the claim record")(e.into()))?;
         match existing {
-            Some(rec) if rec.phase == Phase::Prepared => return Ok(Self::answer(&rec)),
+            Some(rec) if self.is_current(&rec) => return Ok(Self::answer(&rec)),
             Some(rec) => self.unprepare_record(&rec)?,
             None => {}
         }
@@ -307,6 +343,7 @@ impl Preparer {
             phase: Phase::Preparing,
             devices,
             cdi_spec: None,
+            boot_id: self.boot_id.clone(),
         })
     }
 
@@ -468,7 +505,12 @@ impl Preparer {
 
     fn unprepare_record(&self, record: &ClaimRecord) -> Result<(), PrepareError> {
         let label = format!("{}/{}", record.namespace, record.name);
-        let failures = self.restore_devices(record);
+        // A reboot already reset what an earlier boot's record changed.
+        let failures = if record.boot_id == self.boot_id {
+            self.restore_devices(record)
+        } else {
+            Vec::new()
+        };
         if !failures.is_empty() {
             return Err(step(
                 &label,

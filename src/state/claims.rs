@@ -93,6 +93,10 @@ pub struct ClaimRecord {
     /// The claim's CDI spec file, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdi_spec: Option<PathBuf>,
+    /// Kernel boot ID when prepared: after a reboot the VFs, their driver
+    /// bindings and the CDI specs (tmpfs) are gone, and the record is stale.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// Why the claim state could not be read or written.
@@ -365,6 +369,7 @@ mod tests {
                 })
                 .collect(),
             cdi_spec: None,
+            boot_id: "boot-1".into(),
         }
     }
 
