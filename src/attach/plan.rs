@@ -10,10 +10,9 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use ipnetwork::IpNetwork;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use sriov::PciAddress;
 
 /// Longest interface name the kernel takes (`IFNAMSIZ` - 1).
@@ -56,63 +55,8 @@ pub struct RouteSpec {
     pub gateway: Option<IpAddr>,
 }
 
-/// An Ethernet MAC address, written `02:00:00:aa:bb:cc` in JSON and text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddress(pub [u8; 6]);
-
-impl fmt::Display for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl FromStr for MacAddress {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut out {
-            let part = parts
-                .next()
-                .ok_or_else(|| format!("MAC {s:?} has fewer than 6 octets"))?;
-            if part.len() != 2 {
-                return Err(format!("MAC {s:?}: octet {part:?} is not two hex digits"));
-            }
-            *byte = u8::from_str_radix(part, 16)
-                .map_err(|_| format!("MAC {s:?}: octet {part:?} is not hex"))?;
-        }
-        if parts.next().is_some() {
-            return Err(format!("MAC {s:?} has more than 6 octets"));
-        }
-        Ok(MacAddress(out))
-    }
-}
-
-impl TryFrom<&[u8]> for MacAddress {
-    type Error = String;
-
-    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
-        <[u8; 6]>::try_from(bytes)
-            .map(MacAddress)
-            .map_err(|_| format!("hardware address of {} bytes is not a MAC", bytes.len()))
-    }
-}
-
-impl Serialize for MacAddress {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddress {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+/// MACs are the VF settings' type: one parser and printer for the project.
+pub use sriov::vf_config::MacAddress;
 
 /// One kernel change of the attach, in the order it must happen.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,6 +51,17 @@ impl FromStr for MacAddress {
     }
 }
 
+impl TryFrom<&[u8]> for MacAddress {
+    type Error = ParseMacError;
+
+    /// From a netlink hardware-address attribute, which must be 6 bytes.
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        <[u8; 6]>::try_from(bytes)
+            .map(MacAddress)
+            .map_err(|_| ParseMacError(format!("{} bytes of hardware address", bytes.len())))
+    }
+}
+
 impl fmt::Display for MacAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;
