@@ -135,6 +135,7 @@ pub struct RecordingDeviceOps {
     calls: Mutex<Vec<DeviceCall>>,
     refuse_vf: Mutex<HashSet<VfTarget>>,
     refuse_bind: Mutex<HashSet<PciAddress>>,
+    refuse_restore: Mutex<bool>,
 }
 
 impl RecordingDeviceOps {
@@ -165,6 +166,15 @@ impl RecordingDeviceOps {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(address);
+    }
+
+    /// Makes every VF restore fail (or succeed again), as a PF whose
+    /// driver was unloaded would.
+    pub fn refuse_restores(&self, refuse: bool) {
+        *self
+            .refuse_restore
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = refuse;
     }
 
     fn record(&self, call: DeviceCall) {
@@ -215,6 +225,16 @@ impl DeviceOps for RecordingDeviceOps {
     }
 
     fn restore_vf(&self, record: &VfConfigRecord) -> Result<(), VfConfigError> {
+        if *self
+            .refuse_restore
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(VfConfigError::Restore {
+                target: record.target.clone(),
+                failures: vec!["vlan: EIO".into()],
+            });
+        }
         self.record(DeviceCall::RestoreVf(record.target.clone()));
         Ok(())
     }

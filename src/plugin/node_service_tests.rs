@@ -873,3 +873,105 @@ async fn a_record_from_before_a_reboot_is_prepared_again() {
         "one address for the re-prepared claim"
     );
 }
+
+#[tokio::test]
+async fn a_failed_restore_keeps_the_record_and_a_retry_finishes() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    node.ops.refuse_restores(true);
+    let err = node.unprepare_one(&claim).await;
+    assert!(
+        err.contains("restoring the devices (the record is kept; retry)")
+            && err.contains("vlan: EIO"),
+        "{err}"
+    );
+    assert_eq!(
+        node.cdi_files().len(),
+        1,
+        "spec kept while the VF is not restored"
+    );
+    node.ops.refuse_restores(false);
+    assert_eq!(node.unprepare_one(&claim).await, "");
+    assert!(node.cdi_files().is_empty());
+    assert!(node.addresses_after_shutdown().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_static_address_held_by_another_claim_fails_and_rolls_back() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let first = with_fronthaul_config(json!({"ipam": {"static": ["10.1.0.50/24"]}}));
+    node.api.put_claim(&first);
+    node.prepare_one(&first).await.expect("prepared");
+    assert!(
+        env_of(&node.cdi_spec(FRONTHAUL_UID), 0)
+            .contains(&"SRIOV_DRA_FRONTHAUL_IPS=10.1.0.50/24".to_string())
+    );
+
+    let mut second =
+        with_fronthaul_config(json!({"vlan": 7, "ipam": {"static": ["10.1.0.50/24"]}}));
+    second["metadata"]["name"] = json!("du-1-fronthaul");
+    second["metadata"]["uid"] = json!("11111111-2222-4333-8444-555555555555");
+    let results = &mut second["status"]["allocation"]["devices"]["results"];
+    results[0]["device"] = json!("pci-0000-3b-00-3");
+    results[1]["device"] = json!("pci-0000-3b-01-3");
+    node.api.put_claim(&second);
+    let before = node.ops.calls().len();
+    let err = node.prepare_one(&second).await.expect_err("address taken");
+    assert!(
+        err.contains("allocating addresses")
+            && err.contains("10.1.0.50")
+            && err.contains(FRONTHAUL_UID),
+        "{err}"
+    );
+    let calls = node.ops.calls().split_off(before);
+    assert!(
+        matches!(
+            &calls[..],
+            [
+                DeviceCall::ConfigureVf(..),
+                DeviceCall::ConfigureVf(..),
+                DeviceCall::RestoreVf(_),
+                DeviceCall::RestoreVf(_)
+            ]
+        ),
+        "{calls:?}"
+    );
+    let allocations = node.addresses_after_shutdown().await;
+    assert_eq!(allocations.len(), 1, "only the first claim's address");
+}
+
+#[tokio::test]
+async fn a_refused_vfio_binding_fails_the_claim_and_leaves_nothing() {
+    let mut node = Node::start(Fixture::E810, "worker-2").await;
+    let mut claim: Value = serde_json::from_str(DPDK).expect("testdata");
+    // Binding only, no PF-side setting: the record is written before the bind.
+    claim["status"]["allocation"]["devices"]["config"] = json!([{
+        "source": "FromClass",
+        "opaque": {"driver": DRIVER, "parameters": {
+            "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig", "mode": "dpdk"}}
+    }]);
+    node.api.put_claim(&claim);
+    node.ops.refuse_bind("0000:af:01.0".parse().expect("pci"));
+    let err = node
+        .prepare_one(&claim)
+        .await
+        .expect_err("vfio-pci missing");
+    assert!(
+        err.contains("request \"n3\", device pci-0000-af-01-0: binding to vfio-pci")
+            && err.contains("modprobe vfio-pci"),
+        "{err}"
+    );
+    assert!(node.cdi_files().is_empty());
+    node.shutdown().await;
+
+    // Nothing was recorded: a working node prepares the same VF afterwards.
+    node.ops = Arc::new(RecordingDeviceOps::new());
+    node.serve();
+    node.prepare_one(&claim).await.expect("prepared");
+    assert_eq!(
+        node.ops.calls(),
+        [DeviceCall::BindVfio("0000:af:01.0".parse().expect("pci"))]
+    );
+}
