@@ -5,9 +5,12 @@
 //!
 //! Each iteration prepares a new claim (VLAN + an address from a pool) and
 //! then unprepares it; both are timed. Target: prepare p99 < 5 ms.
-//! The state and CDI directories live in `$SRIOV_DRA_BENCH_DIR` (default:
-//! the system temp dir), because fsync cost depends on that file system.
-//! Run with `cargo bench --bench prepare`.
+//!
+//! As on a node, the state file is on disk and the CDI directory on tmpfs
+//! (`/var/run/cdi` is under `/run`): the state directory lives in
+//! `$SRIOV_DRA_BENCH_DIR` (default: the system temp dir) and the CDI
+//! directory in `/dev/shm` when it exists. fsync cost depends on the file
+//! system, so both are printed. Run with `cargo bench --bench prepare`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +77,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&base).expect("bench dir");
+    let cdi = tempfile::tempdir_in(sriov::fixture::scratch_base()).expect("CDI dir");
     let sysfs = dir.path().join("sys");
     Fixture::ConnectX6Dx.build(&sysfs).expect("fixture");
     let inventory = NodeInventory::discover(&sysfs).expect("inventory");
@@ -99,7 +103,7 @@ fn main() {
         PrepareConfig {
             driver: "sriov.dra.dev".into(),
             pool: "bench-node".into(),
-            cdi_dir: dir.path().join("cdi"),
+            cdi_dir: cdi.path().to_path_buf(),
             boot_id: "bench-boot".into(),
         },
         ipam,
@@ -157,7 +161,11 @@ fn main() {
                 unprepare.push(took_un);
             }
         }
-        println!("state and CDI dir: {}", dir.path().display());
+        println!(
+            "state dir: {}, CDI dir: {}",
+            dir.path().display(),
+            cdi.path().display()
+        );
         report("prepare", prepare);
         report("unprepare", unprepare);
         drop(stop);
