@@ -17,6 +17,15 @@ struct Cli {
 enum Command {
     /// List this node's PCI network functions, or the slices it would publish.
     Discover(cli::discover::DiscoverArgs),
+    /// Run the node driver: kubelet DRA plugin, NRI plugin, slice publisher.
+    Run {
+        /// Node config file (see the README); defaults apply without it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// Node name (default: config, $NODE_NAME, hostname).
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
+    },
     /// Inspect and repair the address store (read-only while the driver runs).
     Ipam(cli::ipam::IpamArgs),
     /// Write a built-in fixture node's sysfs tree into a directory, to use
@@ -27,6 +36,21 @@ enum Command {
         /// An empty or new directory.
         dir: std::path::PathBuf,
     },
+}
+
+fn run_driver(config: Option<std::path::PathBuf>, node_name: Option<String>) -> anyhow::Result<()> {
+    let mut config = match config {
+        Some(path) => sriov_dra::config::NodeConfig::load(&path)?,
+        None => sriov_dra::config::NodeConfig::default(),
+    };
+    if node_name.is_some() {
+        config.node_name = node_name;
+        config.validate()?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(sriov_dra::driver::run(config))
 }
 
 fn main() -> ExitCode {
@@ -41,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Discover(args) => cli::discover::run(&args).map(|out| print!("{out}")),
         Command::Ipam(args) => cli::ipam::run(args),
+        Command::Run { config, node_name } => run_driver(config, node_name),
         Command::Fixture { name, dir } => cli::discover::write_fixture(name, &dir),
     };
     match result {

@@ -22,7 +22,7 @@ mod kernel_tests;
 pub mod netns;
 pub mod plan;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::fmt;
 use std::fs::File;

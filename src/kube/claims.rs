@@ -20,6 +20,8 @@ pub struct AllocatedClaim {
     pub results: Vec<DeviceRequestAllocationResult>,
     /// Every config entry of the allocation (merge filters by driver).
     pub configs: Vec<DeviceAllocationConfiguration>,
+    /// UIDs of the pods in `status.reservedFor` (other consumers left out).
+    pub reserved_for: Vec<String>,
 }
 
 impl AllocatedClaim {
@@ -84,11 +86,21 @@ pub fn allocation_for_driver(
             found,
         });
     }
-    let Some(devices) = claim
-        .status
-        .and_then(|s| s.allocation)
-        .and_then(|a| a.devices)
-    else {
+    let status = claim.status;
+    let reserved_for = status
+        .as_ref()
+        .and_then(|s| s.reserved_for.as_ref())
+        .map(|consumers| {
+            consumers
+                .iter()
+                .filter(|c| {
+                    c.resource == "pods" && c.api_group.as_deref().unwrap_or_default().is_empty()
+                })
+                .map(|c| c.uid.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(devices) = status.and_then(|s| s.allocation).and_then(|a| a.devices) else {
         return Err(ClaimError::NotAllocated { claim: label });
     };
     Ok(AllocatedClaim {
@@ -102,6 +114,7 @@ pub fn allocation_for_driver(
             .filter(|r| r.driver == driver)
             .collect(),
         configs: devices.config.unwrap_or_default(),
+        reserved_for,
     })
 }
 
@@ -172,6 +185,11 @@ mod tests {
         );
         assert_eq!(claim.configs.len(), 4);
         assert_eq!(claim.label(), "ran/du-0-fronthaul-x7k2p");
+        assert_eq!(
+            claim.reserved_for,
+            ["0b7e4c1d-22a9-4c3e-8f05-6d1e2a3b4c5d"],
+            "the pod it is reserved for"
+        );
     }
 
     #[tokio::test]

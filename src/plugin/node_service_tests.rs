@@ -97,7 +97,9 @@ impl Node {
         Self::start_with(fixture, pool, |_| {}).await
     }
 
-    fn serve(&mut self) {
+    /// The store and a preparer over this node's tree, as the driver builds
+    /// them at start.
+    fn preparer(&self) -> (Arc<Ipam>, Preparer) {
         let inventory = NodeInventory::discover(&self.sysfs()).expect("inventory");
         let offered: Vec<String> = inventory
             .devices
@@ -113,12 +115,17 @@ impl Node {
                 cdi_dir: self.cdi_dir(),
                 boot_id: self.boot_id.clone(),
             },
-            ipam,
+            ipam.clone(),
             &inventory,
             offered,
             self.ops.clone(),
         )
         .expect("preparer");
+        (ipam, preparer)
+    }
+
+    fn serve(&mut self) {
+        let (_, preparer) = self.preparer();
         let service = NodeService::new(preparer, ClaimReader::new(self.api.client()));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = serve_node_service(&self.socket(), service, async {
@@ -974,4 +981,38 @@ async fn a_refused_vfio_binding_fails_the_claim_and_leaves_nothing() {
         node.ops.calls(),
         [DeviceCall::BindVfio("0000:af:01.0".parse().expect("pci"))]
     );
+}
+
+#[tokio::test]
+async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    node.shutdown().await;
+
+    // While the driver is down the claim is deleted; the kubelet never
+    // gets to unprepare it.
+    node.api.delete_claim("ran", "du-0-fronthaul-x7k2p");
+    let (ipam, preparer) = node.preparer();
+    let reader = ClaimReader::new(node.api.client());
+    let done = crate::recover::on_start(&preparer, &ipam, &reader).await;
+    assert_eq!(done.unprepared, [FRONTHAUL_UID]);
+    assert!(
+        ipam.list().expect("list").is_empty(),
+        "its addresses are released"
+    );
+    assert!(node.cdi_files().is_empty(), "its CDI spec is gone");
+    assert!(preparer.record(FRONTHAUL_UID).expect("read").is_none());
+
+    // A claim that still exists is kept, and so are its addresses.
+    drop((ipam, preparer));
+    node.api.put_claim(&claim);
+    node.serve();
+    node.prepare_one(&claim).await.expect("prepared again");
+    node.shutdown().await;
+    let (ipam, preparer) = node.preparer();
+    let done = crate::recover::on_start(&preparer, &ipam, &reader).await;
+    assert_eq!(done, crate::recover::Recovered::default());
+    assert_eq!(ipam.list().expect("list").len(), 1);
 }

@@ -344,6 +344,7 @@ impl Preparer {
             devices,
             cdi_spec: None,
             boot_id: self.boot_id.clone(),
+            reserved_for: claim.reserved_for.clone(),
         })
     }
 

@@ -97,6 +97,10 @@ pub struct ClaimRecord {
     /// bindings and the CDI specs (tmpfs) are gone, and the record is stale.
     #[serde(default)]
     pub boot_id: String,
+    /// UIDs of the pods the claim was reserved for when prepared: how the
+    /// NRI side finds a starting pod's VFs without asking the API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved_for: Vec<String>,
 }
 
 /// Why the claim state could not be read or written.
@@ -370,6 +374,7 @@ mod tests {
                 .collect(),
             cdi_spec: None,
             boot_id: "boot-1".into(),
+            reserved_for: vec![format!("pod-of-{uid}")],
         }
     }
 

@@ -1,0 +1,146 @@
+//! Which VFs sit in which pod's network namespace.
+//!
+//! Written (durably) after the VFs are moved and before the runtime is
+//! answered, so a driver restarted between RunPodSandbox and
+//! StopPodSandbox still knows what to move back, and where from.
+
+use std::path::PathBuf;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::StateError;
+use super::claims::commit;
+use crate::attach::Attachment;
+
+/// Pod UID → JSON [`PodAttachments`].
+const POD_ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("pod_attachments");
+
+/// Everything attached to one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodAttachments {
+    /// Pod UID.
+    pub pod_uid: String,
+    /// `namespace/name`, for messages.
+    pub pod: String,
+    /// The pod's network namespace when attached.
+    pub netns: PathBuf,
+    /// Each attached VF.
+    pub attachments: Vec<Attachment>,
+}
+
+fn store_err<E: Into<redb::Error>>(action: &'static str) -> impl FnOnce(E) -> StateError {
+    move |e| StateError::Store {
+        action,
+        source: Box::new(e.into()),
+    }
+}
+
+/// Records a pod's attachments, durable when this returns.
+pub fn put(db: &Database, record: &PodAttachments) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec(record).map_err(|source| StateError::Corrupt {
+        uid: record.pod_uid.clone(),
+        source,
+    })?;
+    let txn = db.begin_write().map_err(store_err("begin write"))?;
+    {
+        let mut table = txn
+            .open_table(POD_ATTACHMENTS)
+            .map_err(store_err("open pod_attachments"))?;
+        table
+            .insert(record.pod_uid.as_str(), bytes.as_slice())
+            .map_err(store_err("write pod attachments"))?;
+    }
+    commit(txn)
+}
+
+/// Drops a pod's record; absent is fine.
+pub fn remove(db: &Database, pod_uid: &str) -> Result<(), StateError> {
+    let txn = db.begin_write().map_err(store_err("begin write"))?;
+    {
+        let mut table = txn
+            .open_table(POD_ATTACHMENTS)
+            .map_err(store_err("open pod_attachments"))?;
+        table
+            .remove(pod_uid)
+            .map_err(store_err("remove pod attachments"))?;
+    }
+    commit(txn)
+}
+
+/// Every pod's record.
+pub fn list(db: &Database) -> Result<Vec<PodAttachments>, StateError> {
+    let txn = db.begin_read().map_err(store_err("begin read"))?;
+    let table = match txn.open_table(POD_ATTACHMENTS) {
+        Ok(t) => t,
+        // Nothing was ever attached on this node.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(store_err("open pod_attachments")(e)),
+    };
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(store_err("list pod attachments"))? {
+        let (uid, bytes) = entry.map_err(store_err("read pod attachments"))?;
+        let record =
+            serde_json::from_slice(bytes.value()).map_err(|source| StateError::Corrupt {
+                uid: uid.value().to_string(),
+                source,
+            })?;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+/// One pod's record, if any.
+pub fn get(db: &Database, pod_uid: &str) -> Result<Option<PodAttachments>, StateError> {
+    Ok(list(db)?.into_iter().find(|r| r.pod_uid == pod_uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::plan::{HostState, MacAddress};
+
+    fn record(uid: &str) -> PodAttachments {
+        PodAttachments {
+            pod_uid: uid.into(),
+            pod: "ran/du-0".into(),
+            netns: "/var/run/netns/cni-1".into(),
+            attachments: vec![Attachment {
+                claim: "ran/fronthaul".into(),
+                device: "pci-0000-3b-00-2".into(),
+                pci_address: "0000:3b:00.2".parse().unwrap(),
+                netns: "/var/run/netns/cni-1".into(),
+                if_name: "net1".into(),
+                pod_index: 7,
+                mac: MacAddress([2, 0, 0, 0, 0, 1]),
+                addresses: vec!["10.1.0.5/24".parse().unwrap()],
+                routes: Vec::new(),
+                host: HostState {
+                    name: "ens1f0v0".into(),
+                    mtu: 1500,
+                    mac: MacAddress([2, 0, 0, 0, 0, 1]),
+                    up: false,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_removal_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        assert!(list(&Database::create(&path).unwrap()).unwrap().is_empty());
+        {
+            let db = Database::create(&path).unwrap();
+            put(&db, &record("pod-a")).unwrap();
+            put(&db, &record("pod-b")).unwrap();
+        }
+        let db = Database::create(&path).unwrap();
+        assert_eq!(get(&db, "pod-a").unwrap(), Some(record("pod-a")));
+        remove(&db, "pod-a").unwrap();
+        remove(&db, "pod-a").unwrap();
+        let left: Vec<String> = list(&db).unwrap().into_iter().map(|r| r.pod_uid).collect();
+        assert_eq!(left, ["pod-b"]);
+    }
+}
