@@ -621,3 +621,7 @@ mod tests {
         handler.stop_pod_sandbox(&pod(None)).await.unwrap();
     }
 }
+
+#[cfg(test)]
+#[path = "pod_network_e2e_tests.rs"]
+mod e2e_tests;

@@ -5,7 +5,7 @@
 pub mod mux;
 pub mod plugin;
 #[cfg(test)]
-mod runtime_fake;
+pub(crate) mod runtime_fake;
 pub mod ttrpc;
 
 #[cfg(test)]

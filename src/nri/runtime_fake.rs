@@ -158,13 +158,20 @@ impl RuntimeConn {
             .unwrap_or_else(|err| panic!("{method} answered OK: {err}"))
     }
 
-    /// Configure as containerd sends it; returns the subscribed event mask.
+    /// Configure as containerd sends it by default (2 s request timeout);
+    /// returns the subscribed event mask.
     pub async fn configure(&self) -> i32 {
+        self.configure_with(2000).await
+    }
+
+    /// Configure with another request timeout (containerd's
+    /// `plugin_request_timeout`), in milliseconds.
+    pub async fn configure_with(&self, request_timeout_ms: i64) -> i32 {
         let request = nri::ConfigureRequest {
             runtime_name: "fake-containerd".into(),
             runtime_version: "v2.1.0".into(),
             registration_timeout: 5000,
-            request_timeout: 2000,
+            request_timeout: request_timeout_ms,
             ..Default::default()
         };
         let reply: nri::ConfigureResponse = self
@@ -197,8 +204,17 @@ impl RuntimeConn {
         &mut self,
         pods: Vec<nri::PodSandbox>,
     ) -> (nri::RegisterPluginRequest, i32) {
+        self.handshake_with(pods, 2000).await
+    }
+
+    /// [`RuntimeConn::handshake`] with another request timeout (ms).
+    pub async fn handshake_with(
+        &mut self,
+        pods: Vec<nri::PodSandbox>,
+        request_timeout_ms: i64,
+    ) -> (nri::RegisterPluginRequest, i32) {
         let registration = self.registration().await;
-        let events = self.configure().await;
+        let events = self.configure_with(request_timeout_ms).await;
         self.release_registration();
         let reply = self.synchronize(pods, false).await;
         assert!(!reply.more && reply.update.is_empty(), "{reply:?}");
