@@ -26,7 +26,7 @@ pub type Persist<'a> = dyn FnMut(&VfConfigRecord) -> Result<(), StateError> + 'a
 /// tokio's blocking pool.
 pub trait DeviceOps: Send + Sync {
     /// Saves the VF's PF-side state, then applies `desired`, calling
-    /// `persist` before anything changes and before each change.
+    /// `persist` once, with the saved state and the whole plan, before anything changes.
     fn configure_vf(
         &self,
         target: &VfTarget,
@@ -205,21 +205,17 @@ impl DeviceOps for RecordingDeviceOps {
         }
         let saved = VfState::unconfigured(target.vf);
         let changes = plan(&saved, desired);
-        let mut record = VfConfigRecord {
+        // Like the real apply: the whole plan is saved once, before any change.
+        let record = VfConfigRecord {
             target: target.clone(),
             saved,
-            applied: Vec::new(),
+            applied: changes.clone(),
         };
-        let persist_err = |e: StateError, record: &VfConfigRecord| VfConfigError::Persist {
+        persist(&record).map_err(|e| VfConfigError::Persist {
             target: record.target.clone(),
             rollback: sriov::vf_config::Rollback::NothingApplied,
             source: Box::new(e),
-        };
-        persist(&record).map_err(|e| persist_err(e, &record))?;
-        for change in &changes {
-            record.applied.push(*change);
-            persist(&record).map_err(|e| persist_err(e, &record))?;
-        }
+        })?;
         self.record(DeviceCall::ConfigureVf(target.clone(), changes));
         Ok(record)
     }

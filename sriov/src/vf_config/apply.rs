@@ -31,9 +31,10 @@ impl fmt::Display for VfTarget {
 /// What a claim's record stores about one VF's PF-side settings: the state
 /// before we touched it and every change we started to apply.
 ///
-/// A change is appended *before* it is sent, so after a crash the list may
-/// name one change the kernel never saw; restoring that setting to its saved
-/// value is harmless, forgetting it would not be.
+/// The plan is recorded *before* its first change is sent, so after a crash
+/// the list may name changes the kernel never saw; restoring those settings
+/// to their saved values is harmless, forgetting one that was sent would not
+/// be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VfConfigRecord {
     /// Which VF.
@@ -197,11 +198,13 @@ fn undo(t: &mut impl RouteTransport, record: &VfConfigRecord, applied: &[VfChang
 
 /// Applies `changes` one message each, in order, on top of `record`.
 ///
-/// Before each change is sent, it is appended to `record.applied` and
-/// `persist` is called, so the stored record always covers what the kernel
-/// may have done. On the first refusal the changes this call applied are
-/// restored and the error names the VF, the setting and the errno; the
-/// record then lists only what is still applied.
+/// The whole plan is appended to `record.applied` and `persist` is called
+/// once before the first message goes out: one durable write per VF instead
+/// of one per setting, and the stored record still covers everything the
+/// kernel may have done (a crash leaves it naming changes never sent, whose
+/// restore writes back the value the VF already has). On the first refusal
+/// the changes this call sent are restored and the error names the VF, the
+/// setting and the errno; the record then lists only what is still applied.
 pub fn apply_changes<E>(
     t: &mut impl RouteTransport,
     record: &mut VfConfigRecord,
@@ -212,22 +215,19 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let first_new = record.applied.len();
-    for change in changes {
-        record.applied.push(*change);
-        if let Err(e) = persist(record) {
-            record.applied.pop();
-            let rollback = undo(t, record, &record.applied[first_new..]);
-            if !matches!(rollback, Rollback::Failed(_)) {
-                record.applied.truncate(first_new);
-            }
-            return Err(VfConfigError::Persist {
-                target: record.target.clone(),
-                rollback,
-                source: e.into(),
-            });
-        }
+    record.applied.extend_from_slice(changes);
+    if let Err(e) = persist(record) {
+        record.applied.truncate(first_new);
+        return Err(VfConfigError::Persist {
+            target: record.target.clone(),
+            rollback: Rollback::NothingApplied,
+            source: e.into(),
+        });
+    }
+    for (i, change) in changes.iter().enumerate() {
         if let Err(source) = send_change(t, &record.target, change) {
-            record.applied.pop();
+            // The refused change and those after it were never sent.
+            record.applied.truncate(first_new + i);
             let rollback = undo(t, record, &record.applied[first_new..]);
             if !matches!(rollback, Rollback::Failed(_)) {
                 record.applied.truncate(first_new);
@@ -249,8 +249,9 @@ where
 
 /// Reads the VF, saves its state, plans and applies `desired`.
 ///
-/// `persist` stores the record in the claim's state (it is called with the
-/// saved state before anything changes, then before each change). Returns
+/// `persist` stores the record in the claim's state (it is called once,
+/// with the saved state and the whole plan, before anything changes, and
+/// again after a refusal with what is still applied). Returns
 /// the final record, which [`restore`] takes on release. `persist` may fail
 /// with anything that converts into a boxed error (`io::Error`,
 /// `anyhow::Error`, a `String`); nothing more is sent after a failed save.
@@ -270,13 +271,6 @@ where
         saved,
         applied: Vec::new(),
     };
-    if let Err(e) = persist(&record) {
-        return Err(VfConfigError::Persist {
-            target: target.clone(),
-            rollback: Rollback::NothingApplied,
-            source: e.into(),
-        });
-    }
     apply_changes(t, &mut record, &changes, persist)?;
     Ok(record)
 }
@@ -363,10 +357,8 @@ mod tests {
             ]
         );
         assert_eq!(record.applied.len(), 4);
-        // Saved first with nothing applied, then once before each change.
-        assert_eq!(stored.len(), 5);
-        assert!(stored[0].applied.is_empty());
-        assert_eq!(stored[4], record);
+        // Saved once, with the whole plan, before the first change.
+        assert_eq!(stored, [record]);
     }
 
     #[test]
@@ -417,30 +409,31 @@ mod tests {
 
     #[test]
     fn restore_after_a_crash_between_two_settings() {
-        // Prepare stored the record after the first change was sent and
-        // the second was announced; then the process died.
+        // The plan was stored before the first change; the process then died
+        // with two of the four changes sent. Only the stored JSON survives.
         let mut t = RecordingTransport::new();
-        t.answer(pf_reply());
+        t.answer(pf_reply())
+            .answer(vec![])
+            .answer(vec![])
+            .refuse(libc::EINTR);
         let mut stored: Vec<String> = Vec::new();
-        let mut crash_after = 3; // saved + 2 announced changes
-        let result = configure(&mut t, &target(), &desired(), &mut |r: &VfConfigRecord| {
-            if crash_after == 0 {
-                return Err(std::io::Error::other("simulated crash"));
-            }
-            crash_after -= 1;
+        let _ = configure(&mut t, &target(), &desired(), &mut |r: &VfConfigRecord| {
             stored.push(serde_json::to_string(r).unwrap());
-            Ok(())
+            Ok::<_, Infallible>(())
         });
-        assert!(result.is_err());
+        let written_before_the_crash = &stored[0];
 
-        // A restarted driver only has the stored JSON.
-        let record: VfConfigRecord = serde_json::from_str(stored.last().unwrap()).unwrap();
-        assert_eq!(record.applied.len(), 2);
+        let record: VfConfigRecord = serde_json::from_str(written_before_the_crash).unwrap();
+        assert_eq!(record.applied.len(), 4, "the whole plan is on disk");
         let mut fresh = RecordingTransport::new();
         restore(&mut fresh, &record).unwrap();
+        // Every planned setting goes back to its saved value, newest first;
+        // the two never sent are rewritten with the value they still have.
         assert_eq!(
             ops(&fresh),
             [
+                "setting state auto on VF 3 of PF ens1f0",
+                "setting trust off on VF 3 of PF ens1f0",
                 "setting vlan 0 qos 0 proto 802.1Q on VF 3 of PF ens1f0",
                 "setting mac 00:00:00:00:00:00 on VF 3 of PF ens1f0",
             ]
