@@ -61,13 +61,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
     let owner = node_owner(&client, &node).await;
 
+    let boot_id = current_boot_id().context("cannot read the kernel boot ID")?;
     let offered: Vec<String> = inventory.offered(&config).map(|d| d.name()).collect();
     let preparer = Preparer::new(
-        PrepareConfig::from_node_config(
-            &config,
-            &node,
-            current_boot_id().context("cannot read the kernel boot ID")?,
-        ),
+        PrepareConfig::from_node_config(&config, &node, boot_id.clone()),
         ipam.clone(),
         &inventory,
         offered,
@@ -91,7 +88,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let handler = PodNetworkHandler::new(
         ipam.clone(),
-        StoreClaims::new(ipam.clone()),
+        StoreClaims::new(ipam.clone(), &boot_id),
         Attacher::new(&config.sysfs_root),
         Some(client.clone()),
         &config.driver_name,

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use ipam::Ipam;
 use tracing::{info, warn};
@@ -19,9 +20,9 @@ use crate::attach::plan::{PreparedDevice, RouteSpec};
 use crate::attach::{Attacher, Attachment};
 use crate::kube::claim_status;
 use crate::nri::plugin::{PodHandler, PodSandbox};
-use crate::state::ClaimRecord;
 use crate::state::attachments::{self, PodAttachments};
 use crate::state::claims;
+use crate::state::{ClaimRecord, Phase};
 
 /// Where the handler finds the claims prepared for a pod.
 pub trait PodClaims: Send + Sync + 'static {
@@ -30,15 +31,21 @@ pub trait PodClaims: Send + Sync + 'static {
 }
 
 /// Claims from the state store, matched on the pod UIDs the claim was
-/// reserved for when it was prepared.
+/// reserved for when it was prepared. Only claims prepared completely and
+/// in this boot count: a half-prepared record is being rolled back, and one
+/// from before a reboot describes VFs that no longer exist as recorded.
 pub struct StoreClaims {
     store: Arc<Ipam>,
+    boot_id: String,
 }
 
 impl StoreClaims {
     /// Reads records from the state store (which the IPAM handle owns).
-    pub fn new(store: Arc<Ipam>) -> Self {
-        StoreClaims { store }
+    pub fn new(store: Arc<Ipam>, boot_id: &str) -> Self {
+        StoreClaims {
+            store,
+            boot_id: boot_id.to_string(),
+        }
     }
 }
 
@@ -47,6 +54,7 @@ impl PodClaims for StoreClaims {
         let records = claims::list(self.store.database()).map_err(|e| e.to_string())?;
         Ok(records
             .into_iter()
+            .filter(|r| r.phase == Phase::Prepared && r.boot_id == self.boot_id)
             .filter(|r| r.reserved_for.iter().any(|uid| uid == pod_uid))
             .collect())
     }
@@ -94,16 +102,30 @@ pub fn netdevice_devices(records: &[ClaimRecord]) -> Vec<PreparedDevice> {
     out
 }
 
+/// How long a claim status report may take before it is given up (the
+/// pod's network works whether or not the API heard about it).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Moves VFs in and out of pods for the NRI plugin.
 pub struct PodNetworkHandler<C> {
     /// The state store (its database is shared with the IPAM tables).
     store: Arc<Ipam>,
-    claims: C,
+    claims: Arc<C>,
     attacher: Attacher,
     /// `None` runs without an API server (status is then not reported).
     client: Option<kube::Client>,
     driver: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Runs store and kernel work on the blocking pool: redb commits fsync,
+/// and a tokio worker stuck there stalls the NRI connection itself.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("worker task failed: {e}"))?
 }
 
 impl<C: PodClaims> PodNetworkHandler<C> {
@@ -117,7 +139,7 @@ impl<C: PodClaims> PodNetworkHandler<C> {
     ) -> Self {
         PodNetworkHandler {
             store,
-            claims,
+            claims: Arc::new(claims),
             attacher,
             client,
             driver: driver.to_string(),
@@ -125,26 +147,38 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         }
     }
 
+    /// The pod's lock. Entries nobody holds are dropped on the way, so the
+    /// map does not grow with every pod the node ever ran, and an entry is
+    /// never dropped while a caller still holds it.
     fn lock_for(&self, pod_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(pod_uid.to_string())
-            .or_default()
-            .clone()
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.retain(|_, m| Arc::strong_count(m) > 1);
+        locks.entry(pod_uid.to_string()).or_default().clone()
+    }
+
+    async fn record_of(&self, pod_uid: &str) -> Result<Option<PodAttachments>, String> {
+        let (store, uid) = (self.store.clone(), pod_uid.to_string());
+        blocking(move || attachments::get(store.database(), &uid).map_err(|e| e.to_string())).await
+    }
+
+    async fn claims_of(&self, pod_uid: &str) -> Result<Vec<ClaimRecord>, String> {
+        let (claims, uid) = (self.claims.clone(), pod_uid.to_string());
+        blocking(move || claims.claims_for_pod(&uid)).await
     }
 
     /// Attaches the pod's devices; the work behind `run_pod_sandbox`.
     pub async fn attach(&self, pod: &PodSandbox) -> Result<(), String> {
         let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
-        if attachments::get(self.store.database(), &pod.uid)
-            .map_err(|e| e.to_string())?
-            .is_some()
-        {
-            return Ok(()); // already attached (a retried or replayed event)
+        if let Some(existing) = self.record_of(&pod.uid).await? {
+            if existing.sandbox_id == pod.id || existing.sandbox_id.is_empty() {
+                return Ok(()); // already attached (a retried or replayed event)
+            }
+            // The pod got a new sandbox (node reboot, sandbox recreated):
+            // its VFs must leave the old one first.
+            self.detach_record(&existing).await?;
         }
-        let records = self.claims.claims_for_pod(&pod.uid)?;
+        let records = self.claims_of(&pod.uid).await?;
         let devices = netdevice_devices(&records);
         if devices.is_empty() {
             return Ok(());
@@ -160,22 +194,27 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         let ns = netns.clone();
         // The error is rendered on the blocking thread: the runtime only
         // needs its text, and the full error is large.
-        let attached = tokio::task::spawn_blocking(move || {
+        let attached = blocking(move || {
             attacher
                 .attach_pod(&devices, &ns)
                 .map_err(|e| e.to_string())
         })
-        .await
-        .map_err(|e| format!("attach task failed: {e}"))??;
+        .await?;
         let record = PodAttachments {
             pod_uid: pod.uid.clone(),
+            sandbox_id: pod.id.clone(),
             pod: format!("{}/{}", pod.namespace, pod.name),
             netns,
             attachments: attached,
         };
         // Durable before acknowledged: without the record a restarted
         // driver could not move the VFs back, so undo rather than answer.
-        if let Err(e) = attachments::put(self.store.database(), &record) {
+        let (store, to_store) = (self.store.clone(), record.clone());
+        if let Err(e) = blocking(move || {
+            attachments::put(store.database(), &to_store).map_err(|e| e.to_string())
+        })
+        .await
+        {
             let undo = self.detach_all(&record.attachments).await;
             return Err(format!(
                 "recording the attachment failed ({e}); moved the VFs back{}",
@@ -185,35 +224,43 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         for a in &record.attachments {
             info!(pod = %record.pod, claim = %a.claim, device = %a.device, if_name = %a.if_name, "VF attached");
         }
-        self.report(&records, &record.attachments).await;
+        self.report(records, record.attachments);
         Ok(())
     }
 
-    /// Detaches whatever was attached to the pod; idempotent.
-    pub async fn detach(&self, pod_uid: &str) -> Result<(), String> {
-        let lock = self.lock_for(pod_uid);
+    /// Detaches what is attached to the pod's sandbox `pod.id`; idempotent.
+    /// An event for an older sandbox of the pod leaves the current one's
+    /// VFs where they are.
+    pub async fn detach(&self, pod: &PodSandbox) -> Result<(), String> {
+        let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
-        let Some(record) =
-            attachments::get(self.store.database(), pod_uid).map_err(|e| e.to_string())?
-        else {
-            return Ok(());
-        };
+        match self.record_of(&pod.uid).await? {
+            Some(record) if record.sandbox_id.is_empty() || record.sandbox_id == pod.id => {
+                self.detach_record(&record).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves a record's VFs home and drops the record; keeps it (for a retry)
+    /// when any VF could not be moved.
+    async fn detach_record(&self, record: &PodAttachments) -> Result<(), String> {
         let errors = self.detach_all(&record.attachments).await;
         if !errors.is_empty() {
-            // Keep the record: a later Stop/Remove or a restart retries.
             return Err(format!(
                 "detaching from pod {}: {}",
                 record.pod,
                 errors.join("; ")
             ));
         }
-        attachments::remove(self.store.database(), pod_uid).map_err(|e| e.to_string())?;
-        let records = self.claims.claims_for_pod(pod_uid).unwrap_or_default();
-        self.report(&records, &[]).await;
-        self.locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(pod_uid);
+        let (store, uid) = (self.store.clone(), record.pod_uid.clone());
+        blocking(move || attachments::remove(store.database(), &uid).map_err(|e| e.to_string()))
+            .await?;
+        for a in &record.attachments {
+            info!(pod = %record.pod, claim = %a.claim, device = %a.device, "VF detached");
+        }
+        let records = self.claims_of(&record.pod_uid).await.unwrap_or_default();
+        self.report(records, Vec::new());
         Ok(())
     }
 
@@ -221,48 +268,58 @@ impl<C: PodClaims> PodNetworkHandler<C> {
     async fn detach_all(&self, list: &[Attachment]) -> Vec<String> {
         let attacher = self.attacher.clone();
         let list = list.to_vec();
-        tokio::task::spawn_blocking(move || {
-            list.iter()
+        blocking(move || {
+            Ok(list
+                .iter()
                 .filter_map(|a| attacher.detach(a).err().map(|e| e.to_string()))
-                .collect()
+                .collect())
         })
         .await
-        .unwrap_or_else(|e| vec![format!("detach task failed: {e}")])
+        .unwrap_or_else(|e| vec![e])
     }
 
     /// Reports (or, with no attachments, clears) our entries of each claim's
-    /// status. Best effort: the pod's network works whether or not the API
-    /// heard about it, so a failure is logged, not returned.
-    async fn report(&self, records: &[ClaimRecord], attached: &[Attachment]) {
-        let Some(client) = &self.client else {
+    /// status, in the background: the pod's network works whether or not the
+    /// API heard about it, and a slow API server must not fail pod starts
+    /// (the runtime gives the plugin seconds). Failures are logged.
+    fn report(&self, records: Vec<ClaimRecord>, attached: Vec<Attachment>) {
+        let Some(client) = self.client.clone() else {
             return;
         };
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        );
-        let mut by_claim: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
-        for r in records {
-            let entry = by_claim
-                .entry((r.namespace.clone(), r.name.clone()))
-                .or_default();
-            for a in attached
-                .iter()
-                .filter(|a| a.claim == format!("{}/{}", r.namespace, r.name))
-            {
-                let pool = r
-                    .devices
-                    .iter()
-                    .find(|d| d.device == a.device)
-                    .map(|d| d.pool.clone())
-                    .unwrap_or_default();
-                entry.push(claim_status::device_status(&self.driver, &pool, a, &now));
+        let driver = self.driver.clone();
+        tokio::spawn(async move {
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            let mut by_claim: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
+            for r in &records {
+                let label = format!("{}/{}", r.namespace, r.name);
+                let entry = by_claim
+                    .entry((r.namespace.clone(), r.name.clone()))
+                    .or_default();
+                for a in attached.iter().filter(|a| a.claim == label) {
+                    let pool = r
+                        .devices
+                        .iter()
+                        .find(|d| d.device == a.device)
+                        .map(|d| d.pool.clone())
+                        .unwrap_or_default();
+                    entry.push(claim_status::device_status(&driver, &pool, a, &now));
+                }
             }
-        }
-        for ((ns, name), devices) in by_claim {
-            if let Err(e) = claim_status::apply(client.clone(), &ns, &name, devices).await {
-                warn!(claim = %format!("{ns}/{name}"), error = %e, "could not report device status in the claim");
+            for ((ns, name), devices) in by_claim {
+                let apply = claim_status::apply(client.clone(), &ns, &name, devices);
+                match tokio::time::timeout(REPORT_TIMEOUT, apply).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        warn!(claim = %format!("{ns}/{name}"), error = %e, "could not report device status in the claim")
+                    }
+                    Err(_) => {
+                        warn!(claim = %format!("{ns}/{name}"), "reporting device status timed out")
+                    }
+                }
             }
-        }
+        });
     }
 
     /// Reconciles after a (re)connect: detaches pods that are gone and
@@ -270,10 +327,17 @@ impl<C: PodClaims> PodNetworkHandler<C> {
     pub async fn reconcile(&self, pods: &[PodSandbox]) -> Result<(), String> {
         let live: Vec<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         let mut errors = Vec::new();
-        for record in attachments::list(self.store.database()).map_err(|e| e.to_string())? {
-            if !live.contains(&record.pod_uid.as_str())
-                && let Err(e) = self.detach(&record.pod_uid).await
-            {
+        let store = self.store.clone();
+        let records =
+            blocking(move || attachments::list(store.database()).map_err(|e| e.to_string()))
+                .await?;
+        for record in records {
+            if live.contains(&record.pod_uid.as_str()) {
+                continue;
+            }
+            let lock = self.lock_for(&record.pod_uid);
+            let _guard = lock.lock().await;
+            if let Err(e) = self.detach_record(&record).await {
                 errors.push(e);
             }
         }
@@ -304,11 +368,11 @@ impl<C: PodClaims> PodHandler for PodNetworkHandler<C> {
     }
 
     async fn stop_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
-        self.detach(&pod.uid).await
+        self.detach(pod).await
     }
 
     async fn remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
-        self.detach(&pod.uid).await
+        self.detach(pod).await
     }
 
     async fn synchronize(&self, pods: &[PodSandbox]) -> Result<(), String> {
@@ -449,6 +513,17 @@ mod tests {
         (kube::Client::new(service, "default"), seen)
     }
 
+    /// The `n`th status patch (1-based), once the background report sent it.
+    async fn wait_for_patch(seen: &Seen, n: usize) -> (String, serde_json::Value) {
+        for _ in 0..500 {
+            if let Some(p) = seen.lock().unwrap().get(n - 1) {
+                return p.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("status patch {n} never came");
+    }
+
     fn pod(netns: Option<&Path>) -> PodSandbox {
         PodSandbox {
             id: "f".repeat(64),
@@ -493,7 +568,7 @@ mod tests {
         let ns = PinnedNetns::create(&netns_dir.path().join("pod")).unwrap();
         let handler = PodNetworkHandler::new(
             store.clone(),
-            StoreClaims::new(store.clone()),
+            StoreClaims::new(store.clone(), "boot"),
             Attacher::new(tree.path()),
             client,
             "sriov.dra.dev",
@@ -537,8 +612,7 @@ mod tests {
         .expect("net1 in the pod");
         assert_eq!(inside.mtu, 1400);
         {
-            let patches = patches.lock().unwrap();
-            let (path, body) = patches.last().unwrap();
+            let (path, body) = wait_for_patch(&patches, 1).await;
             assert_eq!(
                 path,
                 "/apis/resource.k8s.io/v1/namespaces/ran/resourceclaims/fronthaul/status"
@@ -556,10 +630,8 @@ mod tests {
         let back = facts(&mut host, &vf.name).expect("the VF is back under its own name");
         assert!(back.mtu >= 1400);
         assert!(attachments::get(store.database(), POD).unwrap().is_none());
-        assert_eq!(
-            patches.lock().unwrap().last().unwrap().1["status"]["devices"],
-            serde_json::json!([])
-        );
+        let (_, cleared) = wait_for_patch(&patches, 2).await;
+        assert_eq!(cleared["status"]["devices"], serde_json::json!([]));
         handler.remove_pod_sandbox(&pod).await.unwrap();
     }
 
@@ -591,6 +663,44 @@ mod tests {
         assert!(attachments::list(store.database()).unwrap().is_empty());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recreated_sandbox_takes_the_vfs_and_the_old_ones_events_leave_them() {
+        if !have_root("a_recreated_sandbox_takes_the_vfs_and_the_old_ones_events_leave_them") {
+            return;
+        }
+        let Rig {
+            ns, store, handler, ..
+        } = &rig(None);
+        let old = pod(Some(ns.path()));
+        handler.run_pod_sandbox(&old).await.unwrap();
+
+        // The pod's sandbox is recreated (same UID, new id and netns).
+        let dir = tempfile::tempdir().unwrap();
+        let new_ns = PinnedNetns::create(&dir.path().join("pod-2")).unwrap();
+        let mut new = pod(Some(new_ns.path()));
+        new.id = "e".repeat(64);
+        handler.run_pod_sandbox(&new).await.unwrap();
+        let in_ns = |path: &Path| {
+            crate::attach::netns::run_in_netns(path, || {
+                facts(&mut RouteSocket::new().unwrap(), "net1")
+            })
+            .unwrap()
+            .is_some()
+        };
+        assert!(
+            in_ns(new_ns.path()) && !in_ns(ns.path()),
+            "the VF moved to the new sandbox"
+        );
+
+        // The kubelet removes the old sandbox: the new one keeps its VF.
+        handler.remove_pod_sandbox(&old).await.unwrap();
+        assert!(in_ns(new_ns.path()));
+        let record = attachments::get(store.database(), POD).unwrap().unwrap();
+        assert_eq!(record.sandbox_id, new.id);
+        handler.stop_pod_sandbox(&new).await.unwrap();
+        assert!(attachments::get(store.database(), POD).unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn host_network_pods_cannot_take_netdevice_vfs_and_pods_without_claims_pass() {
         let state = tempfile::tempdir().unwrap();
@@ -598,7 +708,7 @@ mod tests {
         claims::init(store.database()).unwrap();
         let handler = PodNetworkHandler::new(
             store.clone(),
-            StoreClaims::new(store.clone()),
+            StoreClaims::new(store.clone(), "boot"),
             Attacher::new("/nonexistent"),
             None,
             "sriov.dra.dev",

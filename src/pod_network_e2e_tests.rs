@@ -136,7 +136,7 @@ impl Node {
     fn start_plugin(&self) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let handler = PodNetworkHandler::new(
             self.store.clone(),
-            StoreClaims::new(self.store.clone()),
+            StoreClaims::new(self.store.clone(), "boot"),
             Attacher::new(self.tree.path()),
             None,
             "sriov.dra.dev",

@@ -22,6 +22,10 @@ const POD_ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("pod_
 pub struct PodAttachments {
     /// Pod UID.
     pub pod_uid: String,
+    /// The sandbox the VFs are in: a pod whose sandbox is recreated keeps
+    /// its UID, and events for the old sandbox must not touch the new one.
+    #[serde(default)]
+    pub sandbox_id: String,
     /// `namespace/name`, for messages.
     pub pod: String,
     /// The pod's network namespace when attached.
@@ -104,6 +108,7 @@ mod tests {
     fn record(uid: &str) -> PodAttachments {
         PodAttachments {
             pod_uid: uid.into(),
+            sandbox_id: "a".repeat(64),
             pod: "ran/du-0".into(),
             netns: "/var/run/netns/cni-1".into(),
             attachments: vec![Attachment {
