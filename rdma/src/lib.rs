@@ -5,7 +5,11 @@
 //! user-space entry points are char devices the kernel names in sibling
 //! directories (`infiniband_verbs/uverbsN`, `infiniband_mad/umadN` and
 //! `issmN`), each with an `ibdev` file naming the device it serves.
+//!
+//! [`netlink`] moves a device between network namespaces (RDMA-exclusive
+//! pods) over the kernel's RDMA netlink interface.
 
 pub mod inventory;
+pub mod netlink;
 
 pub use inventory::{LinkLayer, RdmaDevice, RdmaError, RdmaPort, for_pci_device, scan};
