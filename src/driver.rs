@@ -31,7 +31,7 @@ use crate::nri::plugin::{NriPlugin, NriPluginConfig};
 use crate::plugin::device_ops::SystemDeviceOps;
 use crate::plugin::node_service::{NodeService, serve_node_service};
 use crate::plugin::prepare::{PrepareConfig, Preparer, current_boot_id};
-use crate::plugin::registration::{PluginPaths, serve_registration};
+use crate::plugin::registration::{PluginPaths, RegistrationState, serve_registration};
 use crate::pod_network::{PodNetworkHandler, StoreClaims};
 use crate::recover;
 use crate::state::claims;
@@ -104,6 +104,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let publisher = tokio::spawn(publish_loop(
         SlicePublisher::new(client, &config, &node, owner),
         config.clone(),
+        registration.state.clone(),
         stopped(),
     ));
 
@@ -117,11 +118,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Republishes at start and every [`REPUBLISH_INTERVAL`]; unchanged
-/// inventories write nothing.
+/// Republishes at start, every [`REPUBLISH_INTERVAL`], and whenever the
+/// kubelet's registration verdict changes (it wipes our slices while we are
+/// not registered); unchanged inventories write nothing.
 async fn publish_loop(
     mut publisher: SlicePublisher,
     config: NodeConfig,
+    mut registration: watch::Receiver<RegistrationState>,
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
@@ -140,6 +143,11 @@ async fn publish_loop(
         tokio::select! {
             _ = &mut stopped => return,
             _ = tokio::time::sleep(REPUBLISH_INTERVAL) => {}
+            changed = registration.changed() => {
+                if changed.is_ok() {
+                    info!(state = ?*registration.borrow(), "kubelet registration changed; republishing");
+                }
+            }
         }
     }
 }
@@ -148,13 +156,18 @@ async fn publish_loop(
 async fn node_owner(client: &kube::Client, node: &str) -> Option<OwnerReference> {
     let api: Api<Node> = Api::all(client.clone());
     match api.get(node).await {
-        Ok(n) => Some(OwnerReference {
-            api_version: "v1".into(),
-            kind: "Node".into(),
-            name: node.to_string(),
-            uid: n.metadata.uid.unwrap_or_default(),
-            ..Default::default()
-        }),
+        // The API refuses an owner reference without a UID.
+        Ok(n) => n
+            .metadata
+            .uid
+            .filter(|uid| !uid.is_empty())
+            .map(|uid| OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: node.to_string(),
+                uid,
+                ..Default::default()
+            }),
         Err(e) => {
             warn!(node, error = %e, "cannot read the Node object; slices will have no owner");
             None

@@ -89,27 +89,32 @@ impl SlicePublisher {
         let rendered = slices::render(inventory, config, &params);
         let devices = flat_devices(&rendered);
 
-        // After a restart, learn what is published from the API itself.
-        let existing = match &self.published {
-            Some(_) => None,
-            None => Some(self.existing().await?),
-        };
-        if let Some(existing) = &existing {
-            let generation = existing
-                .iter()
-                .map(|s| s.spec.pool.generation)
-                .max()
-                .unwrap_or(0);
-            self.published = Some((flat_devices(existing), generation));
+        // One list per cycle: the kubelet deletes a driver's slices while no
+        // plugin is registered (at its own restart, say), and an unchanged
+        // inventory must then still be published again.
+        let existing = self.existing().await?;
+        let api_generation = existing
+            .iter()
+            .map(|s| s.spec.pool.generation)
+            .max()
+            .unwrap_or(0);
+        if self.published.is_none() {
+            // After our own restart, learn what is published from the API.
+            self.published = Some((flat_devices(&existing), api_generation));
         }
         let (last_devices, last_generation) = self.published.clone().unwrap_or_default();
-        if last_devices == devices && last_generation > 0 {
+        let expected: Vec<&Option<String>> = rendered.iter().map(|s| &s.metadata.name).collect();
+        let in_api = existing.len() == rendered.len()
+            && existing.iter().all(|s| {
+                s.spec.pool.generation == last_generation && expected.contains(&&s.metadata.name)
+            });
+        if last_devices == devices && last_generation > 0 && in_api {
             return Ok(PublishOutcome::Unchanged {
                 generation: last_generation,
             });
         }
 
-        let generation = last_generation + 1;
+        let generation = last_generation.max(api_generation) + 1;
         params.generation = generation;
         let rendered = slices::render(inventory, config, &params);
         let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -126,10 +131,6 @@ impl SlicePublisher {
             .iter()
             .filter_map(|s| s.metadata.name.clone())
             .collect();
-        let existing = match existing {
-            Some(e) => e,
-            None => self.existing().await?,
-        };
         let mut deleted = 0;
         for stale in existing.iter().filter_map(|s| s.metadata.name.as_ref()) {
             if !keep.contains(stale) {
@@ -309,6 +310,32 @@ mod tests {
             }
         );
         assert_eq!(api.generations(), [2]);
+    }
+
+    #[tokio::test]
+    async fn slices_the_kubelet_wiped_are_published_again() {
+        let api = SliceApi::default();
+        let config = NodeConfig::default();
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+        let inv = inventory(Fixture::ConnectX6Dx);
+        p.publish(&inv, &config).await.unwrap();
+        // No plugin registered for a moment: the kubelet deletes our slices.
+        api.objects.lock().unwrap().clear();
+        api.take_writes();
+        let out = p.publish(&inv, &config).await.unwrap();
+        assert_eq!(
+            out,
+            PublishOutcome::Published {
+                generation: 2,
+                applied: 1,
+                deleted: 0
+            }
+        );
+        assert_eq!(api.take_writes(), ["apply node-a-sriov-dra-dev-0"]);
+        assert_eq!(
+            p.publish(&inv, &config).await.unwrap(),
+            PublishOutcome::Unchanged { generation: 2 }
+        );
     }
 
     #[tokio::test]
