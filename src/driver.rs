@@ -52,7 +52,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         })?,
     );
     claims::init(ipam.database()).context("cannot initialise the claim tables")?;
-    apply_pf_policies(&config, &ipam);
+    let boot_id = current_boot_id().context("cannot read the kernel boot ID")?;
+    apply_pf_policies(&config, &ipam, &boot_id);
     let inventory = NodeInventory::discover(&config.sysfs_root)?;
     info!(node = %node, functions = inventory.devices.len(), "inventory read");
 
@@ -61,7 +62,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
     let owner = node_owner(&client, &node).await;
 
-    let boot_id = current_boot_id().context("cannot read the kernel boot ID")?;
     let offered: Vec<String> = inventory.offered(&config).map(|d| d.name()).collect();
     let preparer = Preparer::new(
         PrepareConfig::from_node_config(&config, &node, boot_id.clone()),
@@ -176,15 +176,16 @@ async fn node_owner(client: &kube::Client, node: &str) -> Option<OwnerReference>
 }
 
 /// Sets `sriov_numvfs` where a policy asks for a different count, never on
-/// a PF with a VF prepared for a claim (that is logged as an error and the
-/// PF left alone).
-pub fn apply_pf_policies(config: &NodeConfig, ipam: &Ipam) {
+/// a PF with a VF prepared for a claim in this boot (that is logged as an
+/// error and the PF left alone; a record from before a reboot holds no VF).
+pub fn apply_pf_policies(config: &NodeConfig, ipam: &Ipam, boot_id: &str) {
     if config.pf_policies.is_empty() {
         return;
     }
     let prepared: BTreeMap<PciAddress, String> = match claims::list(ipam.database()) {
         Ok(records) => records
             .into_iter()
+            .filter(|r| r.boot_id == boot_id)
             .flat_map(|r| {
                 let label = format!("{}/{}", r.namespace, r.name);
                 r.devices

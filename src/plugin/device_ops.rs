@@ -42,6 +42,12 @@ pub trait DeviceOps: Send + Sync {
 
     /// Gives the device back to its original driver.
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError>;
+
+    /// Whether the PCI function still exists. A VF destroyed since prepare
+    /// (its PF reset, `sriov_numvfs` changed) took its settings and binding
+    /// with it: there is nothing left to restore, and unprepare must not
+    /// fail forever trying.
+    fn device_present(&self, address: PciAddress) -> bool;
 }
 
 /// The real thing: rtnetlink on the PF and sysfs driver binding.
@@ -113,6 +119,13 @@ impl DeviceOps for SystemDeviceOps {
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError> {
         self.binder().restore(record)
     }
+
+    fn device_present(&self, address: PciAddress) -> bool {
+        self.sysfs_root
+            .join("bus/pci/devices")
+            .join(address.to_string())
+            .exists()
+    }
 }
 
 /// One call a [`RecordingDeviceOps`] received.
@@ -136,6 +149,7 @@ pub struct RecordingDeviceOps {
     refuse_vf: Mutex<HashSet<VfTarget>>,
     refuse_bind: Mutex<HashSet<PciAddress>>,
     refuse_restore: Mutex<bool>,
+    removed: Mutex<HashSet<PciAddress>>,
 }
 
 impl RecordingDeviceOps {
@@ -175,6 +189,14 @@ impl RecordingDeviceOps {
             .refuse_restore
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = refuse;
+    }
+
+    /// Makes the device gone, as after its PF destroyed its VFs.
+    pub fn remove_device(&self, address: PciAddress) {
+        self.removed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(address);
     }
 
     fn record(&self, call: DeviceCall) {
@@ -275,5 +297,13 @@ impl DeviceOps for RecordingDeviceOps {
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError> {
         self.record(DeviceCall::RestoreDriver(record.address));
         Ok(())
+    }
+
+    fn device_present(&self, address: PciAddress) -> bool {
+        !self
+            .removed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&address)
     }
 }

@@ -66,7 +66,10 @@ impl NodeService {
     }
 
     async fn prepare_claim(&self, claim: v1::Claim) -> v1::NodePrepareResourceResponse {
-        let _guard = self.inner.locks.lock(&claim.uid).await;
+        // The guard moves into the blocking work: if the kubelet's deadline
+        // drops this future, the lock stays held until the work is done, so
+        // a retry cannot run beside it.
+        let guard = self.inner.locks.lock(&claim.uid).await;
         let preparer = self.inner.preparer.clone();
         // A prepared claim is answered from its record: no API call, no device.
         match preparer.record(&claim.uid) {
@@ -91,10 +94,13 @@ impl NodeService {
             .await
         {
             Err(e) => Err(PrepareError::from(e).to_string()),
-            Ok(allocated) => tokio::task::spawn_blocking(move || preparer.prepare(&allocated))
-                .await
-                .map_err(|e| join_error(&claim.uid, e))
-                .and_then(|r| r.map_err(|e| e.to_string())),
+            Ok(allocated) => tokio::task::spawn_blocking(move || {
+                let _held = guard;
+                preparer.prepare(&allocated)
+            })
+            .await
+            .map_err(|e| join_error(&claim.uid, e))
+            .and_then(|r| r.map_err(|e| e.to_string())),
         };
         match outcome {
             Ok(devices) => v1::NodePrepareResourceResponse {
@@ -112,10 +118,15 @@ impl NodeService {
     }
 
     async fn unprepare_claim(&self, claim: v1::Claim) -> v1::NodeUnprepareResourceResponse {
-        let _guard = self.inner.locks.lock(&claim.uid).await;
+        let guard = self.inner.locks.lock(&claim.uid).await;
         let preparer = self.inner.preparer.clone();
         let uid = claim.uid.clone();
-        let error = match tokio::task::spawn_blocking(move || preparer.unprepare(&uid)).await {
+        let error = match tokio::task::spawn_blocking(move || {
+            let _held = guard;
+            preparer.unprepare(&uid)
+        })
+        .await
+        {
             Ok(Ok(())) => String::new(),
             Ok(Err(e)) => e.to_string(),
             Err(e) => join_error(&claim.uid, e),

@@ -334,7 +334,8 @@ impl Preparer {
                 });
             }
         }
-        assign_default_ifnames(&mut devices);
+        // Interfaces without an `ifName` are numbered net1, net2, … per pod
+        // when attached (a pod may hold several claims), not per claim here.
         Ok(ClaimRecord {
             schema: CLAIM_SCHEMA_VERSION,
             uid: claim.uid.clone(),
@@ -477,6 +478,15 @@ impl Preparer {
     fn restore_devices(&self, record: &ClaimRecord) -> Vec<String> {
         let mut failures = Vec::new();
         for dev in record.devices.iter().rev() {
+            if !self.ops.device_present(dev.pci_address) {
+                tracing::warn!(
+                    claim = %format!("{}/{}", record.namespace, record.name),
+                    device = %dev.device,
+                    pci = %dev.pci_address,
+                    "the VF no longer exists; nothing to restore"
+                );
+                continue;
+            }
             if let Some(bind) = &dev.bind
                 && let Err(e) = self.ops.restore_driver(bind)
             {
@@ -533,22 +543,5 @@ impl Preparer {
             Ok(())
         })();
         dropped.map_err(step(&label, "releasing addresses and dropping the record"))
-    }
-}
-
-/// Gives netdevice-mode devices without `ifName` the names `net1`, `net2`,
-/// … in allocation order, skipping names the claim sets explicitly.
-fn assign_default_ifnames(devices: &mut [PreparedDevice]) {
-    let taken: HashSet<String> = devices.iter().filter_map(|d| d.if_name.clone()).collect();
-    let mut next = 1;
-    for dev in devices.iter_mut() {
-        if dev.config.mode != Mode::Netdevice || dev.if_name.is_some() {
-            continue;
-        }
-        while taken.contains(&format!("net{next}")) {
-            next += 1;
-        }
-        dev.if_name = Some(format!("net{next}"));
-        next += 1;
     }
 }

@@ -128,7 +128,7 @@ pub enum PolicyError {
         claim: String,
     },
     /// Writing `sriov_numvfs` failed (EBUSY, ENOMEM, driver refused).
-    #[error("{pf}: writing {value} to sriov_numvfs failed: {source}")]
+    #[error("{pf}: writing {value} to sriov_numvfs failed: {source}{rollback}")]
     Write {
         /// The PF.
         pf: String,
@@ -137,6 +137,9 @@ pub enum PolicyError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+        /// What became of the VFs the failed resize had already removed
+        /// (`; set back to 4 VFs`), empty when nothing had changed.
+        rollback: String,
     },
 }
 
@@ -282,14 +285,28 @@ pub fn apply_num_vfs(
     let rel = Path::new("bus/pci/devices")
         .join(pf.address.to_string())
         .join("sriov_numvfs");
-    for value in writes {
-        writer
-            .write(&rel, &value.to_string())
-            .map_err(|source| PolicyError::Write {
+    for (i, value) in writes.iter().enumerate() {
+        if let Err(source) = writer.write(&rel, &value.to_string()) {
+            // Past the first write the PF has 0 VFs: a node left without the
+            // VFs it had is worse than one without the count it asked for.
+            let rollback = if i == 0 || pf.num_vfs == 0 {
+                String::new()
+            } else {
+                match writer.write(&rel, &pf.num_vfs.to_string()) {
+                    Ok(()) => format!("; set back to {} VFs", pf.num_vfs),
+                    Err(e) => format!(
+                        "; setting it back to {} VFs failed too ({e}): the PF has none now",
+                        pf.num_vfs
+                    ),
+                }
+            };
+            return Err(PolicyError::Write {
                 pf: pf.to_string(),
                 value: *value,
                 source,
-            })?;
+                rollback,
+            });
+        }
     }
     Ok(())
 }
@@ -437,6 +454,48 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    /// Writes that fail for one value, as a driver refusing a VF count.
+    struct Refusing {
+        refuse: &'static str,
+        log: Vec<String>,
+    }
+
+    impl SysfsWriter for Refusing {
+        fn write(&mut self, _: &Path, value: &str) -> std::io::Result<()> {
+            self.log.push(value.to_string());
+            if value == self.refuse {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOMEM));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_resize_puts_the_old_vf_count_back() {
+        let dir = tree(2);
+        let pf = PfStatus::read(dir.path(), addr(PF)).unwrap();
+        let plan = plan_num_vfs(
+            &policy(r#"{"pfName": "ens1f0", "numVfs": 8}"#),
+            &pf,
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let mut w = Refusing {
+            refuse: "8",
+            log: Vec::new(),
+        };
+        let err = apply_num_vfs(&mut w, &pf, &plan).unwrap_err().to_string();
+        assert_eq!(w.log, ["0", "8", "2"]);
+        assert!(err.ends_with("; set back to 2 VFs"), "{err}");
+        let mut w = Refusing {
+            refuse: "0",
+            log: Vec::new(),
+        };
+        let err = apply_num_vfs(&mut w, &pf, &plan).unwrap_err().to_string();
+        assert_eq!(w.log, ["0"], "nothing changed, nothing to put back");
+        assert!(err.contains("writing 0 to sriov_numvfs failed"), "{err}");
     }
 
     #[test]
