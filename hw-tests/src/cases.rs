@@ -235,19 +235,26 @@ pub fn run_setting_case(
                 }
                 Err(e) => return Outcome::Fail(e.to_string()),
             };
-        let readback = match vf_config::read_vf_state(t, target) {
-            Ok(s) => s,
-            Err(e) => return Outcome::Fail(format!("read back: {e}")),
+        // Check, then restore whatever the check found: the NIC is put back
+        // on every path, a failed readback included.
+        let checked = match vf_config::read_vf_state(t, target) {
+            Err(e) => Err(format!("read back: {e}")),
+            Ok(readback) => has_settings(&readback, &desired)
+                .map_err(|e| format!("read back over netlink: {e}"))
+                .and_then(|()| match reader.read(target) {
+                    Ok(independent) => has_settings(&independent, &desired)
+                        .map_err(|e| format!("read back with ip link: {e}")),
+                    Err(_) => Ok(()),
+                }),
         };
-        if let Err(e) = has_settings(&readback, &desired) {
-            return Outcome::Fail(format!("read back over netlink: {e}"));
+        let restored = vf_config::restore(t, &record);
+        if let Err(e) = checked {
+            return Outcome::Fail(match restored {
+                Ok(()) => format!("{e} (restored)"),
+                Err(r) => format!("{e}; restore failed too: {r}"),
+            });
         }
-        if let Ok(independent) = reader.read(target)
-            && let Err(e) = has_settings(&independent, &desired)
-        {
-            return Outcome::Fail(format!("read back with ip link: {e}"));
-        }
-        if let Err(e) = vf_config::restore(t, &record) {
+        if let Err(e) = restored {
             return Outcome::Fail(format!("restore: {e}"));
         }
         match vf_config::read_vf_state(t, target) {
@@ -276,11 +283,17 @@ pub fn run_bind_case<W: SysfsWriter>(binder: &mut DriverBinder<W>, vf: PciAddres
             }
             Err(e) => return Outcome::Fail(e.to_string()),
         };
-        match binder.current_driver(vf) {
+        let bound = binder.current_driver(vf);
+        let restored = binder.restore(&record);
+        match bound {
             Ok(Some(d)) if d == "vfio-pci" => {}
-            other => return Outcome::Fail(format!("after bind the driver is {other:?}")),
+            other => {
+                return Outcome::Fail(format!(
+                    "after bind the driver is {other:?} (restore: {restored:?})"
+                ));
+            }
         }
-        if let Err(e) = binder.restore(&record) {
+        if let Err(e) = restored {
             return Outcome::Fail(format!("restore: {e}"));
         }
         match binder.current_driver(vf) {
