@@ -169,6 +169,8 @@ fn ours(sysfs: &Path, pci: PciAddress, netns: &Path) -> (Vec<Duration>, Vec<Dura
         mac: None,
         addresses: vec!["10.98.0.2/24".parse().expect("valid CIDR")],
         routes: vec![],
+        rdma_device: None,
+        rdma_exclusive: false,
     };
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
     for _ in 0..OURS_RUNS {

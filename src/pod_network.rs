@@ -96,6 +96,8 @@ pub fn netdevice_devices(records: &[ClaimRecord]) -> Vec<PreparedDevice> {
                     .flat_map(|a| a.addresses.iter().map(|x| x.address))
                     .collect(),
                 routes,
+                rdma_device: d.rdma_device.clone(),
+                rdma_exclusive: d.config.rdma_exclusive,
             });
         }
     }
@@ -489,6 +491,29 @@ mod tests {
             "the pool's route and the config's same route count once"
         );
         assert!(devices[1].addresses.is_empty());
+    }
+
+    #[test]
+    fn rdma_device_and_exclusive_flag_come_from_the_claim_record() {
+        let mut exclusive = prepared(pci(1), Mode::Netdevice, None, None);
+        exclusive.rdma_device = Some("mlx5_3".into());
+        exclusive.config.rdma_exclusive = true;
+        let mut shared = prepared(pci(2), Mode::Netdevice, None, None);
+        shared.rdma_device = Some("mlx5_4".into());
+        let plain = prepared(pci(3), Mode::Netdevice, None, None);
+        let devices = netdevice_devices(&[record("rdma", vec![exclusive, shared, plain])]);
+        let rdma: Vec<(Option<&str>, bool)> = devices
+            .iter()
+            .map(|d| (d.rdma_device.as_deref(), d.rdma_exclusive))
+            .collect();
+        assert_eq!(
+            rdma,
+            [
+                (Some("mlx5_3"), true),
+                (Some("mlx5_4"), false),
+                (None, false)
+            ]
+        );
     }
 
     /// A fake API that records the claim status patches it receives.

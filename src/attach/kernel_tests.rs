@@ -32,6 +32,8 @@ fn device(n: u8, addresses: &[&str], routes: Vec<RouteSpec>) -> PreparedDevice {
         mac: None,
         addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
         routes,
+        rdma_device: None,
+        rdma_exclusive: false,
     }
 }
 
@@ -440,4 +442,53 @@ fn a_failing_second_device_takes_the_first_back_out() {
         1,
         "only lo is left in the pod"
     );
+}
+
+/// This kernel has no RDMA core (no `rdma_rxe` module either, so no real
+/// RDMA move can be tried here): an RDMA-exclusive attach must then fail
+/// before touching anything, and the detach of a record naming an RDMA
+/// device must still bring the netdev home and report the RDMA part.
+#[test]
+fn exclusive_rdma_without_an_rdma_kernel_fails_cleanly_and_detach_keeps_going() {
+    if !have_root("exclusive_rdma_without_an_rdma_kernel_fails_cleanly_and_detach_keeps_going") {
+        return;
+    }
+    if rdma::netlink::RdmaSocket::new().is_ok() {
+        eprintln!("\n!!!!! this kernel has RDMA netlink: the no-RDMA case was NOT checked !!!!!\n");
+        return;
+    }
+    let mut host = RouteSocket::new().unwrap();
+    let vf = StandIn::new(&mut host);
+    let tree = stand_in_tree(&[(pci(0), Some(&vf.name))]);
+    let pod = pod();
+    let attacher = Attacher::new(tree.path());
+    let mut d = device(0, &["192.0.2.30/24"], vec![]);
+    d.rdma_device = Some("rxe0".into());
+    d.rdma_exclusive = true;
+
+    let err = attacher.attach(&d, 0, pod.ns.path()).unwrap_err();
+    assert_eq!(err.step, "opening netlink sockets");
+    assert!(
+        matches!(&err.cause, AttachCause::Rdma(e) if e.errno() == Some(libc::EPROTONOSUPPORT)),
+        "{err}"
+    );
+    assert!(in_host(&vf.name).is_some(), "the VF never left the host");
+    assert!(look_inside(pod.ns.path()).link("net1").is_none());
+
+    // A record that says an RDMA device went with the VF: the netdev comes
+    // home, the RDMA part is reported, not skipped silently.
+    d.rdma_exclusive = false;
+    let mut a = attacher.attach(&d, 0, pod.ns.path()).unwrap();
+    a.rdma_device = Some("rxe0".into());
+    let errors = attacher.detach(&a).unwrap_err().errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].step, "opening the pod's RDMA netlink socket");
+    assert!(in_host(&vf.name).is_some(), "the netdev came home anyway");
+
+    // The pod's netns gone: the kernel has returned any RDMA device itself.
+    let gone = Attachment {
+        netns: pod.ns.path().with_file_name("gone"),
+        ..a
+    };
+    attacher.detach(&gone).unwrap();
 }

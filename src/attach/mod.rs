@@ -30,11 +30,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
+use rdma::netlink::{RdmaNetlinkError, RdmaSocket, RdmaTransport};
 use serde::{Deserialize, Serialize};
 use sriov::PciAddress;
 use sriov::netlink::{NetlinkError, RouteSocket};
 
-use apply::NetnsFds;
+use apply::{NetnsFds, RdmaSides};
 use find::{FindError, PodIdentity};
 use netns::NetnsError;
 use plan::{HostState, MacAddress, PlanError, PreparedDevice, RouteSpec};
@@ -64,6 +65,10 @@ pub struct Attachment {
     pub routes: Vec<RouteSpec>,
     /// The link as it was in the host, to restore.
     pub host: HostState,
+    /// The RDMA device moved into the pod with the VF (exclusive RDMA),
+    /// to move back on detach. Absent in records from before RDMA moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma_device: Option<String>,
 }
 
 impl Attachment {
@@ -92,6 +97,20 @@ pub enum AttachCause {
     /// The kernel refused a request (its text names the step).
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// An RDMA netlink request failed (its text names the step and device).
+    #[error(transparent)]
+    Rdma(#[from] RdmaNetlinkError),
+    /// The RDMA subsystem shares its devices with every namespace, so
+    /// none can be given to one pod.
+    #[error(
+        "RDMA device {device} cannot move into the pod: the RDMA subsystem is in shared \
+         netns mode; exclusive RDMA needs `rdma system set netns exclusive` at boot, before \
+         any other network namespace exists (or ib_core loaded with netns_mode=0)"
+    )]
+    RdmaShared {
+        /// The RDMA device asked for.
+        device: String,
+    },
     /// The VF is not where it must be.
     #[error("{0}")]
     Missing(String),
@@ -283,12 +302,18 @@ impl Attacher {
         let opening = "opening the namespaces";
         let host_ns = netns::current_netns().map_err(|e| fail(opening, e.into()))?;
         let pod_ns = netns::open_netns(netns).map_err(|e| fail(opening, e.into()))?;
-        let (mut host, mut pod) = self
-            .sockets(netns)
-            .map_err(|cause| fail("opening rtnetlink sockets", cause))?;
+        let rdma = device.rdma_exclusive;
+        let mut sockets = self
+            .sockets(netns, rdma)
+            .map_err(|cause| fail("opening netlink sockets", cause))?;
+        let rdma = sockets.rdma.as_mut().map(|(host, pod)| RdmaSides {
+            host: host as &mut dyn RdmaTransport,
+            pod: pod as &mut dyn RdmaTransport,
+        });
         apply::attach_with(
-            &mut host,
-            &mut pod,
+            &mut sockets.host,
+            &mut sockets.pod,
+            rdma,
             fds(&host_ns, &pod_ns),
             &self.sysfs_root,
             device,
@@ -297,18 +322,30 @@ impl Attacher {
         )
     }
 
-    /// A host socket, and one created inside `netns` on a throw-away thread.
-    fn sockets(&self, netns: &Path) -> Result<(RouteSocket, RouteSocket), AttachCause> {
+    /// A host rtnetlink socket and one created inside `netns` on a
+    /// throw-away thread; with `rdma`, the same pair of RDMA netlink
+    /// sockets (opened only then: most kernels without RDMA hardware have
+    /// no RDMA netlink at all).
+    fn sockets(&self, netns: &Path, rdma: bool) -> Result<Sockets, AttachCause> {
         let host = RouteSocket::new()?;
-        let pod = netns::run_in_netns(netns, RouteSocket::new)??;
-        Ok((host, pod))
+        let host_rdma = rdma.then(RdmaSocket::new).transpose()?;
+        let (pod, pod_rdma) = netns::run_in_netns(netns, move || {
+            (RouteSocket::new(), rdma.then(RdmaSocket::new))
+        })?;
+        Ok(Sockets {
+            host,
+            pod: pod?,
+            rdma: host_rdma.zip(pod_rdma.transpose()?),
+        })
     }
 
-    /// Moves the VF of `attachment` back to the host, restores its name,
-    /// MTU, MAC and up state and flushes its addresses. Works when the
-    /// pod's namespace is gone (the kernel hands a physical VF back to the
-    /// host, possibly renamed; it is found by PCI address). Idempotent:
-    /// detaching a detached VF succeeds without a change.
+    /// Moves the VF of `attachment` back to the host, and its RDMA device
+    /// first if it moved one, restores its name, MTU, MAC and up state and
+    /// flushes its addresses. Works when the pod's namespace is gone (the
+    /// kernel hands a physical VF back to the host, possibly renamed; it is
+    /// found by PCI address; RDMA devices go back to the initial namespace
+    /// by themselves). Idempotent: detaching a detached VF succeeds without
+    /// a change.
     pub fn detach(&self, attachment: &Attachment) -> Result<(), DetachErrors> {
         let mut errors = Vec::new();
         let result = (|| {
@@ -323,23 +360,41 @@ impl Attacher {
                 return Err(self.detach_errors(attachment, errors));
             }
         };
-        let mut pod = match netns::run_in_netns(&attachment.netns, RouteSocket::new) {
-            Ok(Ok(socket)) => Some(socket),
-            Ok(Err(e)) => {
-                errors.push(DetachError::new("opening the pod's socket", e.into()));
-                None
+        let rdma = attachment.rdma_device.is_some();
+        let opened = netns::run_in_netns(&attachment.netns, move || {
+            (RouteSocket::new(), rdma.then(RdmaSocket::new))
+        });
+        let (mut pod, mut pod_rdma) = match opened {
+            Ok((route, rdma)) => {
+                let route = route
+                    .map_err(|e| {
+                        errors.push(DetachError::new("opening the pod's socket", e.into()))
+                    })
+                    .ok();
+                let rdma = rdma.and_then(|r| {
+                    r.map_err(|e| {
+                        errors.push(DetachError::new(
+                            "opening the pod's RDMA netlink socket",
+                            e.into(),
+                        ))
+                    })
+                    .ok()
+                });
+                (route, rdma)
             }
             // Gone, or a leftover file that is no namespace any more
-            // (setns says EINVAL): the kernel has handed the VF back.
-            Err(e) if e.is_gone() || is_not_a_netns(&e) => None,
+            // (setns says EINVAL): the kernel has handed the VF back, and
+            // its RDMA device to the initial namespace.
+            Err(e) if e.is_gone() || is_not_a_netns(&e) => (None, None),
             Err(e) => {
                 errors.push(DetachError::new("entering the pod's namespace", e.into()));
-                None
+                (None, None)
             }
         };
         errors.extend(apply::detach_with(
             &mut host,
             pod.as_mut(),
+            pod_rdma.as_mut().map(|s| s as &mut dyn RdmaTransport),
             host_ns.as_raw_fd(),
             &self.sysfs_root,
             attachment,
@@ -359,6 +414,14 @@ impl Attacher {
             errors,
         }
     }
+}
+
+/// The sockets of one attach: rtnetlink in the host and in the pod, and
+/// RDMA netlink in both (host, pod) when the device moves its RDMA device.
+struct Sockets {
+    host: RouteSocket,
+    pod: RouteSocket,
+    rdma: Option<(RdmaSocket, RdmaSocket)>,
 }
 
 fn is_not_a_netns(e: &NetnsError) -> bool {
@@ -400,6 +463,7 @@ mod tests {
                 mac: "02:aa:00:00:00:03".parse().unwrap(),
                 up: false,
             },
+            rdma_device: Some("mlx5_3".into()),
         };
         let json = serde_json::to_string(&a).unwrap();
         assert!(json.contains(r#""pciAddress":"0000:3b:02.1""#), "{json}");
@@ -407,7 +471,19 @@ mod tests {
             json.contains(r#""addresses":["192.0.2.10/24","2001:db8::a/64"]"#),
             "{json}"
         );
+        assert!(json.contains(r#""rdmaDevice":"mlx5_3""#), "{json}");
         assert_eq!(serde_json::from_str::<Attachment>(&json).unwrap(), a);
+    }
+
+    #[test]
+    fn a_record_from_before_rdma_moves_loads_without_an_rdma_device() {
+        let old = r#"{"claim":"telco/fronthaul","device":"pci-0000-3b-02-1",
+            "pciAddress":"0000:3b:02.1","netns":"/var/run/netns/cni-1","ifName":"net1",
+            "podIndex":17,"mac":"02:00:00:00:00:01","addresses":[],"routes":[],
+            "host":{"name":"ens1f0v3","mtu":1500,"mac":"02:aa:00:00:00:03","up":false}}"#;
+        let a: Attachment = serde_json::from_str(old).unwrap();
+        assert_eq!(a.rdma_device, None);
+        assert!(!serde_json::to_string(&a).unwrap().contains("rdmaDevice"));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! refuse a MAC change on a running link), the addresses, up, and only then
 //! the routes, because the kernel accepts a route via a gateway only when
 //! the gateway is reachable through an address on a link that is up.
+//!
+//! An RDMA-exclusive device also moves its RDMA device, right after the
+//! netdev (before the netdev is configured, so a refusal undoes little);
+//! the detach returns the RDMA device first, then the netdev.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -44,6 +48,14 @@ pub struct PreparedDevice {
     pub addresses: Vec<IpNetwork>,
     /// Routes out of this interface.
     pub routes: Vec<RouteSpec>,
+    /// The VF's RDMA device (`mlx5_3`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma_device: Option<String>,
+    /// Move the RDMA device into the pod as well (`rdma.exclusive`): the
+    /// pod then owns it alone, which needs the RDMA subsystem in exclusive
+    /// netns mode.
+    #[serde(default)]
+    pub rdma_exclusive: bool,
 }
 
 /// A route out of the pod interface.
@@ -66,6 +78,11 @@ pub enum AttachStep {
         /// The pod-side interface name.
         name: String,
     },
+    /// Move the VF's RDMA device into the pod netns (exclusive RDMA).
+    MoveRdma {
+        /// The RDMA device name.
+        device: String,
+    },
     /// Set the MTU.
     SetMtu(u32),
     /// Set the MAC.
@@ -84,6 +101,9 @@ impl fmt::Display for AttachStep {
             AttachStep::MoveAndRename { name } => {
                 write!(f, "moving into the pod netns as {name}")
             }
+            AttachStep::MoveRdma { device } => {
+                write!(f, "moving RDMA device {device} into the pod netns")
+            }
             AttachStep::SetMtu(mtu) => write!(f, "setting MTU {mtu}"),
             AttachStep::SetMac(mac) => write!(f, "setting MAC {mac}"),
             AttachStep::AddAddress(net) => write!(f, "adding address {net}"),
@@ -99,6 +119,11 @@ impl fmt::Display for AttachStep {
 /// One kernel change of the detach (also the attach's rollback).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DetachStep {
+    /// From the pod: move the RDMA device back to the host netns.
+    ReturnRdma {
+        /// The RDMA device name.
+        device: String,
+    },
     /// From the pod: move back to the host netns under the original name.
     MoveToHost {
         /// The host name to restore.
@@ -123,6 +148,9 @@ pub enum DetachStep {
 impl fmt::Display for DetachStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DetachStep::ReturnRdma { device } => {
+                write!(f, "moving RDMA device {device} back to the host netns")
+            }
             DetachStep::MoveToHost { name } => {
                 write!(f, "moving back to the host netns as {name}")
             }
@@ -184,6 +212,9 @@ pub enum PlanError {
         /// Its gateway.
         gateway: IpAddr,
     },
+    /// `rdma.exclusive` on a VF without an RDMA device.
+    #[error("rdma.exclusive: the VF has no RDMA device; expected an RDMA-capable VF")]
+    NoRdmaDevice,
     /// Two devices of one pod would get the same interface name.
     #[error("ifName {0:?} is used by two devices of the pod")]
     DuplicateName(String),
@@ -227,17 +258,31 @@ pub fn interface_name(device: &PreparedDevice, order: usize) -> String {
         .unwrap_or_else(|| format!("net{}", order + 1))
 }
 
-/// The names the pod's devices get, checked for clashes between them.
+/// The names the pod's devices get: explicit `ifName`s as given, the rest
+/// `net1`, `net2`, … in order, skipping names set explicitly; two devices
+/// asking for the same name is an error.
 pub fn pod_interface_names(devices: &[PreparedDevice]) -> Result<Vec<String>, PlanError> {
-    let names: Vec<String> = devices
+    let explicit: Vec<&str> = devices
         .iter()
-        .enumerate()
-        .map(|(i, d)| interface_name(d, i))
+        .filter_map(|d| d.if_name.as_deref())
         .collect();
-    for (i, name) in names.iter().enumerate() {
-        if names[..i].contains(name) {
-            return Err(PlanError::DuplicateName(name.clone()));
+    let mut next = 1;
+    let mut names: Vec<String> = Vec::with_capacity(devices.len());
+    for d in devices {
+        let name = match &d.if_name {
+            Some(n) => n.clone(),
+            None => {
+                while explicit.contains(&format!("net{next}").as_str()) {
+                    next += 1;
+                }
+                next += 1;
+                format!("net{}", next - 1)
+            }
+        };
+        if names.contains(&name) {
+            return Err(PlanError::DuplicateName(name));
         }
+        names.push(name);
     }
     Ok(names)
 }
@@ -278,9 +323,18 @@ pub fn attach_plan(device: &PreparedDevice, name: &str) -> Result<Vec<AttachStep
         }
     }
 
+    let rdma = match (device.rdma_exclusive, &device.rdma_device) {
+        (false, _) => None,
+        (true, None) => return Err(PlanError::NoRdmaDevice),
+        (true, Some(rdma)) => Some(AttachStep::MoveRdma {
+            device: rdma.clone(),
+        }),
+    };
+
     let mut steps = vec![AttachStep::MoveAndRename {
         name: name.to_string(),
     }];
+    steps.extend(rdma);
     steps.extend(device.mtu.map(AttachStep::SetMtu));
     steps.extend(device.mac.map(AttachStep::SetMac));
     steps.extend(device.addresses.iter().copied().map(AttachStep::AddAddress));
@@ -289,16 +343,24 @@ pub fn attach_plan(device: &PreparedDevice, name: &str) -> Result<Vec<AttachStep
     Ok(steps)
 }
 
-/// The steps that take the link out of the pod: one `RTM_NEWLINK` moving
-/// it home under its host name.
+/// The steps that take the link out of the pod: the RDMA device moved in
+/// with it, if any, goes home first (the reverse of the attach); then one
+/// `RTM_NEWLINK` moves the link home under its host name.
 ///
 /// No "down" before it: the kernel closes a link it moves between
 /// namespaces anyway, and a separate down costs a full RCU grace period
 /// (6-10 ms measured here), a third of the whole detach.
-pub fn leave_pod_plan(host: &HostState) -> Vec<DetachStep> {
-    vec![DetachStep::MoveToHost {
+pub fn leave_pod_plan(host: &HostState, rdma_device: Option<&str>) -> Vec<DetachStep> {
+    let mut steps: Vec<DetachStep> = rdma_device
+        .map(|d| DetachStep::ReturnRdma {
+            device: d.to_string(),
+        })
+        .into_iter()
+        .collect();
+    steps.push(DetachStep::MoveToHost {
         name: host.name.clone(),
-    }]
+    });
+    steps
 }
 
 /// The steps that give the link in the host back its state from before the
@@ -350,6 +412,8 @@ mod tests {
                 destination: "198.51.100.0/24".parse().unwrap(),
                 gateway: Some("192.0.2.1".parse().unwrap()),
             }],
+            rdma_device: Some("mlx5_3".into()),
+            rdma_exclusive: false,
         }
     }
 
@@ -392,13 +456,75 @@ mod tests {
     }
 
     #[test]
-    fn default_names_follow_order_and_clashes_are_refused() {
-        let mut devices = vec![device(), device()];
-        assert_eq!(pod_interface_names(&devices).unwrap(), ["net1", "net2"]);
-        devices[0].if_name = Some("net2".into());
+    fn exclusive_rdma_moves_right_after_the_netdev_and_returns_first() {
+        let d = PreparedDevice {
+            rdma_exclusive: true,
+            ..device()
+        };
+        let text: Vec<String> = attach_plan(&d, "net1")
+            .unwrap()
+            .iter()
+            .take(3)
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "moving into the pod netns as net1",
+                "moving RDMA device mlx5_3 into the pod netns",
+                "setting MTU 9000",
+            ]
+        );
+        // Without rdma.exclusive the RDMA device stays shared in the host.
+        assert!(
+            !attach_plan(&device(), "net1")
+                .unwrap()
+                .iter()
+                .any(|s| matches!(s, AttachStep::MoveRdma { .. }))
+        );
+        assert_eq!(
+            leave_pod_plan(&host(), Some("mlx5_3")),
+            [
+                DetachStep::ReturnRdma {
+                    device: "mlx5_3".into()
+                },
+                DetachStep::MoveToHost {
+                    name: "ens1f0v3".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn exclusive_rdma_without_an_rdma_device_is_refused() {
+        let d = PreparedDevice {
+            rdma_exclusive: true,
+            rdma_device: None,
+            ..device()
+        };
+        assert_eq!(
+            attach_plan(&d, "net1").unwrap_err().to_string(),
+            "rdma.exclusive: the VF has no RDMA device; expected an RDMA-capable VF"
+        );
+    }
+
+    #[test]
+    fn default_names_follow_order_skip_explicit_ones_and_clashes_are_refused() {
+        let mut devices = vec![device(), device(), device()];
+        assert_eq!(
+            pod_interface_names(&devices).unwrap(),
+            ["net1", "net2", "net3"]
+        );
+        devices[2].if_name = Some("net1".into());
+        assert_eq!(
+            pod_interface_names(&devices).unwrap(),
+            ["net2", "net3", "net1"]
+        );
+        devices[0].if_name = Some("fh0".into());
+        devices[1].if_name = Some("fh0".into());
         assert_eq!(
             pod_interface_names(&devices).unwrap_err(),
-            PlanError::DuplicateName("net2".into())
+            PlanError::DuplicateName("fh0".into())
         );
     }
 
@@ -480,7 +606,7 @@ mod tests {
             up: false,
         };
         assert_eq!(
-            leave_pod_plan(&host()),
+            leave_pod_plan(&host(), None),
             [DetachStep::MoveToHost {
                 name: "ens1f0v3".into()
             }]

@@ -1,14 +1,18 @@
 //! Helpers the attach tests share: the root check, fixture trees naming
-//! stand-in links, scripted link replies, and real stand-in "VFs".
+//! stand-in links, scripted link replies, a journal of requests across
+//! transports, and real stand-in "VFs".
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use rdma::netlink::{NldevReply, NldevRequest, RdmaNetlinkError, RdmaTransport};
 use sriov::PciAddress;
 use sriov::fixture::{DeviceSpec, NetdevSpec, TreeBuilder};
 use sriov::netlink::link::{self, CREATE_EXCLUSIVE, LinkFacts};
-use sriov::netlink::{RouteSocket, RouteTransport};
+use sriov::netlink::{NetlinkError, RouteSocket, RouteTransport};
 use tempfile::TempDir;
 
 /// True when running as root; otherwise says loudly that `test` did not
@@ -153,4 +157,60 @@ impl Drop for StandIn {
 /// The link called `name` in the socket's namespace, if any.
 pub fn facts(socket: &mut impl RouteTransport, name: &str) -> Option<LinkFacts> {
     link::get_link(socket, "test lookup", link::get_link_by_name_message(name)).unwrap()
+}
+
+/// The order of requests across several transports (each recording
+/// transport only knows its own): every wrapped request is written down as
+/// `"<side>: <op>"`.
+#[derive(Debug, Default, Clone)]
+pub struct Journal(Rc<RefCell<Vec<String>>>);
+
+impl Journal {
+    /// Wraps `inner` so that its requests go into this journal as `side`.
+    pub fn wrap<'a, T>(&self, side: &'static str, inner: &'a mut T) -> Logged<'a, T> {
+        Logged {
+            inner,
+            side,
+            journal: self.clone(),
+        }
+    }
+
+    /// Every request so far, in order.
+    pub fn entries(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
+
+    fn note(&self, side: &str, op: &str) {
+        self.0.borrow_mut().push(format!("{side}: {op}"));
+    }
+}
+
+/// A transport whose requests are also written into a [`Journal`].
+pub struct Logged<'a, T> {
+    inner: &'a mut T,
+    side: &'static str,
+    journal: Journal,
+}
+
+impl<T: RouteTransport> RouteTransport for Logged<'_, T> {
+    fn request(
+        &mut self,
+        op: &str,
+        request: RouteNetlinkMessage,
+        extra_flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.journal.note(self.side, op);
+        self.inner.request(op, request, extra_flags)
+    }
+}
+
+impl<T: RdmaTransport> RdmaTransport for Logged<'_, T> {
+    fn request(
+        &mut self,
+        op: &str,
+        request: &NldevRequest,
+    ) -> Result<Vec<NldevReply>, RdmaNetlinkError> {
+        self.journal.note(self.side, op);
+        self.inner.request(op, request)
+    }
 }

@@ -109,6 +109,7 @@ mod tests {
                 mac: MacAddress([0x02, 0, 0x5e, 0, 0, 1]),
                 up: false,
             },
+            rdma_device: None,
         }
     }
 

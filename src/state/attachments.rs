@@ -127,6 +127,7 @@ mod tests {
                     mac: MacAddress([2, 0, 0, 0, 0, 1]),
                     up: false,
                 },
+                rdma_device: None,
             }],
         }
     }
