@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sriov::PciAddress;
-use sriov::sysfs::{self, SysfsError};
+use sriov::sysfs::{self, SysDir, SysfsError};
 
 /// The connection manager char device, shared by every RDMA device.
 pub const RDMA_CM: &str = "/dev/infiniband/rdma_cm";
@@ -93,41 +93,73 @@ pub fn for_pci_device(
     address: PciAddress,
 ) -> Result<Vec<RdmaDevice>, RdmaError> {
     let dir = sysfs_root.join("bus/pci/devices").join(address.to_string());
+    match SysDir::open(&dir)? {
+        Some(dir) => for_pci_dir(&dir, address),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// [`for_pci_device`] for a PCI function's directory that is already open,
+/// so a scan that has read the function resolves its path only once.
+pub fn for_pci_dir(dir: &SysDir, address: PciAddress) -> Result<Vec<RdmaDevice>, RdmaError> {
     let mut out = Vec::new();
-    let names = sysfs::list_dir(&dir.join("infiniband"))?;
+    let names = dir.list("infiniband")?;
     let only_device = names.len() == 1;
     for name in names {
-        let ib = dir.join("infiniband").join(&name);
-        let mut ports = Vec::new();
-        for port in sysfs::list_dir(&ib.join("ports"))? {
-            let port_dir = ib.join("ports").join(&port);
-            ports.push(read_port(&port_dir, &port)?);
-        }
-        ports.sort_by_key(|p| p.number);
+        let ib = format!("infiniband/{name}");
         out.push(RdmaDevice {
-            node_guid: sysfs::read_optional(&ib.join("node_guid"))?,
-            char_devices: char_devices(&dir, &name, only_device)?,
+            ports: read_ports(dir, &ib)?,
+            node_guid: dir.read_optional(&format!("{ib}/node_guid"))?,
+            char_devices: char_devices(dir, &name, only_device)?,
             name,
             pci_address: address,
-            ports,
         });
     }
     Ok(out)
 }
 
-fn read_port(port_dir: &Path, number: &str) -> Result<RdmaPort, SysfsError> {
-    let number = sysfs::parse_decimal(port_dir, number)?;
+/// The ports of the RDMA device at `ib` (relative to `dir`), in number order.
+///
+/// An HCA numbers its ports from 1 without gaps, so they are found by
+/// probing `ports/1`, `ports/2`, … (one lookup per port plus one) instead
+/// of listing `ports` (four syscalls). Anything else (a switch's port 0, a
+/// device without ports) is listed as before.
+fn read_ports(dir: &SysDir, ib: &str) -> Result<Vec<RdmaPort>, SysfsError> {
+    let mut ports = Vec::new();
+    let mut number = 1u32;
+    while dir.exists(&format!("{ib}/ports/{number}")) {
+        ports.push(read_port(dir, &format!("{ib}/ports/{number}"), number)?);
+        number += 1;
+    }
+    if ports.is_empty() {
+        for port in dir.list(&format!("{ib}/ports"))? {
+            let port_dir = format!("{ib}/ports/{port}");
+            let number = sysfs::parse_decimal(&dir.join(&port_dir), &port)?;
+            ports.push(read_port(dir, &port_dir, number)?);
+        }
+        ports.sort_by_key(|p| p.number);
+    }
+    Ok(ports)
+}
+
+/// One port; `port_dir` is relative to `dir`.
+fn read_port(dir: &SysDir, port_dir: &str, number: u32) -> Result<RdmaPort, SysfsError> {
     // `state` reads like "4: ACTIVE".
-    let state = sysfs::read_optional(&port_dir.join("state"))?
+    let state = dir
+        .read_optional(&format!("{port_dir}/state"))?
         .map(|s| s.rsplit(' ').next().unwrap_or_default().to_string());
-    let link_layer = match sysfs::read_optional(&port_dir.join("link_layer"))?.as_deref() {
+    let link_layer = match dir
+        .read_optional(&format!("{port_dir}/link_layer"))?
+        .as_deref()
+    {
         Some("Ethernet") => LinkLayer::Ethernet,
         Some("InfiniBand") => LinkLayer::InfiniBand,
         _ => LinkLayer::Unknown,
     };
     // GID 0's netdev is the RoCE port's interface; the kernel answers
     // EINVAL/ENODATA for IB ports and empty GIDs, which means "none".
-    let netdev = sysfs::read_lenient(&port_dir.join("gid_attrs/ndevs/0"))
+    let netdev = dir
+        .read_lenient(&format!("{port_dir}/gid_attrs/ndevs/0"))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     Ok(RdmaPort {
@@ -144,19 +176,18 @@ fn read_port(port_dir: &Path, number: &str) -> Result<RdmaPort, SysfsError> {
 /// serves that device and the `ibdev` reads are skipped (a third of the
 /// RDMA part of a scan of a 2048-VF node).
 fn char_devices(
-    pci_dir: &Path,
+    pci_dir: &SysDir,
     ibdev: &str,
     only_device: bool,
 ) -> Result<Vec<PathBuf>, SysfsError> {
     let mut out = vec![PathBuf::from(RDMA_CM)];
     for class in ["infiniband_verbs", "infiniband_mad"] {
-        let class_dir = pci_dir.join(class);
-        for node in sysfs::list_dir(&class_dir)? {
+        for node in pci_dir.list(class)? {
             if only_device {
                 out.push(Path::new("/dev/infiniband").join(node));
                 continue;
             }
-            let owner = sysfs::read_optional(&class_dir.join(&node).join("ibdev"))?;
+            let owner = pci_dir.read_optional(&format!("{class}/{node}/ibdev"))?;
             if owner.as_deref() == Some(ibdev) {
                 out.push(Path::new("/dev/infiniband").join(node));
             }
@@ -221,6 +252,25 @@ mod tests {
             ]
         );
         assert_eq!(pf.node_guid.as_deref(), Some("a088:c203:005e:0000"));
+    }
+
+    #[test]
+    fn ports_not_numbered_from_one_are_found_by_listing() {
+        let dir = tree(Fixture::ConnectX7Ib);
+        let pf = &scan(dir.path()).unwrap()[0];
+        let ports = dir
+            .path()
+            .join("bus/pci/devices")
+            .join(pf.pci_address.to_string())
+            .join("infiniband")
+            .join(&pf.name)
+            .join("ports");
+        // A switch numbers its management port 0.
+        std::fs::rename(ports.join("1"), ports.join("0")).unwrap();
+        let pf = &scan(dir.path()).unwrap()[0];
+        assert_eq!(pf.ports.len(), 1);
+        assert_eq!(pf.ports[0].number, 0);
+        assert_eq!(pf.ports[0].link_layer, LinkLayer::InfiniBand);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::ids::NameCache;
 use crate::pci::PciAddress;
-use crate::sysfs::{self, SysfsError, read_lenient};
+use crate::sysfs::{self, SysDir, SysfsError};
 
 /// PCI base class of network controllers (`0x02xxxx`).
 const CLASS_NETWORK: u32 = 0x02;
@@ -211,6 +211,9 @@ pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
     if !devices_dir.is_dir() {
         return Err(InventoryError::NoPciBus(devices_dir));
     }
+    let Some(devices) = SysDir::open(&devices_dir)? else {
+        return Err(InventoryError::NoPciBus(devices_dir));
+    };
     let entries = sysfs::list_dir(&devices_dir)?;
     // sysfs reads are syscall-bound and independent per device: a thread
     // per core cuts the scan of a 2048-VF node by about that factor.
@@ -219,7 +222,7 @@ pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
     let results: Vec<Result<Inventory, SysfsError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = entries
             .chunks(chunk)
-            .map(|part| scope.spawn(|| scan_entries(&devices_dir, part)))
+            .map(|part| scope.spawn(|| scan_entries(&devices, part)))
             .collect();
         handles
             .into_iter()
@@ -241,7 +244,7 @@ pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
 }
 
 /// Scans some entries of `bus/pci/devices`.
-fn scan_entries(devices_dir: &Path, entries: &[String]) -> Result<Inventory, SysfsError> {
+fn scan_entries(devices: &SysDir, entries: &[String]) -> Result<Inventory, SysfsError> {
     let mut names = NameCache::default();
     let mut inventory = Inventory::default();
     for entry in entries {
@@ -252,14 +255,21 @@ fn scan_entries(devices_dir: &Path, entries: &[String]) -> Result<Inventory, Sys
             });
             continue;
         };
-        let dir = devices_dir.join(entry);
-        match read_function(&dir, address, &mut names) {
+        let vanished = || Skipped {
+            entry: entry.clone(),
+            reason: "device disappeared during the scan".into(),
+        };
+        // One lookup through the bus link; every read below is relative.
+        let Some(dir) = devices.open_dir(entry)? else {
+            inventory.skipped.push(vanished());
+            continue;
+        };
+        match read_function(devices, &dir, entry, address, &mut names) {
             Ok(Some(f)) => inventory.functions.push(f),
             Ok(None) => {}
-            Err(e) if e.is_not_found() && !dir.exists() => inventory.skipped.push(Skipped {
-                entry: entry.clone(),
-                reason: "device disappeared during the scan".into(),
-            }),
+            Err(e) if e.is_not_found() && !dir.path().exists() => {
+                inventory.skipped.push(vanished())
+            }
             Err(e) => return Err(e),
         }
     }
@@ -276,9 +286,8 @@ struct Uevent {
 }
 
 impl Uevent {
-    fn read(dir: &Path) -> Result<Uevent, SysfsError> {
-        let path = dir.join("uevent");
-        let Some(text) = sysfs::read_optional(&path)? else {
+    fn read(dir: &SysDir) -> Result<Uevent, SysfsError> {
+        let Some(text) = dir.read_optional("uevent")? else {
             return Ok(Uevent::default());
         };
         let pair = |v: &str| {
@@ -302,42 +311,44 @@ impl Uevent {
 }
 
 /// Reads one device directory; `Ok(None)` when it is not a network function.
+///
+/// `dir` is the device's directory, `entry` its link in `devices`.
 fn read_function(
-    dir: &Path,
+    devices: &SysDir,
+    dir: &SysDir,
+    entry: &str,
     address: PciAddress,
     names: &mut NameCache,
 ) -> Result<Option<PciFunction>, SysfsError> {
     let uevent = Uevent::read(dir)?;
     let class = match uevent.class {
         Some(c) => c,
-        None => {
-            let path = dir.join("class");
-            sysfs::parse_hex(&path, &sysfs::read_required(&path)?)?
-        }
+        None => sysfs::parse_hex(&dir.path().join("class"), &dir.read_required("class")?)?,
     };
     if class >> 16 != CLASS_NETWORK {
         return Ok(None);
     }
     let (vendor_id, device_id) = match uevent.ids {
         Some(ids) => ids,
-        None => (
-            sysfs::read_id16(&dir.join("vendor"))?,
-            sysfs::read_id16(&dir.join("device"))?,
-        ),
+        None => (dir.read_id16("vendor")?, dir.read_id16("device")?),
     };
     let (subsystem_vendor_id, subsystem_device_id) = match uevent.subsystem {
         Some(ids) => ids,
         None => (
-            sysfs::read_id16(&dir.join("subsystem_vendor"))?,
-            sysfs::read_id16(&dir.join("subsystem_device"))?,
+            dir.read_id16("subsystem_vendor")?,
+            dir.read_id16("subsystem_device")?,
         ),
     };
     let (vendor_name, device_name) = names.lookup(vendor_id, device_id);
 
-    let numa_node = sysfs::read_optional_decimal::<i64>(&dir.join("numa_node"))?
+    let numa_node = dir
+        .read_optional_decimal::<i64>("numa_node")?
         .and_then(|n| u32::try_from(n).ok());
-    let iommu_group = match sysfs::link_target_name(&dir.join("iommu_group"))? {
-        Some(name) => Some(sysfs::parse_decimal(&dir.join("iommu_group"), &name)?),
+    let iommu_group = match dir.link_target_name("iommu_group")? {
+        Some(name) => Some(sysfs::parse_decimal(
+            &dir.path().join("iommu_group"),
+            &name,
+        )?),
         None => None,
     };
     // Only an InfiniBand-class function can run Ethernet instead (a VPI
@@ -365,10 +376,10 @@ fn read_function(
         vendor_name,
         device_name,
         class,
-        driver: sysfs::link_target_name(&dir.join("driver"))?,
+        driver: dir.link_target_name("driver")?,
         numa_node,
         iommu_group,
-        pcie_root: pcie_root(dir)?,
+        pcie_root: pcie_root(devices, entry)?,
         role,
         netdev: netdev.map(|(nd, _)| nd),
         link_type,
@@ -377,10 +388,10 @@ fn read_function(
 }
 
 /// PF, VF or plain, from the SR-IOV files and links.
-fn read_role(dir: &Path) -> Result<Role, SysfsError> {
-    if let Some(pf) = sysfs::link_target_name(&dir.join("physfn"))? {
+fn read_role(dir: &SysDir) -> Result<Role, SysfsError> {
+    if let Some(pf) = dir.link_target_name("physfn")? {
         let pf = pf.parse().map_err(|_| SysfsError::Parse {
-            path: dir.join("physfn"),
+            path: dir.path().join("physfn"),
             content: pf,
             expected: "a link to the PF's PCI directory",
         })?;
@@ -390,10 +401,10 @@ fn read_role(dir: &Path) -> Result<Role, SysfsError> {
             index: u32::MAX,
         });
     }
-    let Some(total_vfs) = sysfs::read_optional_decimal(&dir.join("sriov_totalvfs"))? else {
+    let Some(total_vfs) = dir.read_optional_decimal("sriov_totalvfs")? else {
         return Ok(Role::Plain);
     };
-    let num_vfs = sysfs::read_optional_decimal(&dir.join("sriov_numvfs"))?.unwrap_or(0);
+    let num_vfs = dir.read_optional_decimal("sriov_numvfs")?.unwrap_or(0);
     Ok(Role::Pf {
         total_vfs,
         num_vfs,
@@ -402,15 +413,15 @@ fn read_role(dir: &Path) -> Result<Role, SysfsError> {
 }
 
 /// The PF's VFs in index order, from `virtfn0`, `virtfn1`, ….
-pub(crate) fn read_virtfns(pf_dir: &Path) -> Result<Vec<PciAddress>, SysfsError> {
+fn read_virtfns(pf_dir: &SysDir) -> Result<Vec<PciAddress>, SysfsError> {
     let mut vfs: Vec<(u32, PciAddress)> = Vec::new();
-    for name in sysfs::list_dir(pf_dir)? {
+    for name in pf_dir.list(".")? {
         let Some(index) = name.strip_prefix("virtfn") else {
             continue;
         };
-        let link = pf_dir.join(&name);
+        let link = pf_dir.path().join(&name);
         let index: u32 = sysfs::parse_decimal(&link, index)?;
-        let Some(target) = sysfs::link_target_name(&link)? else {
+        let Some(target) = pf_dir.link_target_name(&name)? else {
             continue;
         };
         let vf = target.parse().map_err(|_| SysfsError::Parse {
@@ -460,17 +471,18 @@ fn link_vfs_to_pfs(inventory: &mut Inventory) {
 }
 
 /// The `pciDDDD:BB` root complex from the device's path under `/sys/devices`.
-fn pcie_root(dir: &Path) -> Result<Option<String>, SysfsError> {
-    let target = match std::fs::read_link(dir) {
-        Ok(t) => t,
+fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError> {
+    let target = match devices.link_target(entry) {
+        Ok(Some(t)) => t,
+        // Gone since it was opened: the reads that follow notice.
+        Ok(None) => return Ok(None),
         // Not a symlink (some test trees, some containers): no root known.
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Ok(None),
-        Err(source) => {
-            return Err(SysfsError::Read {
-                path: dir.to_path_buf(),
-                source,
-            });
+        Err(SysfsError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            return Ok(None);
         }
+        Err(e) => return Err(e),
     };
     Ok(target
         .components()
@@ -485,21 +497,28 @@ fn pcie_root(dir: &Path) -> Result<Option<String>, SysfsError> {
 /// `<dev>/virtioN/net/`. A switchdev PF also lists its VF representors
 /// there, which carry a `phys_port_name` like `pf0vf3`: the uplink is the
 /// one with no port name or a `pN` one.
-fn read_netdev(dir: &Path, read_type: bool) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
-    let mut net_dirs = vec![dir.join("net")];
-    if !net_dirs[0].is_dir() {
-        for name in sysfs::list_dir(dir)? {
-            if name.starts_with("virtio") {
-                net_dirs.push(dir.join(name).join("net"));
-            }
+fn read_netdev(dir: &SysDir, read_type: bool) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
+    // Listing `net` also answers whether it exists.
+    let (net_dirs, listed) = match dir.list_present("net")? {
+        Some(ifaces) => (vec!["net".to_string()], Some(ifaces)),
+        None => {
+            let virtio = dir
+                .list(".")?
+                .into_iter()
+                .filter(|n| n.starts_with("virtio"));
+            (virtio.map(|n| format!("{n}/net")).collect(), None)
         }
-    }
+    };
+    let mut listed = listed;
     for net_dir in net_dirs {
-        let ifaces = sysfs::list_dir(&net_dir)?;
+        let ifaces = match listed.take() {
+            Some(ifaces) => ifaces,
+            None => dir.list(&net_dir)?,
+        };
         let mut chosen = None;
         // Only a PF with representors has more than one; skip the reads otherwise.
         for name in ifaces.iter().filter(|_| ifaces.len() > 1) {
-            let port = read_lenient(&net_dir.join(name).join("phys_port_name"));
+            let port = dir.read_lenient(&format!("{net_dir}/{name}/phys_port_name"));
             let is_uplink = match port.as_deref() {
                 None | Some("") => true,
                 Some(p) => p
@@ -514,20 +533,22 @@ fn read_netdev(dir: &Path, read_type: bool) -> Result<Option<(NetDev, Option<u32
         let Some(name) = chosen.or(ifaces.first()) else {
             continue;
         };
-        let if_dir = net_dir.join(name);
+        // Relative paths through `net/<if>/` cost less than opening it.
+        let attr = |file: &str| format!("{net_dir}/{name}/{file}");
         let netdev = NetDev {
             name: name.clone(),
-            mac: sysfs::read_optional(&if_dir.join("address"))?,
-            mtu: sysfs::read_optional_decimal(&if_dir.join("mtu"))?,
+            mac: dir.read_optional(&attr("address"))?,
+            mtu: dir.read_optional_decimal(&attr("mtu"))?,
             // The kernel answers EINVAL for the speed of a down link and
             // prints -1 when unknown: neither is an error for us.
-            speed_mbps: read_lenient(&if_dir.join("speed"))
+            speed_mbps: dir
+                .read_lenient(&attr("speed"))
                 .and_then(|s| s.parse::<i64>().ok())
                 .and_then(|s| u32::try_from(s).ok()),
-            operstate: sysfs::read_optional(&if_dir.join("operstate"))?,
+            operstate: dir.read_optional(&attr("operstate"))?,
         };
         let arp_type = if read_type {
-            sysfs::read_optional_decimal(&if_dir.join("type"))?
+            dir.read_optional_decimal(&attr("type"))?
         } else {
             None
         };
@@ -538,9 +559,11 @@ fn read_netdev(dir: &Path, read_type: bool) -> Result<Option<(NetDev, Option<u32
 
 /// mlx5 exposes the e-switch mode at `net/<pf>/compat/devlink/mode`; other
 /// drivers only through devlink netlink, which is reported as unknown.
-fn read_eswitch_mode(dir: &Path, ifname: &str) -> EswitchMode {
-    let path = dir.join("net").join(ifname).join("compat/devlink/mode");
-    match read_lenient(&path).as_deref() {
+fn read_eswitch_mode(dir: &SysDir, ifname: &str) -> EswitchMode {
+    match dir
+        .read_lenient(&format!("net/{ifname}/compat/devlink/mode"))
+        .as_deref()
+    {
         Some("legacy") => EswitchMode::Legacy,
         Some("switchdev") => EswitchMode::Switchdev,
         _ => EswitchMode::Unknown,
