@@ -58,15 +58,19 @@ pub fn render(
     config: &NodeConfig,
     params: &SliceParams,
 ) -> Vec<ResourceSlice> {
-    let devices: Vec<Device> = inventory
+    // Devices are moved into their slice, not cloned: 22 attributes each
+    // make a copy of a large node's devices cost as much as building them.
+    let mut devices = inventory
         .offered(config)
         .map(|d| device(d, &params.driver))
-        .collect();
-    let chunks: Vec<&[Device]> = if devices.is_empty() {
-        vec![&[]]
-    } else {
-        devices.chunks(MAX_DEVICES_PER_SLICE).collect()
-    };
+        .peekable();
+    let mut chunks: Vec<Vec<Device>> = Vec::new();
+    while devices.peek().is_some() {
+        chunks.push(devices.by_ref().take(MAX_DEVICES_PER_SLICE).collect());
+    }
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
     let count = chunks.len() as i64;
     chunks
         .into_iter()
@@ -85,7 +89,7 @@ pub fn render(
                     generation: params.generation,
                     resource_slice_count: count,
                 },
-                devices: Some(chunk.to_vec()),
+                devices: Some(chunk),
                 ..Default::default()
             },
         })
@@ -105,7 +109,8 @@ pub fn slice_name(node: &str, driver: &str, index: usize) -> String {
 pub fn device(dev: &NodeDevice, driver: &str) -> Device {
     let f: &PciFunction = &dev.function;
     let mut a = Attributes::new(driver);
-    a.string("pciAddress", f.address.to_string());
+    let address = f.address.to_string();
+    a.string("pciAddress", address.clone());
     a.string("vendorID", format!("{:04x}", f.vendor_id));
     a.string("deviceID", format!("{:04x}", f.device_id));
     a.opt_string("vendorName", f.vendor_name.clone());
@@ -145,7 +150,7 @@ pub fn device(dev: &NodeDevice, driver: &str) -> Device {
     if let Some(root) = &f.pcie_root {
         a.qualified(STANDARD_DOMAIN, "pcieRoot", string(root.clone()));
     }
-    a.qualified(STANDARD_DOMAIN, "pciBusID", string(f.address.to_string()));
+    a.qualified(STANDARD_DOMAIN, "pciBusID", string(address));
     Device {
         name: dev.name(),
         attributes: Some(a.map),
@@ -168,7 +173,12 @@ impl<'a> Attributes<'a> {
     }
 
     fn qualified(&mut self, domain: &str, name: &str, value: DeviceAttribute) {
-        self.map.insert(format!("{domain}/{name}"), value);
+        // Not `format!`: this runs ~45 000 times for a 2048-VF node.
+        let mut key = String::with_capacity(domain.len() + 1 + name.len());
+        key.push_str(domain);
+        key.push('/');
+        key.push_str(name);
+        self.map.insert(key, value);
     }
 
     fn string(&mut self, name: &str, value: String) {
