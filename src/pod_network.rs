@@ -516,10 +516,30 @@ mod tests {
         );
     }
 
-    /// A fake API that records the claim status patches it receives.
+    #[test]
+    fn two_claims_of_one_pod_get_net1_and_net2() {
+        // Each claim was prepared on its own; neither set ifName.
+        let mut second = record(
+            "b-midhaul",
+            vec![prepared(pci(2), Mode::Netdevice, None, None)],
+        );
+        second.uid = "uid-b".into();
+        let records = [
+            record(
+                "a-fronthaul",
+                vec![prepared(pci(1), Mode::Netdevice, None, None)],
+            ),
+            second,
+        ];
+        let devices = netdevice_devices(&records);
+        let names = crate::attach::plan::pod_interface_names(&devices).unwrap();
+        assert_eq!(names, ["net1", "net2"]);
+    }
+
     /// Requests the fake API received: path and JSON body.
     type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
+    /// A fake API that records the claim status patches it receives.
     fn recording_client() -> (kube::Client, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();

@@ -85,12 +85,17 @@ pub fn list(db: &Database) -> Result<Vec<PodAttachments>, StateError> {
     let mut out = Vec::new();
     for entry in table.iter().map_err(store_err("list pod attachments"))? {
         let (uid, bytes) = entry.map_err(store_err("read pod attachments"))?;
-        let record =
-            serde_json::from_slice(bytes.value()).map_err(|source| StateError::Corrupt {
-                uid: uid.value().to_string(),
-                source,
-            })?;
-        out.push(record);
+        // One unreadable record must not stop every other pod's VFs from
+        // attaching or detaching: it is reported and passed over.
+        match serde_json::from_slice(bytes.value()) {
+            Ok(record) => out.push(record),
+            Err(e) => tracing::error!(
+                table = "pod_attachments",
+                pod_uid = uid.value(),
+                error = %e,
+                "unreadable pod attachment record in state.redb; its VFs must be checked by hand"
+            ),
+        }
     }
     Ok(out)
 }
@@ -130,6 +135,21 @@ mod tests {
                 rdma_device: None,
             }],
         }
+    }
+
+    #[test]
+    fn an_unreadable_record_is_passed_over_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        put(&db, &record("pod-a")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(POD_ATTACHMENTS)
+            .unwrap()
+            .insert("pod-b", b"{not json".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let uids: Vec<String> = list(&db).unwrap().into_iter().map(|r| r.pod_uid).collect();
+        assert_eq!(uids, ["pod-a"]);
     }
 
     #[test]
