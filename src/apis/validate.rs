@@ -9,7 +9,7 @@ use sriov::vf_config::{VfSettings, VfSettingsRequest};
 use super::vfconfig::{IpamConfig, Mode, VfConfig};
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
+pub use sriov::ifname::MAX_IFNAME_LEN;
 /// Smallest MTU we accept: the IPv4 minimum.
 pub const MIN_MTU: u32 = 68;
 /// Largest MTU we accept: the largest any supported NIC does.
@@ -122,30 +122,15 @@ pub fn validate(cfg: &VfConfig) -> Result<ValidConfig, FieldError> {
 
 /// The rules of the kernel's `dev_valid_name()`.
 fn check_ifname(name: &str) -> Result<(), FieldError> {
-    let bad = |why: &str| {
-        Err(field_error(
+    match sriov::ifname::ifname_problem(name) {
+        None => Ok(()),
+        Some(why) => Err(field_error(
             "ifName",
             format!(
-                "{name:?} {why}; expected 1-{MAX_IFNAME_LEN} characters without '/', ':' or whitespace"
+                "{name:?} {why}; expected 1-{MAX_IFNAME_LEN} characters without '/', ':', '%' or whitespace"
             ),
-        ))
-    };
-    if name.is_empty() {
-        return bad("is empty");
+        )),
     }
-    if name.len() > MAX_IFNAME_LEN {
-        return bad("is too long");
-    }
-    if name == "." || name == ".." {
-        return bad("is reserved");
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        return bad("contains a forbidden character");
-    }
-    Ok(())
 }
 
 fn address_source(ipam: &IpamConfig) -> Result<AddressSource, FieldError> {

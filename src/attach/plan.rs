@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sriov::PciAddress;
 
 /// Longest interface name the kernel takes (`IFNAMSIZ` - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
+pub use sriov::ifname::MAX_IFNAME_LEN;
 /// Smallest MTU an IPv4 link may have (RFC 791); IPv6 needs 1280.
 const MIN_MTU_V4: u32 = 68;
 const MIN_MTU_V6: u32 = 1280;
@@ -222,31 +222,13 @@ pub enum PlanError {
 
 /// Checks `name` the way the kernel's `dev_valid_name` does.
 pub fn check_if_name(name: &str) -> Result<(), PlanError> {
-    let bad = |why| {
-        Err(PlanError::BadName {
+    match sriov::ifname::ifname_problem(name) {
+        None => Ok(()),
+        Some(why) => Err(PlanError::BadName {
             name: name.to_string(),
             why,
-        })
-    };
-    if name.is_empty() {
-        return bad("is empty");
+        }),
     }
-    if name.len() > MAX_IFNAME_LEN {
-        return bad("is longer than 15 bytes");
-    }
-    if name == "." || name == ".." {
-        return bad("is . or ..");
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        return bad("contains '/', ':', whitespace or a control character");
-    }
-    if name.contains('%') {
-        return bad("contains '%', which the kernel would expand into a number");
-    }
-    Ok(())
 }
 
 /// The interface name of the device at position `order` (0-based) among

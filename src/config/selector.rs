@@ -156,12 +156,8 @@ impl FromStr for PfName {
             Some((n, r)) => (n, Some(r)),
             None => (s, None),
         };
-        if name.is_empty()
-            || name.len() > 15
-            || name.contains('/')
-            || name.contains(char::is_whitespace)
-        {
-            return Err(bad("not a valid interface name"));
+        if let Some(why) = sriov::ifname::ifname_problem(name) {
+            return Err(bad(&format!("the interface name {why}")));
         }
         let mut parsed = Vec::new();
         for part in ranges

@@ -7,6 +7,7 @@
 pub mod bind;
 pub mod fixture;
 mod ids;
+pub mod ifname;
 pub mod inventory;
 pub mod netlink;
 pub mod pci;
