@@ -468,7 +468,7 @@ async fn each_kind_of_bad_config_fails_the_claim_naming_request_and_field() {
         ),
         (
             json!({"ifName": "this-name-is-too-long"}),
-            "field ifName: \"this-name-is-too-long\" is too long",
+            "field ifName: \"this-name-is-too-long\" is longer than 15 bytes",
         ),
         (
             json!({"mode": "dpdk", "ipam": {"pool": "fronthaul"}}),
