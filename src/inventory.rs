@@ -8,7 +8,6 @@ use anyhow::Context;
 use serde::Serialize;
 use sriov::PciAddress;
 use sriov::inventory::{PciFunction, Role, Skipped};
-use sriov::sysfs::SysDir;
 
 use crate::config::NodeConfig;
 
@@ -38,7 +37,13 @@ pub struct NodeInventory {
 impl NodeInventory {
     /// Scans `sysfs_root` for PCI functions and their RDMA devices.
     pub fn discover(sysfs_root: &Path) -> anyhow::Result<Self> {
-        let inv = sriov::scan(sysfs_root).with_context(|| {
+        // RDMA devices are read with the function, while its directory is open.
+        let (inv, mut rdma) = sriov::inventory::scan_with(sysfs_root, |dir, address| {
+            Ok(rdma::inventory::for_pci_dir(dir, address)?
+                .into_iter()
+                .next())
+        })
+        .with_context(|| {
             format!(
                 "cannot inventory PCI devices under {}",
                 sysfs_root.display()
@@ -50,18 +55,16 @@ impl NodeInventory {
             .filter(|f| matches!(f.role, Role::Pf { .. }))
             .filter_map(|f| Some((f.address, f.netdev.as_ref()?.name.clone())))
             .collect();
-        let rdma = rdma_of(sysfs_root, &inv.functions)?;
         let devices = inv
             .functions
             .into_iter()
-            .zip(rdma)
-            .map(|(function, rdma)| {
+            .map(|function| {
                 let pf_name = function
                     .vf_of()
                     .and_then(|(pf, _)| pf_names.get(&pf).cloned());
                 NodeDevice {
+                    rdma: rdma.remove(&function.address).flatten(),
                     function,
-                    rdma,
                     pf_name,
                 }
             })
@@ -76,59 +79,6 @@ impl NodeInventory {
     pub fn offered<'a>(&'a self, config: &'a NodeConfig) -> impl Iterator<Item = &'a NodeDevice> {
         self.devices.iter().filter(|d| d.is_offered(config))
     }
-}
-
-/// Each function's first RDMA device, in the order of `functions`.
-///
-/// Like the PCI scan, these reads are syscall-bound and independent per
-/// device, so they are spread over a thread per core.
-fn rdma_of(
-    sysfs_root: &Path,
-    functions: &[PciFunction],
-) -> anyhow::Result<Vec<Option<rdma::RdmaDevice>>> {
-    let devices_dir = sysfs_root.join("bus/pci/devices");
-    let Some(devices) = SysDir::open(&devices_dir)? else {
-        anyhow::bail!("{} does not exist", devices_dir.display());
-    };
-    let read = |part: &[PciFunction]| -> anyhow::Result<Vec<Option<rdma::RdmaDevice>>> {
-        let mut out = Vec::with_capacity(part.len());
-        for f in part {
-            let address = f.address;
-            let context = || format!("cannot read RDMA devices of {address}");
-            let first = match devices
-                .open_dir(&address.to_string())
-                .with_context(context)?
-            {
-                Some(dir) => rdma::inventory::for_pci_dir(&dir, address)
-                    .with_context(context)?
-                    .into_iter()
-                    .next(),
-                None => None,
-            };
-            out.push(first);
-        }
-        Ok(out)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let chunk = functions.len().div_ceil(threads).max(64);
-    let parts: Vec<anyhow::Result<Vec<_>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = functions
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || read(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(functions.len());
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
 }
 
 impl NodeDevice {

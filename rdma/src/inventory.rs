@@ -94,14 +94,14 @@ pub fn for_pci_device(
 ) -> Result<Vec<RdmaDevice>, RdmaError> {
     let dir = sysfs_root.join("bus/pci/devices").join(address.to_string());
     match SysDir::open(&dir)? {
-        Some(dir) => for_pci_dir(&dir, address),
+        Some(dir) => Ok(for_pci_dir(&dir, address)?),
         None => Ok(Vec::new()),
     }
 }
 
 /// [`for_pci_device`] for a PCI function's directory that is already open,
 /// so a scan that has read the function resolves its path only once.
-pub fn for_pci_dir(dir: &SysDir, address: PciAddress) -> Result<Vec<RdmaDevice>, RdmaError> {
+pub fn for_pci_dir(dir: &SysDir, address: PciAddress) -> Result<Vec<RdmaDevice>, SysfsError> {
     let mut out = Vec::new();
     let names = dir.list("infiniband")?;
     let only_device = names.len() == 1;

@@ -207,6 +207,24 @@ pub enum InventoryError {
 /// scan with an error naming the file, since a half-read device must not be
 /// published.
 pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
+    scan_with(sysfs_root, |_, _| Ok(())).map(|(inventory, _)| inventory)
+}
+
+/// [`scan`] that also reads more of each network function while its
+/// directory is open (its RDMA devices, say), on the scan's threads.
+///
+/// `extra` runs once per network function; its results are keyed by
+/// address and hold an entry for every function in the inventory. Its
+/// errors are handled like the scan's own: a vanished device is skipped,
+/// anything else fails the scan.
+pub fn scan_with<T, F>(
+    sysfs_root: &Path,
+    extra: F,
+) -> Result<(Inventory, HashMap<PciAddress, T>), InventoryError>
+where
+    T: Send,
+    F: Fn(&SysDir, PciAddress) -> Result<T, SysfsError> + Sync,
+{
     let devices_dir = sysfs_root.join("bus/pci/devices");
     if !devices_dir.is_dir() {
         return Err(InventoryError::NoPciBus(devices_dir));
@@ -219,10 +237,11 @@ pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
     // per core cuts the scan of a 2048-VF node by about that factor.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let chunk = entries.len().div_ceil(threads).max(64);
-    let results: Vec<Result<Inventory, SysfsError>> = std::thread::scope(|scope| {
+    type Part<T> = Result<(Inventory, Vec<(PciAddress, T)>), SysfsError>;
+    let results: Vec<Part<T>> = std::thread::scope(|scope| {
         let handles: Vec<_> = entries
             .chunks(chunk)
-            .map(|part| scope.spawn(|| scan_entries(&devices, part)))
+            .map(|part| scope.spawn(|| scan_entries(&devices, part, &extra)))
             .collect();
         handles
             .into_iter()
@@ -233,20 +252,33 @@ pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
             .collect()
     });
     let mut inventory = Inventory::default();
+    let mut extras = HashMap::with_capacity(entries.len());
     for part in results {
-        let part = part?;
+        let (part, part_extras) = part?;
         inventory.functions.extend(part.functions);
         inventory.skipped.extend(part.skipped);
+        extras.extend(part_extras);
     }
     inventory.functions.sort_by_key(|f| f.address);
     link_vfs_to_pfs(&mut inventory);
-    Ok(inventory)
+    extras.retain(|address, _| {
+        inventory
+            .functions
+            .binary_search_by_key(address, |f| f.address)
+            .is_ok()
+    });
+    Ok((inventory, extras))
 }
 
 /// Scans some entries of `bus/pci/devices`.
-fn scan_entries(devices: &SysDir, entries: &[String]) -> Result<Inventory, SysfsError> {
+fn scan_entries<T>(
+    devices: &SysDir,
+    entries: &[String],
+    extra: &impl Fn(&SysDir, PciAddress) -> Result<T, SysfsError>,
+) -> Result<(Inventory, Vec<(PciAddress, T)>), SysfsError> {
     let mut names = NameCache::default();
     let mut inventory = Inventory::default();
+    let mut extras = Vec::new();
     for entry in entries {
         let Ok(address) = entry.parse::<PciAddress>() else {
             inventory.skipped.push(Skipped {
@@ -264,8 +296,13 @@ fn scan_entries(devices: &SysDir, entries: &[String]) -> Result<Inventory, Sysfs
             inventory.skipped.push(vanished());
             continue;
         };
-        match read_function(devices, &dir, entry, address, &mut names) {
-            Ok(Some(f)) => inventory.functions.push(f),
+        let read = read_function(devices, &dir, entry, address, &mut names)
+            .and_then(|f| f.map(|f| Ok((f, extra(&dir, address)?))).transpose());
+        match read {
+            Ok(Some((f, more))) => {
+                inventory.functions.push(f);
+                extras.push((address, more));
+            }
             Ok(None) => {}
             Err(e) if e.is_not_found() && !dir.path().exists() => {
                 inventory.skipped.push(vanished())
@@ -273,7 +310,7 @@ fn scan_entries(devices: &SysDir, entries: &[String]) -> Result<Inventory, Sysfs
             Err(e) => return Err(e),
         }
     }
-    Ok(inventory)
+    Ok((inventory, extras))
 }
 
 /// The identity fields of a PCI device's `uevent`: one read instead of
@@ -773,6 +810,18 @@ mod tests {
         let inv = scan(dir.path()).unwrap();
         let entries: Vec<&str> = inv.skipped.iter().map(|s| s.entry.as_str()).collect();
         assert_eq!(entries, ["not-a-device", "0000:af:01.1"]);
+    }
+
+    #[test]
+    fn scan_with_reads_more_of_every_function_it_keeps() {
+        let dir = built(Fixture::E810);
+        // A VF its PF no longer lists is skipped, and its extra with it.
+        fs::remove_file(dir.path().join("bus/pci/devices/0000:af:00.0/virtfn1")).unwrap();
+        let (inv, extras) = scan_with(dir.path(), |d, _| d.read_optional("numa_node")).unwrap();
+        assert_eq!(extras.len(), inv.functions.len());
+        let addr = |a: &str| a.parse::<PciAddress>().unwrap();
+        assert!(!extras.contains_key(&addr("0000:af:01.1")));
+        assert_eq!(extras[&addr("0000:af:01.0")].as_deref(), Some("1"));
     }
 
     #[test]
