@@ -70,6 +70,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         offered,
         Arc::new(SystemDeviceOps::new(&config.sysfs_root, "/dev")),
     )?;
+    let preparer = Arc::new(preparer);
     let recovered = recover::on_start(&preparer, &ipam, &ClaimReader::new(client.clone())).await;
     info!(?recovered, "recovery done");
 
@@ -82,7 +83,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     };
 
     let paths = PluginPaths::new(&config.kubelet_dir, &config.driver_name);
-    let service = NodeService::new(preparer, ClaimReader::new(client.clone()));
+    let service = NodeService::new(preparer.clone(), ClaimReader::new(client.clone()));
     let dra = serve_node_service(&paths.dra_socket, service, stopped())?;
     let registration = serve_registration(&paths, stopped())?;
 
@@ -103,6 +104,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     ));
     let publisher = tokio::spawn(publish_loop(
         SlicePublisher::new(client, &config, &node, owner),
+        preparer,
         config.clone(),
         registration.state.clone(),
         stopped(),
@@ -118,11 +120,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Republishes at start, every [`REPUBLISH_INTERVAL`], and whenever the
+/// Re-reads the inventory (handing it to the preparer) and republishes at
+/// start, every [`REPUBLISH_INTERVAL`], and whenever the
 /// kubelet's registration verdict changes (it wipes our slices while we are
 /// not registered); unchanged inventories write nothing.
 async fn publish_loop(
     mut publisher: SlicePublisher,
+    preparer: Arc<Preparer>,
     config: NodeConfig,
     mut registration: watch::Receiver<RegistrationState>,
     stopped: impl Future<Output = ()>,
@@ -131,12 +135,16 @@ async fn publish_loop(
     loop {
         let root = config.sysfs_root.clone();
         match tokio::task::spawn_blocking(move || NodeInventory::discover(&root)).await {
-            Ok(Ok(inventory)) => match publisher.publish(&inventory, &config).await {
-                Ok(outcome) => info!(?outcome, "ResourceSlices published"),
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
+            Ok(Ok(inventory)) => {
+                // What is published is what can be prepared.
+                preparer.refresh(&inventory, inventory.offered(&config).map(|d| d.name()));
+                match publisher.publish(&inventory, &config).await {
+                    Ok(outcome) => info!(?outcome, "ResourceSlices published"),
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
+                    }
                 }
-            },
+            }
             Ok(Err(e)) => error!(error = %format!("{e:#}"), "inventory failed"),
             Err(e) => error!(error = %e, "inventory task failed"),
         }

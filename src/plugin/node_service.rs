@@ -55,10 +55,12 @@ fn join_error(uid: &str, e: tokio::task::JoinError) -> String {
 
 impl NodeService {
     /// A service preparing claims with `preparer`, reading them with `claims`.
-    pub fn new(preparer: Preparer, claims: ClaimReader) -> Self {
+    /// The preparer may be shared (`Arc`) with the code that refreshes its
+    /// inventory.
+    pub fn new(preparer: impl Into<Arc<Preparer>>, claims: ClaimReader) -> Self {
         NodeService {
             inner: Arc::new(Inner {
-                preparer: Arc::new(preparer),
+                preparer: preparer.into(),
                 claims,
                 locks: ClaimLocks::default(),
             }),

@@ -1035,3 +1035,36 @@ async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
     assert_eq!(done, crate::recover::Recovered::default());
     assert_eq!(ipam.list().expect("list").len(), 1);
 }
+
+#[tokio::test]
+async fn a_refreshed_inventory_is_what_prepare_sees() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.shutdown().await;
+    let (_ipam, preparer) = node.preparer();
+    let reader = ClaimReader::new(node.api.client());
+    let allocated = reader
+        .read("ran", "du-0-fronthaul-x7k2p", FRONTHAUL_UID, DRIVER)
+        .await
+        .expect("claim");
+
+    // The VFs went away (sriov_numvfs set to 0 by hand): nothing to prepare.
+    let empty = NodeInventory::default();
+    preparer.refresh(&empty, Vec::new());
+    let err = preparer.prepare(&allocated).unwrap_err().to_string();
+    assert!(err.contains("is not in this node's inventory"), "{err}");
+
+    // They are back, as the publish loop's next scan sees.
+    let inventory = NodeInventory::discover(&node.sysfs()).expect("inventory");
+    let offered: Vec<String> = inventory
+        .devices
+        .iter()
+        .filter(|d| d.function.is_vf())
+        .map(|d| d.name())
+        .collect();
+    preparer.refresh(&inventory, offered);
+    preparer
+        .prepare(&allocated)
+        .expect("prepared after the refresh");
+}

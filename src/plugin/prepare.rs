@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use ipam::{Ipam, Owner};
 use proto::dra::v1;
@@ -120,14 +120,39 @@ impl PrepareConfig {
     }
 }
 
+/// What prepare knows of the node's devices: one inventory snapshot,
+/// replaced whole when the driver re-reads sysfs (VFs created or destroyed
+/// since start must be preparable without a driver restart).
+struct Devices {
+    by_name: HashMap<String, NodeDevice>,
+    offered: HashSet<String>,
+    pf_mtu: HashMap<PciAddress, u32>,
+}
+
+impl Devices {
+    fn new(inventory: &NodeInventory, offered: impl IntoIterator<Item = String>) -> Self {
+        Devices {
+            by_name: inventory
+                .devices
+                .iter()
+                .map(|d| (d.name(), d.clone()))
+                .collect(),
+            offered: offered.into_iter().collect(),
+            pf_mtu: inventory
+                .devices
+                .iter()
+                .filter_map(|d| Some((d.function.address, d.function.netdev.as_ref()?.mtu?)))
+                .collect(),
+        }
+    }
+}
+
 /// Prepares and unprepares claims on this node.
 pub struct Preparer {
     driver: String,
     pool: String,
     ipam: Arc<Ipam>,
-    devices: HashMap<String, NodeDevice>,
-    offered: HashSet<String>,
-    pf_mtu: HashMap<PciAddress, u32>,
+    devices: RwLock<Arc<Devices>>,
     ops: Arc<dyn DeviceOps>,
     cdi: CdiWriter,
     boot_id: String,
@@ -144,26 +169,29 @@ impl Preparer {
         ops: Arc<dyn DeviceOps>,
     ) -> Result<Self, StateError> {
         store::init(ipam.database())?;
-        let pf_mtu = inventory
-            .devices
-            .iter()
-            .filter_map(|d| Some((d.function.address, d.function.netdev.as_ref()?.mtu?)))
-            .collect();
         Ok(Preparer {
             cdi: CdiWriter::new(&config.cdi_dir, &config.driver),
             driver: config.driver,
             pool: config.pool,
             ipam,
-            devices: inventory
-                .devices
-                .iter()
-                .map(|d| (d.name(), d.clone()))
-                .collect(),
-            offered: offered.into_iter().collect(),
-            pf_mtu,
+            devices: RwLock::new(Arc::new(Devices::new(inventory, offered))),
             ops,
             boot_id: config.boot_id,
         })
+    }
+
+    /// Takes a fresh inventory (and what it offers) for the claims prepared
+    /// from now on; claims already prepared keep their records.
+    pub fn refresh(&self, inventory: &NodeInventory, offered: impl IntoIterator<Item = String>) {
+        let fresh = Arc::new(Devices::new(inventory, offered));
+        *self.devices.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
+    fn devices(&self) -> Arc<Devices> {
+        self.devices
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether `record` can answer a Prepare as it is: fully prepared, in
@@ -250,6 +278,7 @@ impl Preparer {
     /// Checks every result against the inventory and its config; nothing
     /// is changed. Returns the record to be written.
     fn plan(&self, claim: &AllocatedClaim) -> Result<ClaimRecord, PrepareError> {
+        let node = self.devices();
         let label = claim.label();
         let mut seen = HashSet::new();
         let mut devices = Vec::with_capacity(claim.results.len());
@@ -266,10 +295,10 @@ impl Preparer {
                     result.pool, self.pool
                 )));
             }
-            let Some(dev) = self.devices.get(&result.device) else {
+            let Some(dev) = node.by_name.get(&result.device) else {
                 return Err(fail("is not in this node's inventory".into()));
             };
-            if !self.offered.contains(&result.device) {
+            if !node.offered.contains(&result.device) {
                 return Err(fail(
                     "is not offered by this node (excluded or not selected by the node config)"
                         .into(),
@@ -293,7 +322,7 @@ impl Preparer {
                 ));
             }
             if let (Some(mtu), Some((pf, _))) = (config.mtu, dev.function.vf_of())
-                && let Some(pf_mtu) = self.pf_mtu.get(&pf)
+                && let Some(pf_mtu) = node.pf_mtu.get(&pf)
                 && mtu > *pf_mtu
             {
                 return Err(fail(format!(
@@ -352,13 +381,14 @@ impl Preparer {
     /// Changes the devices (recording each step), then commits addresses,
     /// CDI IDs and the completed record together.
     fn apply_and_commit(&self, record: &mut ClaimRecord) -> Result<(), PrepareError> {
+        let node = self.devices();
         let label = format!("{}/{}", record.namespace, record.name);
         let db = self.ipam.database();
         for i in 0..record.devices.len() {
             let dev_name = record.devices[i].device.clone();
             let request = record.devices[i].request.clone();
             let where_ = format!("request {request:?}, device {dev_name}");
-            let Some(node_dev) = self.devices.get(&dev_name) else {
+            let Some(node_dev) = node.by_name.get(&dev_name) else {
                 continue;
             };
             let settings = record.devices[i].config.settings.clone();
@@ -443,6 +473,7 @@ impl Preparer {
 
     /// The CDI devices of a record; sets each device's CDI ID.
     fn cdi_devices(&self, record: &mut ClaimRecord) -> Vec<CdiDevice> {
+        let node = self.devices();
         let mut per_request: HashMap<String, usize> = HashMap::new();
         for dev in &record.devices {
             *per_request
@@ -457,7 +488,7 @@ impl Preparer {
             let n = seen.entry(base).or_default();
             let index = many.then_some(*n);
             *n += 1;
-            let rdma_nodes = match (dev.config.mode, self.devices.get(&dev.device)) {
+            let rdma_nodes = match (dev.config.mode, node.by_name.get(&dev.device)) {
                 (Mode::Netdevice, Some(d)) => d
                     .rdma
                     .as_ref()
