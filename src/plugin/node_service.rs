@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use super::prepare::{PrepareError, Preparer};
 use super::socket::{SocketError, bind_private_socket};
 use crate::kube::claims::ClaimReader;
+use crate::state::ClaimRecord;
 
 /// Per-claim-UID async locks; entries nobody holds are pruned.
 #[derive(Default)]
@@ -73,9 +74,10 @@ impl NodeService {
         // a retry cannot run beside it.
         let guard = self.inner.locks.lock(&claim.uid).await;
         let preparer = self.inner.preparer.clone();
-        // A prepared claim is answered from its record: no API call, no device.
+        // A prepared claim is answered from its record: no device is touched.
         match preparer.record(&claim.uid) {
             Ok(Some(rec)) if preparer.is_current(&rec) => {
+                self.learn_consumers(&claim, &rec).await;
                 return v1::NodePrepareResourceResponse {
                     devices: Preparer::answer(&rec),
                     error: String::new(),
@@ -116,6 +118,32 @@ impl NodeService {
                     error,
                 }
             }
+        }
+    }
+
+    /// A claim shared by several pods is prepared once, but the kubelet
+    /// calls Prepare for each pod: that call is when a new pod shows up in
+    /// the claim's `reservedFor`, which the NRI side needs to find the pod's
+    /// VFs. Best effort: the answer stands whatever the API says.
+    async fn learn_consumers(&self, claim: &v1::Claim, record: &ClaimRecord) {
+        let preparer = self.inner.preparer.clone();
+        let read = self
+            .inner
+            .claims
+            .read(&claim.namespace, &claim.name, &claim.uid, preparer.driver())
+            .await;
+        let Ok(allocated) = read else {
+            return;
+        };
+        if allocated.reserved_for == record.reserved_for {
+            return;
+        }
+        let uid = claim.uid.clone();
+        let pods = allocated.reserved_for;
+        let saved =
+            tokio::task::spawn_blocking(move || preparer.set_reserved_for(&uid, pods)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!(claim = %claim.uid, "could not record the claim's new consumers");
         }
     }
 

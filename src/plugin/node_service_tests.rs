@@ -633,8 +633,39 @@ async fn a_retried_prepare_answers_from_the_record_without_touching_anything() {
     let second = node.prepare_one(&claim).await.expect("prepared again");
     assert_eq!(first, second);
     assert_eq!(node.ops.calls(), calls, "no device call");
-    assert_eq!(node.api.requests(), reads, "no API read");
+    assert_eq!(
+        node.api.requests(),
+        reads + 1,
+        "one read, for the claim's consumers"
+    );
     assert_eq!(node.cdi_spec(FRONTHAUL_UID), spec);
+}
+
+#[tokio::test]
+async fn a_second_pod_sharing_a_prepared_claim_is_recorded_as_its_consumer() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let mut claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    claim["status"]["reservedFor"]
+        .as_array_mut()
+        .expect("reservedFor")
+        .push(json!({"resource": "pods", "name": "du-1", "uid": "second-pod"}));
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim)
+        .await
+        .expect("answered from the record");
+    node.shutdown().await;
+    let (_ipam, preparer) = node.preparer();
+    let record = preparer
+        .record(FRONTHAUL_UID)
+        .expect("read")
+        .expect("record");
+    assert_eq!(
+        record.reserved_for,
+        ["0b7e4c1d-22a9-4c3e-8f05-6d1e2a3b4c5d", "second-pod"],
+        "the NRI side finds the second pod's VFs by this"
+    );
 }
 
 #[tokio::test]

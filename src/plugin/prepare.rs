@@ -210,6 +210,15 @@ impl Preparer {
         store::get(self.ipam.database(), uid)
     }
 
+    /// Records the pods a prepared claim is now reserved for (durably).
+    pub fn set_reserved_for(&self, uid: &str, pods: Vec<String>) -> Result<(), StateError> {
+        if let Some(mut record) = self.record(uid)? {
+            record.reserved_for = pods;
+            store::put(self.ipam.database(), &record)?;
+        }
+        Ok(())
+    }
+
     /// The kubelet's answer for a prepared claim.
     pub fn answer(record: &ClaimRecord) -> Vec<v1::Device> {
         record
