@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::attach::Attacher;
 use crate::config::NodeConfig;
+use crate::debug_api::{self, DebugState};
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
 use crate::kube::publish::SlicePublisher;
@@ -41,6 +42,9 @@ use crate::state::claims;
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs the driver until SIGTERM or SIGINT.
+///
+/// The debug API starts before the kubelet and runtime sockets, so an
+/// operator can look at the state while they come up.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let node = config.resolve_node_name()?;
     let ipam = Arc::new(
@@ -82,6 +86,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
     };
 
+    let debug = debug_api::serve(
+        config.debug_address,
+        DebugState {
+            store: ipam.clone(),
+            sysfs_root: config.sysfs_root.clone(),
+        },
+        stopped(),
+    )
+    .await?;
+
     let paths = PluginPaths::new(&config.kubelet_dir, &config.driver_name);
     let service = NodeService::new(preparer.clone(), ClaimReader::new(client.clone()));
     let dra = serve_node_service(&paths.dra_socket, service, stopped())?;
@@ -117,6 +131,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = registration.task.await;
     let _ = nri.await;
     let _ = publisher.await;
+    let _ = debug.await;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod attach;
 pub mod cdi;
 pub mod cli;
 pub mod config;
+pub mod debug_api;
 pub mod driver;
 pub mod inventory;
 pub mod kube;
