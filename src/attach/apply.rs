@@ -64,15 +64,7 @@ pub(super) fn attach_with(
     name: &str,
     netns: &Path,
 ) -> Result<Attachment, AttachError> {
-    let fail = |step: &str, cause: AttachCause| AttachError {
-        claim: device.claim.clone(),
-        device: device.device.clone(),
-        pci_address: device.pci_address,
-        netns: netns.to_path_buf(),
-        step: step.to_string(),
-        cause,
-        rollback: Vec::new(),
-    };
+    let fail = |step: &str, cause: AttachCause| AttachError::new(device, netns, step, cause);
     let steps = plan::attach_plan(device, name)
         .map_err(|e| fail("checking the device config", AttachCause::Plan(e)))?;
     const FINDING: &str = "finding the VF in the host";

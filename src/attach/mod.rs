@@ -144,6 +144,21 @@ pub struct AttachError {
     pub rollback: Vec<DetachError>,
 }
 
+impl AttachError {
+    /// A failure of `step` for `device`, with nothing yet rolled back.
+    pub fn new(device: &PreparedDevice, netns: &Path, step: &str, cause: AttachCause) -> Self {
+        AttachError {
+            claim: device.claim.clone(),
+            device: device.device.clone(),
+            pci_address: device.pci_address,
+            netns: netns.to_path_buf(),
+            step: step.to_string(),
+            cause,
+            rollback: Vec::new(),
+        }
+    }
+}
+
 struct RollbackText<'a>(&'a [DetachError]);
 
 impl fmt::Display for RollbackText<'_> {
@@ -257,15 +272,12 @@ impl Attacher {
                 _ => None,
             };
             let d = &devices[clash.unwrap_or(0)];
-            AttachError {
-                claim: d.claim.clone(),
-                device: d.device.clone(),
-                pci_address: d.pci_address,
-                netns: netns.to_path_buf(),
-                step: "checking the pod's interface names".into(),
-                cause: AttachCause::Plan(e),
-                rollback: Vec::new(),
-            }
+            AttachError::new(
+                d,
+                netns,
+                "checking the pod's interface names",
+                AttachCause::Plan(e),
+            )
         })?;
         let mut done = Vec::with_capacity(devices.len());
         for (device, name) in devices.iter().zip(&names) {
@@ -290,15 +302,7 @@ impl Attacher {
         name: &str,
         netns: &Path,
     ) -> Result<Attachment, AttachError> {
-        let fail = |step: &str, cause: AttachCause| AttachError {
-            claim: device.claim.clone(),
-            device: device.device.clone(),
-            pci_address: device.pci_address,
-            netns: netns.to_path_buf(),
-            step: step.to_string(),
-            cause,
-            rollback: Vec::new(),
-        };
+        let fail = |step: &str, cause: AttachCause| AttachError::new(device, netns, step, cause);
         let opening = "opening the namespaces";
         let host_ns = netns::current_netns().map_err(|e| fail(opening, e.into()))?;
         let pod_ns = netns::open_netns(netns).map_err(|e| fail(opening, e.into()))?;

@@ -1,6 +1,7 @@
 //! The real transport: a blocking `NETLINK_RDMA` socket.
 
-use netlink_sys::{Socket, SocketAddr};
+use netlink_sys::Socket;
+use sriov::netlink::socket::{open_kernel_socket, recv_whole};
 
 use super::wire::{Body, NETLINK_RDMA, NldevReply, NldevRequest, decode_messages, encode_request};
 use super::{RdmaNetlinkError, RdmaTransport};
@@ -17,39 +18,21 @@ impl RdmaSocket {
     /// Opens and connects the socket. Fails with `EPROTONOSUPPORT` when the
     /// kernel has no RDMA core.
     pub fn new() -> Result<Self, RdmaNetlinkError> {
-        let io = |action, source| RdmaNetlinkError::Io {
-            op: "opening the RDMA netlink socket".into(),
-            action,
-            source,
-        };
-        let mut socket = Socket::new(NETLINK_RDMA).map_err(|e| io("creating", e))?;
-        socket.bind_auto().map_err(|e| io("binding", e))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| io("connecting", e))?;
-        // Optional niceties (kernel >= 4.12): the kernel's error text, and
-        // errors that do not echo the whole request.
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_cap_ack(true);
+        let socket =
+            open_kernel_socket(NETLINK_RDMA).map_err(|(action, source)| RdmaNetlinkError::Io {
+                op: "opening the RDMA netlink socket".into(),
+                action,
+                source,
+            })?;
         Ok(RdmaSocket { socket, seq: 0 })
     }
 
     fn recv_datagram(&self, op: &str) -> Result<Vec<u8>, RdmaNetlinkError> {
-        let io = |source| RdmaNetlinkError::Io {
+        recv_whole(&self.socket).map_err(|source| RdmaNetlinkError::Io {
             op: op.to_string(),
             action: "receiving from",
             source,
-        };
-        // Peek with MSG_TRUNC for the size, then read the whole datagram.
-        let mut probe: Vec<u8> = Vec::with_capacity(64);
-        let size = self
-            .socket
-            .recv(&mut probe, libc::MSG_PEEK | libc::MSG_TRUNC)
-            .map_err(io)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(size.max(64));
-        let got = self.socket.recv(&mut buf, 0).map_err(io)?;
-        buf.truncate(got);
-        Ok(buf)
+        })
     }
 }
 

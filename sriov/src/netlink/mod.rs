@@ -16,7 +16,7 @@ mod error;
 pub mod link;
 mod recording;
 pub mod route;
-mod socket;
+pub mod socket;
 mod wire;
 
 pub use error::{NetlinkError, errno_name};

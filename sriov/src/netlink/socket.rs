@@ -21,40 +21,48 @@ impl RouteSocket {
     /// Opens and connects the socket, asking for extended acks (the kernel's
     /// error text) where the kernel supports them.
     pub fn new() -> Result<Self, NetlinkError> {
-        let io = |action, source| NetlinkError::Io {
-            op: "opening rtnetlink socket".into(),
-            action,
-            source,
-        };
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| io("creating", e))?;
-        socket.bind_auto().map_err(|e| io("binding", e))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| io("connecting", e))?;
-        // Both are optional niceties (kernel >= 4.12); failing is not fatal.
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_cap_ack(true);
+        let socket =
+            open_kernel_socket(NETLINK_ROUTE).map_err(|(action, source)| NetlinkError::Io {
+                op: "opening rtnetlink socket".into(),
+                action,
+                source,
+            })?;
         Ok(RouteSocket { socket, seq: 0 })
     }
 
     fn recv_datagram(&self, op: &str) -> Result<Vec<u8>, NetlinkError> {
-        let io = |source| NetlinkError::Io {
+        recv_whole(&self.socket).map_err(|source| NetlinkError::Io {
             op: op.to_string(),
             action: "receiving from",
             source,
-        };
-        // Peek with MSG_TRUNC to learn the datagram's size: a GETLINK reply
-        // of a PF with many VFs is larger than any fixed buffer we'd pick.
-        let mut probe: Vec<u8> = Vec::with_capacity(64);
-        let size = self
-            .socket
-            .recv(&mut probe, libc::MSG_PEEK | libc::MSG_TRUNC)
-            .map_err(io)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(size.max(64));
-        let got = self.socket.recv(&mut buf, 0).map_err(io)?;
-        buf.truncate(got);
-        Ok(buf)
+        })
     }
+}
+
+/// Opens a netlink socket of `protocol`, bound and connected to the kernel,
+/// asking for extended acks (the kernel's error text) where the kernel
+/// supports them (>= 4.12; failing that is not fatal). On error, says which
+/// step failed. Shared by every netlink family the project speaks.
+pub fn open_kernel_socket(protocol: isize) -> Result<Socket, (&'static str, std::io::Error)> {
+    let mut socket = Socket::new(protocol).map_err(|e| ("creating", e))?;
+    socket.bind_auto().map_err(|e| ("binding", e))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(|e| ("connecting", e))?;
+    let _ = socket.set_ext_ack(true);
+    let _ = socket.set_cap_ack(true);
+    Ok(socket)
+}
+
+/// Receives one whole datagram. Peeks with `MSG_TRUNC` for its size first:
+/// a GETLINK reply of a PF with many VFs is larger than any fixed buffer.
+pub fn recv_whole(socket: &Socket) -> std::io::Result<Vec<u8>> {
+    let mut probe: Vec<u8> = Vec::with_capacity(64);
+    let size = socket.recv(&mut probe, libc::MSG_PEEK | libc::MSG_TRUNC)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(size.max(64));
+    let got = socket.recv(&mut buf, 0)?;
+    buf.truncate(got);
+    Ok(buf)
 }
 
 impl RouteTransport for RouteSocket {
