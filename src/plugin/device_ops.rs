@@ -22,6 +22,20 @@ use crate::state::StateError;
 /// Saves a VF's record before each change is sent (write-ahead).
 pub type Persist<'a> = dyn FnMut(&VfConfigRecord) -> Result<(), StateError> + 'a;
 
+/// Saves a binding's planned record before the driver is switched.
+pub type PersistBind<'a> = dyn FnMut(&BindRecord) -> Result<(), StateError> + 'a;
+
+/// Why binding to vfio-pci failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindOpError {
+    /// The kernel or sysfs refused.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The planned record could not be saved; nothing was changed.
+    #[error("saving the planned binding: {0}")]
+    Persist(#[from] StateError),
+}
+
 /// What prepare and unprepare may do to a device. Blocking; called from
 /// tokio's blocking pool.
 pub trait DeviceOps: Send + Sync {
@@ -37,8 +51,14 @@ pub trait DeviceOps: Send + Sync {
     /// Puts back what `record` changed.
     fn restore_vf(&self, record: &VfConfigRecord) -> Result<(), VfConfigError>;
 
-    /// Binds the device to vfio-pci.
-    fn bind_vfio(&self, device: &NodeDevice) -> Result<BindRecord, BindError>;
+    /// Binds the device to vfio-pci, calling `persist` with the planned
+    /// record before the driver is switched (write-ahead, like the VF
+    /// settings), so a crash mid-switch leaves a record release can undo.
+    fn bind_vfio(
+        &self,
+        device: &NodeDevice,
+        persist: &mut PersistBind<'_>,
+    ) -> Result<BindRecord, BindOpError>;
 
     /// Gives the device back to its original driver.
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError>;
@@ -112,8 +132,15 @@ impl DeviceOps for SystemDeviceOps {
         self.with_socket(&record.target.pf, |socket| restore(socket, record))
     }
 
-    fn bind_vfio(&self, device: &NodeDevice) -> Result<BindRecord, BindError> {
-        self.binder().bind_to_vfio(device.function.address)
+    fn bind_vfio(
+        &self,
+        device: &NodeDevice,
+        persist: &mut PersistBind<'_>,
+    ) -> Result<BindRecord, BindOpError> {
+        let mut binder = self.binder();
+        let planned = binder.plan_vfio(device.function.address)?;
+        persist(&planned)?;
+        Ok(binder.apply_vfio(planned)?)
     }
 
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError> {
@@ -257,7 +284,11 @@ impl DeviceOps for RecordingDeviceOps {
         Ok(())
     }
 
-    fn bind_vfio(&self, device: &NodeDevice) -> Result<BindRecord, BindError> {
+    fn bind_vfio(
+        &self,
+        device: &NodeDevice,
+        persist: &mut PersistBind<'_>,
+    ) -> Result<BindRecord, BindOpError> {
         let address = device.function.address;
         let refused = self
             .refuse_bind
@@ -268,16 +299,17 @@ impl DeviceOps for RecordingDeviceOps {
             return Err(BindError::VfioNotLoaded {
                 address,
                 path: "bus/pci/drivers/vfio-pci".into(),
-            });
+            }
+            .into());
         }
         let Some(group) = device.function.iommu_group else {
             return Err(BindError::NoIommuGroup {
                 address,
                 path: format!("bus/pci/devices/{address}/iommu_group").into(),
-            });
+            }
+            .into());
         };
-        self.record(DeviceCall::BindVfio(address));
-        Ok(BindRecord {
+        let record = BindRecord {
             address,
             changed: device.function.driver.as_deref() != Some(VFIO_PCI),
             original_driver: device.function.driver.clone(),
@@ -291,7 +323,11 @@ impl DeviceOps for RecordingDeviceOps {
             iommu_group: group,
             no_iommu: false,
             vfio_device: format!("/dev/vfio/{group}").into(),
-        })
+        };
+        // Like the real binder: the plan is saved before the switch.
+        persist(&record)?;
+        self.record(DeviceCall::BindVfio(address));
+        Ok(record)
     }
 
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError> {

@@ -431,7 +431,16 @@ impl Preparer {
                 record.devices[i].vf_settings = Some(applied);
             }
             if record.devices[i].config.mode == Mode::Dpdk {
-                let bound = self.ops.bind_vfio(node_dev).map_err(|e| {
+                let mut persist = |planned: &sriov::bind::BindRecord| {
+                    record.devices[i].bind = Some(planned.clone());
+                    let saved = store::put(db, record);
+                    if saved.is_err() {
+                        // Nothing was switched: nothing to restore.
+                        record.devices[i].bind = None;
+                    }
+                    saved
+                };
+                let bound = self.ops.bind_vfio(node_dev, &mut persist).map_err(|e| {
                     step(&label, format!("{where_}: binding to vfio-pci"))(e.into())
                 })?;
                 record.devices[i].bind = Some(bound);

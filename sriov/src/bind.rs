@@ -281,14 +281,23 @@ impl<W: SysfsWriter> DriverBinder<W> {
         })
     }
 
-    /// Binds `address` to vfio-pci and returns what release needs.
-    ///
-    /// Checks first that vfio-pci is loaded and the device has an IOMMU
-    /// group, so a misconfigured node fails before anything changes. A
-    /// device already on vfio-pci is left alone (`changed: false`). If a
-    /// step fails after the override was written, the device is given back
-    /// to its original driver before the error is returned.
+    /// Binds `address` to vfio-pci and returns what release needs:
+    /// [`DriverBinder::plan_vfio`] then [`DriverBinder::apply_vfio`], for
+    /// callers with nothing to save in between.
     pub fn bind_to_vfio(&mut self, address: PciAddress) -> Result<BindRecord, BindError> {
+        let planned = self.plan_vfio(address)?;
+        self.apply_vfio(planned)
+    }
+
+    /// Reads what a bind to vfio-pci would change, changing nothing: the
+    /// record to save *before* [`DriverBinder::apply_vfio`], so a crash in
+    /// the middle of the switch leaves a record that [`DriverBinder::restore`]
+    /// can undo (restoring a device still on its own driver is harmless).
+    ///
+    /// Checks that vfio-pci is loaded and the device has an IOMMU group, so
+    /// a misconfigured node fails before anything changes. A device already
+    /// on vfio-pci gets `changed: false` and is left alone.
+    pub fn plan_vfio(&self, address: PciAddress) -> Result<BindRecord, BindError> {
         let dev = self.device_dir(address);
         if !dev.exists() {
             return Err(BindError::DeviceNotFound { address, path: dev });
@@ -309,34 +318,45 @@ impl<W: SysfsWriter> DriverBinder<W> {
         let original_driver = self.current_driver(address)?;
         let original_override = Self::read(address, read_optional(&dev.join("driver_override")))?
             .filter(|v| !v.is_empty() && v != "(null)");
-        let mut record = BindRecord {
+        Ok(BindRecord {
             address,
-            changed: false,
-            original_driver: original_driver.clone(),
+            changed: original_driver.as_deref() != Some(VFIO_PCI),
+            original_driver,
             original_override,
             netdevs: self.netdevs(address)?,
             iommu_group,
             no_iommu: false,
-            vfio_device: PathBuf::new(),
-        };
-        if original_driver.as_deref() != Some(VFIO_PCI) {
-            record.changed = true;
-            if let Err(cause) = self.switch_to_vfio(&record) {
-                let undo_error = self.restore(&record).err().map(|e| e.to_string());
-                return Err(BindError::Aborted {
-                    cause: Box::new(cause),
-                    undo_error,
-                });
-            }
+            vfio_device: self.vfio_device(iommu_group),
+        })
+    }
+
+    /// Carries out a planned bind and returns the final record (the vfio
+    /// group device is known once vfio-pci has the device). If a step fails
+    /// after the override was written, the device is given back to its
+    /// original driver before the error is returned.
+    pub fn apply_vfio(&mut self, mut record: BindRecord) -> Result<BindRecord, BindError> {
+        if record.changed
+            && let Err(cause) = self.switch_to_vfio(&record)
+        {
+            let undo_error = self.restore(&record).err().map(|e| e.to_string());
+            return Err(BindError::Aborted {
+                cause: Box::new(cause),
+                undo_error,
+            });
         }
-        record.no_iommu = self.is_no_iommu(iommu_group);
-        let name = if record.no_iommu {
-            format!("noiommu-{iommu_group}")
-        } else {
-            iommu_group.to_string()
-        };
-        record.vfio_device = self.dev_root.join("vfio").join(name);
+        record.no_iommu = self.is_no_iommu(record.iommu_group);
+        record.vfio_device = self.vfio_device(record.iommu_group);
         Ok(record)
+    }
+
+    /// `/dev/vfio/N`, or `/dev/vfio/noiommu-N` in no-IOMMU mode.
+    fn vfio_device(&self, group: u32) -> PathBuf {
+        let name = if self.is_no_iommu(group) {
+            format!("noiommu-{group}")
+        } else {
+            group.to_string()
+        };
+        self.dev_root.join("vfio").join(name)
     }
 
     fn switch_to_vfio(&mut self, record: &BindRecord) -> Result<(), BindError> {
@@ -642,6 +662,25 @@ mod tests {
                 vfio_device: dir.path().join("dev/vfio/42"),
             }
         );
+    }
+
+    #[test]
+    fn a_crash_between_plan_and_switch_leaves_a_record_restore_can_use() {
+        let dir = tree(true, true);
+        let mut b = binder(&dir);
+        let planned = b.plan_vfio(vf()).unwrap();
+        assert!(b.writer().log().is_empty(), "planning writes nothing");
+        assert!(planned.changed);
+        // The driver died here, with only `planned` on disk; on release:
+        let planned: BindRecord =
+            serde_json::from_str(&serde_json::to_string(&planned).unwrap()).unwrap();
+        b.restore(&planned).unwrap();
+        assert_eq!(
+            b.writer().log(),
+            [format!("bus/pci/devices/{VF}/driver_override=\\n")],
+            "only the override is written back; the device never left iavf"
+        );
+        assert_eq!(b.current_driver(vf()).unwrap().as_deref(), Some("iavf"));
     }
 
     #[test]
