@@ -117,7 +117,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         stopped(),
     ));
     let publisher = tokio::spawn(publish_loop(
-        SlicePublisher::new(client, &config, &node, owner),
+        SlicePublisher::new(client.clone(), &config, &node, owner),
+        client,
+        node.clone(),
         preparer,
         config.clone(),
         registration.state.clone(),
@@ -141,6 +143,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 /// not registered); unchanged inventories write nothing.
 async fn publish_loop(
     mut publisher: SlicePublisher,
+    client: kube::Client,
+    node: String,
     preparer: Arc<Preparer>,
     config: NodeConfig,
     mut registration: watch::Receiver<RegistrationState>,
@@ -151,6 +155,11 @@ async fn publish_loop(
         let root = config.sysfs_root.clone();
         match tokio::task::spawn_blocking(move || NodeInventory::discover(&root)).await {
             Ok(Ok(inventory)) => {
+                if !publisher.has_owner()
+                    && let Some(owner) = node_owner(&client, &node).await
+                {
+                    publisher.set_owner(owner);
+                }
                 // What is published is what can be prepared.
                 preparer.refresh(&inventory, inventory.offered(&config).map(|d| d.name()));
                 match publisher.publish(&inventory, &config).await {

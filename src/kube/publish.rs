@@ -44,6 +44,8 @@ pub struct SlicePublisher {
     owner: Option<OwnerReference>,
     /// Devices of the last successful publish, by name, and its generation.
     published: Option<(Vec<Device>, i64)>,
+    /// Apply even when the devices are unchanged (the owner changed).
+    force: bool,
 }
 
 impl SlicePublisher {
@@ -61,7 +63,19 @@ impl SlicePublisher {
             node: node.to_string(),
             owner,
             published: None,
+            force: false,
         }
+    }
+
+    /// Whether the slices carry the Node as their owner.
+    pub fn has_owner(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// Sets the Node owner learned after start; the next publish applies it.
+    pub fn set_owner(&mut self, owner: OwnerReference) {
+        self.owner = Some(owner);
+        self.force = true;
     }
 
     fn selector(&self) -> ListParams {
@@ -108,7 +122,7 @@ impl SlicePublisher {
             && existing.iter().all(|s| {
                 s.spec.pool.generation == last_generation && expected.contains(&&s.metadata.name)
             });
-        if last_devices == devices && last_generation > 0 && in_api {
+        if last_devices == devices && last_generation > 0 && in_api && !self.force {
             return Ok(PublishOutcome::Unchanged {
                 generation: last_generation,
             });
@@ -142,6 +156,7 @@ impl SlicePublisher {
             }
         }
         self.published = Some((devices, generation));
+        self.force = false;
         Ok(PublishOutcome::Published {
             generation,
             applied: rendered.len(),
@@ -332,6 +347,41 @@ mod tests {
             }
         );
         assert_eq!(api.take_writes(), ["apply node-a-sriov-dra-dev-0"]);
+        assert_eq!(
+            p.publish(&inv, &config).await.unwrap(),
+            PublishOutcome::Unchanged { generation: 2 }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_owner_learned_later_is_applied_once() {
+        let api = SliceApi::default();
+        let config = NodeConfig::default();
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+        let inv = inventory(Fixture::ConnectX6Dx);
+        p.publish(&inv, &config).await.unwrap();
+        assert!(!p.has_owner());
+        p.set_owner(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: "node-a".into(),
+            uid: "node-uid".into(),
+            ..Default::default()
+        });
+        let out = p.publish(&inv, &config).await.unwrap();
+        assert_eq!(
+            out,
+            PublishOutcome::Published {
+                generation: 2,
+                applied: 1,
+                deleted: 0
+            }
+        );
+        let owner =
+            api.objects.lock().unwrap()["node-a-sriov-dra-dev-0"]["metadata"]["ownerReferences"][0]
+                ["uid"]
+                .clone();
+        assert_eq!(owner, "node-uid");
         assert_eq!(
             p.publish(&inv, &config).await.unwrap(),
             PublishOutcome::Unchanged { generation: 2 }
