@@ -192,36 +192,62 @@ impl<C: PodClaims> PodNetworkHandler<C> {
                 list.join(", ")
             ));
         };
-        let attacher = self.attacher.clone();
-        let ns = netns.clone();
-        // The error is rendered on the blocking thread: the runtime only
-        // needs its text, and the full error is large.
-        let attached = blocking(move || {
-            attacher
-                .attach_pod(&devices, &ns)
-                .map_err(|e| e.to_string())
-        })
-        .await?;
-        let record = PodAttachments {
+        // Write-ahead: what the VFs will look like in the pod, and how they
+        // were in the host, is durable before the first one moves, so a
+        // driver that dies mid-attach still finds them afterwards.
+        let (attacher, devs, ns) = (self.attacher.clone(), devices.clone(), netns.clone());
+        let provisional =
+            blocking(move || attacher.provisional(&devs, &ns).map_err(|e| e.to_string())).await?;
+        let mut record = PodAttachments {
             pod_uid: pod.uid.clone(),
             sandbox_id: pod.id.clone(),
             pod: format!("{}/{}", pod.namespace, pod.name),
-            netns,
-            attachments: attached,
+            netns: netns.clone(),
+            attachments: provisional,
         };
-        // Durable before acknowledged: without the record a restarted
-        // driver could not move the VFs back, so undo rather than answer.
-        let (store, to_store) = (self.store.clone(), record.clone());
-        if let Err(e) = blocking(move || {
-            attachments::put(store.database(), &to_store).map_err(|e| e.to_string())
+        let (store, intent) = (self.store.clone(), record.clone());
+        blocking(move || attachments::put(store.database(), &intent).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| {
+                format!("recording the attachment plan failed ({e}); nothing was moved")
+            })?;
+
+        // The error is rendered on the blocking thread (the runtime only
+        // needs its text, and the full error is large), with whether the
+        // rollback put everything back.
+        let (attacher, ns) = (self.attacher.clone(), netns.clone());
+        let attached = blocking(move || {
+            Ok(attacher
+                .attach_pod(&devices, &ns)
+                .map_err(|e| (e.to_string(), e.rollback.is_empty())))
         })
-        .await
+        .await?;
+        let attached = match attached {
+            Ok(a) => a,
+            Err((e, rolled_back)) => {
+                // Rolled back: the plan describes nothing any more. Not
+                // rolled back: the plan is how Stop or a restart finds them.
+                if rolled_back {
+                    let (store, uid) = (self.store.clone(), pod.uid.clone());
+                    let dropped = blocking(move || {
+                        attachments::remove(store.database(), &uid).map_err(|e| e.to_string())
+                    })
+                    .await;
+                    if let Err(drop_err) = dropped {
+                        warn!(pod = %record.pod, error = %drop_err, "could not drop the attachment plan");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        record.attachments = attached;
+        let (store, done) = (self.store.clone(), record.clone());
+        if let Err(e) =
+            blocking(move || attachments::put(store.database(), &done).map_err(|e| e.to_string()))
+                .await
         {
-            let undo = self.detach_all(&record.attachments).await;
-            return Err(format!(
-                "recording the attachment failed ({e}); moved the VFs back{}",
-                error_suffix(&undo)
-            ));
+            // The plan on disk still finds every VF (by PCI address).
+            warn!(pod = %record.pod, error = %e, "could not record the final attachment; the plan stands in for it");
         }
         for a in &record.attachments {
             info!(pod = %record.pod, claim = %a.claim, device = %a.device, if_name = %a.if_name, "VF attached");
@@ -353,14 +379,6 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         } else {
             Err(errors.join("; "))
         }
-    }
-}
-
-fn error_suffix(errors: &[String]) -> String {
-    if errors.is_empty() {
-        String::new()
-    } else {
-        format!(", but: {}", errors.join("; "))
     }
 }
 
@@ -744,6 +762,54 @@ mod tests {
         assert_eq!(record.sandbox_id, new.id);
         handler.stop_pod_sandbox(&new).await.unwrap();
         assert!(attachments::get(store.database(), POD).unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_driver_that_dies_mid_attach_still_gets_the_vfs_back() {
+        if !have_root("a_driver_that_dies_mid_attach_still_gets_the_vfs_back") {
+            return;
+        }
+        let Rig {
+            vf,
+            ns,
+            store,
+            handler,
+            ..
+        } = &rig(None);
+        let original = facts(&mut RouteSocket::new().unwrap(), &vf.name).unwrap();
+        // What attach does up to the crash: the plan is written, the VF
+        // moved, and the driver dies before the final record.
+        let records = StoreClaims::new(store.clone(), "boot")
+            .claims_for_pod(POD)
+            .unwrap();
+        let devices = netdevice_devices(&records);
+        let plan = handler.attacher.provisional(&devices, ns.path()).unwrap();
+        attachments::put(
+            store.database(),
+            &PodAttachments {
+                pod_uid: POD.into(),
+                sandbox_id: pod(Some(ns.path())).id,
+                pod: "ran/du-0".into(),
+                netns: ns.path().to_path_buf(),
+                attachments: plan,
+            },
+        )
+        .unwrap();
+        handler.attacher.attach_pod(&devices, ns.path()).unwrap();
+        assert!(
+            facts(&mut RouteSocket::new().unwrap(), &vf.name).is_none(),
+            "in the pod"
+        );
+
+        // The restarted driver learns the pod is gone.
+        handler.synchronize(&[]).await.unwrap();
+        let back =
+            facts(&mut RouteSocket::new().unwrap(), &vf.name).expect("back under its host name");
+        assert_eq!(
+            (back.mtu, back.mac.clone()),
+            (original.mtu, original.mac.clone())
+        );
+        assert!(attachments::list(store.database()).unwrap().is_empty());
     }
 
     #[tokio::test]

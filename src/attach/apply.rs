@@ -39,7 +39,7 @@ pub(super) struct RdmaSides<'a> {
     pub pod: &'a mut (dyn RdmaTransport + 'a),
 }
 
-fn host_state(facts: &LinkFacts) -> Result<HostState, AttachCause> {
+pub(super) fn host_state(facts: &LinkFacts) -> Result<HostState, AttachCause> {
     let mac = MacAddress::try_from(facts.mac.as_slice()).map_err(|why| {
         AttachCause::Unsupported(format!("link {} is not Ethernet: {why}", facts.name))
     })?;

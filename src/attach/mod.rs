@@ -159,6 +159,25 @@ impl AttachError {
     }
 }
 
+/// The pod's interface names, or an error naming the device that clashes.
+fn pod_names(devices: &[PreparedDevice], netns: &Path) -> Result<Vec<String>, AttachError> {
+    plan::pod_interface_names(devices).map_err(|e| {
+        let clash = match &e {
+            PlanError::DuplicateName(n) => devices
+                .iter()
+                .rposition(|d| d.if_name.as_deref() == Some(n)),
+            _ => None,
+        };
+        let d = &devices[clash.unwrap_or(0)];
+        AttachError::new(
+            d,
+            netns,
+            "checking the pod's interface names",
+            AttachCause::Plan(e),
+        )
+    })
+}
+
 struct RollbackText<'a>(&'a [DetachError]);
 
 impl fmt::Display for RollbackText<'_> {
@@ -256,6 +275,52 @@ impl Attacher {
         self.attach_named(device, &plan::interface_name(device, order), netns)
     }
 
+    /// What each device's attachment will be, read before anything moves:
+    /// the caller records it first, so a driver that dies in the middle of
+    /// an attach still knows what to move back (detaching a VF that never
+    /// left the host changes nothing). The pod index is the host one, a hint
+    /// only: the VF is found by PCI address.
+    pub fn provisional(
+        &self,
+        devices: &[PreparedDevice],
+        netns: &Path,
+    ) -> Result<Vec<Attachment>, AttachError> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = pod_names(devices, netns)?;
+        let step = "reading the VF's state in the host";
+        let mut host =
+            RouteSocket::new().map_err(|e| AttachError::new(&devices[0], netns, step, e.into()))?;
+        let mut out = Vec::with_capacity(devices.len());
+        for (device, name) in devices.iter().zip(names) {
+            let fail = |cause| AttachError::new(device, netns, step, cause);
+            let found = find::find_in_host(&mut host, &self.sysfs_root, device.pci_address)
+                .map_err(|e| fail(AttachCause::Find(e)))?
+                .ok_or_else(|| {
+                    fail(AttachCause::Missing(format!(
+                        "{} has no network interface in the host (bound to vfio-pci, or still in another pod?)",
+                        device.pci_address
+                    )))
+                })?;
+            let host_before = apply::host_state(&found).map_err(fail)?;
+            out.push(Attachment {
+                claim: device.claim.clone(),
+                device: device.device.clone(),
+                pci_address: device.pci_address,
+                netns: netns.to_path_buf(),
+                if_name: name,
+                pod_index: found.index,
+                mac: device.mac.unwrap_or(host_before.mac),
+                addresses: device.addresses.clone(),
+                routes: device.routes.clone(),
+                host: host_before,
+                rdma_device: device.rdma_device.clone().filter(|_| device.rdma_exclusive),
+            });
+        }
+        Ok(out)
+    }
+
     /// Attaches all of a pod's devices in order; if one fails, the ones
     /// already attached are detached again and their failures, if any, are
     /// added to the error's rollback list.
@@ -264,21 +329,7 @@ impl Attacher {
         devices: &[PreparedDevice],
         netns: &Path,
     ) -> Result<Vec<Attachment>, AttachError> {
-        let names = plan::pod_interface_names(devices).map_err(|e| {
-            let clash = match &e {
-                PlanError::DuplicateName(n) => devices
-                    .iter()
-                    .rposition(|d| d.if_name.as_deref() == Some(n)),
-                _ => None,
-            };
-            let d = &devices[clash.unwrap_or(0)];
-            AttachError::new(
-                d,
-                netns,
-                "checking the pod's interface names",
-                AttachCause::Plan(e),
-            )
-        })?;
+        let names = pod_names(devices, netns)?;
         let mut done = Vec::with_capacity(devices.len());
         for (device, name) in devices.iter().zip(&names) {
             match self.attach_named(device, name, netns) {
