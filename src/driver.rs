@@ -152,9 +152,14 @@ async fn publish_loop(
 ) {
     tokio::pin!(stopped);
     loop {
-        let root = config.sysfs_root.clone();
-        match tokio::task::spawn_blocking(move || NodeInventory::discover(&root)).await {
-            Ok(Ok(inventory)) => {
+        let (root, held_by) = (config.sysfs_root.clone(), preparer.clone());
+        let scanned = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let inventory = NodeInventory::discover(&root)?;
+            let held = held_by.held_devices()?;
+            Ok((inventory, held))
+        });
+        match scanned.await {
+            Ok(Ok((inventory, held))) => {
                 if !publisher.has_owner()
                     && let Some(owner) = node_owner(&client, &node).await
                 {
@@ -162,7 +167,7 @@ async fn publish_loop(
                 }
                 // What is published is what can be prepared.
                 preparer.refresh(&inventory, inventory.offered(&config).map(|d| d.name()));
-                match publisher.publish(&inventory, &config).await {
+                match publisher.publish(&inventory, &config, &held).await {
                     Ok(outcome) => info!(?outcome, "ResourceSlices published"),
                     Err(e) => {
                         warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")

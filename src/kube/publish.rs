@@ -6,6 +6,8 @@
 //! slices the new render no longer has. Publishing the same inventory twice
 //! writes nothing, so a periodic republish never flaps.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -93,16 +95,18 @@ impl SlicePublisher {
     }
 
     /// Makes the API's slices match `inventory` under `config`.
+    ///
+    /// Devices in `held` (prepared for a claim) keep the attributes they
+    /// were last published with: while a VF sits in a pod or on vfio-pci its
+    /// netdev name, MAC, MTU and driver are the pod's business, and
+    /// publishing them would bump the pool on every pod start and stop (and
+    /// a `drivers` selector would hide the VF while it is in use).
     pub async fn publish(
         &mut self,
         inventory: &NodeInventory,
         config: &NodeConfig,
+        held: &BTreeSet<String>,
     ) -> anyhow::Result<PublishOutcome> {
-        let mut params = SliceParams::new(config, &self.node);
-        params.owner = self.owner.clone();
-        let rendered = slices::render(inventory, config, &params);
-        let devices = flat_devices(&rendered);
-
         // One list per cycle: the kubelet deletes a driver's slices while no
         // plugin is registered (at its own restart, say), and an unchanged
         // inventory must then still be published again.
@@ -117,10 +121,21 @@ impl SlicePublisher {
             self.published = Some((flat_devices(&existing), api_generation));
         }
         let (last_devices, last_generation) = self.published.clone().unwrap_or_default();
-        let expected: Vec<&Option<String>> = rendered.iter().map(|s| &s.metadata.name).collect();
-        let in_api = existing.len() == rendered.len()
+        let mut params = SliceParams::new(config, &self.node);
+        params.owner = self.owner.clone();
+        let devices = current_devices(inventory, config, &params.driver, held, &last_devices);
+
+        let slice_count = devices.len().div_ceil(slices::MAX_DEVICES_PER_SLICE).max(1);
+        let expected: Vec<String> = (0..slice_count)
+            .map(|i| slices::slice_name(&self.node, &params.driver, i))
+            .collect();
+        let in_api = existing.len() == slice_count
             && existing.iter().all(|s| {
-                s.spec.pool.generation == last_generation && expected.contains(&&s.metadata.name)
+                s.spec.pool.generation == last_generation
+                    && s.metadata
+                        .name
+                        .as_ref()
+                        .is_some_and(|n| expected.contains(n))
             });
         if last_devices == devices && last_generation > 0 && in_api && !self.force {
             return Ok(PublishOutcome::Unchanged {
@@ -130,7 +145,7 @@ impl SlicePublisher {
 
         let generation = last_generation.max(api_generation) + 1;
         params.generation = generation;
-        let rendered = slices::render(inventory, config, &params);
+        let rendered = slices::assemble(devices.clone(), &params);
         let apply = PatchParams::apply(FIELD_MANAGER).force();
         for slice in &rendered {
             let name = slice.metadata.name.clone().unwrap_or_default();
@@ -163,6 +178,26 @@ impl SlicePublisher {
             deleted,
         })
     }
+}
+
+/// The devices to publish, sorted by name (which is PCI address order): the
+/// offered devices as they are now, except that a held device keeps its
+/// last published form.
+fn current_devices(
+    inventory: &NodeInventory,
+    config: &NodeConfig,
+    driver: &str,
+    held: &BTreeSet<String>,
+    last: &[Device],
+) -> Vec<Device> {
+    let mut by_name: BTreeMap<String, Device> = inventory
+        .offered(config)
+        .map(|d| (d.name(), slices::device(d, driver)))
+        .collect();
+    for previous in last.iter().filter(|d| held.contains(&d.name)) {
+        by_name.insert(previous.name.clone(), previous.clone());
+    }
+    by_name.into_values().collect()
 }
 
 /// Every device of `slices`, sorted by name: how they are split into
@@ -287,7 +322,7 @@ mod tests {
         let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
         let inv = inventory(Fixture::ConnectX6Dx);
 
-        let first = p.publish(&inv, &config).await.unwrap();
+        let first = p.publish(&inv, &config, &BTreeSet::new()).await.unwrap();
         assert_eq!(
             first,
             PublishOutcome::Published {
@@ -299,7 +334,7 @@ mod tests {
         assert_eq!(api.take_writes(), ["apply node-a-sriov-dra-dev-0"]);
 
         assert_eq!(
-            p.publish(&inv, &config).await.unwrap(),
+            p.publish(&inv, &config, &BTreeSet::new()).await.unwrap(),
             PublishOutcome::Unchanged { generation: 1 }
         );
         assert!(
@@ -310,12 +345,18 @@ mod tests {
         // A new publisher (driver restart) learns the generation from the API.
         let mut restarted = SlicePublisher::new(api.client(), &config, "node-a", None);
         assert_eq!(
-            restarted.publish(&inv, &config).await.unwrap(),
+            restarted
+                .publish(&inv, &config, &BTreeSet::new())
+                .await
+                .unwrap(),
             PublishOutcome::Unchanged { generation: 1 }
         );
 
         let fewer = NodeConfig::parse("selectors: [{pfNames: [\"ens1f0np0\"]}]", "t").unwrap();
-        let out = restarted.publish(&inv, &fewer).await.unwrap();
+        let out = restarted
+            .publish(&inv, &fewer, &BTreeSet::new())
+            .await
+            .unwrap();
         assert_eq!(
             out,
             PublishOutcome::Published {
@@ -328,16 +369,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_vf_in_use_keeps_its_published_attributes() {
+        let api = SliceApi::default();
+        let config = NodeConfig::default();
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+        Fixture::E810.build(dir.path()).unwrap();
+        let before = NodeInventory::discover(dir.path()).unwrap();
+        p.publish(&before, &config, &BTreeSet::new()).await.unwrap();
+        // The VF went into a pod: its netdev left the host.
+        let net = dir.path().join("bus/pci/devices/0000:af:01.0/net");
+        std::fs::remove_dir_all(&net).unwrap();
+        let in_use = NodeInventory::discover(dir.path()).unwrap();
+        let held = BTreeSet::from(["pci-0000-af-01-0".to_string()]);
+        assert_eq!(
+            p.publish(&in_use, &config, &held).await.unwrap(),
+            PublishOutcome::Unchanged { generation: 1 },
+            "a pod start does not bump the pool"
+        );
+        // Released but still without a netdev: now it is published as it is.
+        let out = p.publish(&in_use, &config, &BTreeSet::new()).await.unwrap();
+        assert_eq!(
+            out,
+            PublishOutcome::Published {
+                generation: 2,
+                applied: 1,
+                deleted: 0
+            }
+        );
+        let objects = api.objects.lock().unwrap();
+        let attrs = &objects["node-a-sriov-dra-dev-0"]["spec"]["devices"][0]["attributes"];
+        assert!(attrs.get("sriov.dra.dev/ifName").is_none(), "{attrs}");
+    }
+
+    #[tokio::test]
     async fn slices_the_kubelet_wiped_are_published_again() {
         let api = SliceApi::default();
         let config = NodeConfig::default();
         let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
         let inv = inventory(Fixture::ConnectX6Dx);
-        p.publish(&inv, &config).await.unwrap();
+        p.publish(&inv, &config, &BTreeSet::new()).await.unwrap();
         // No plugin registered for a moment: the kubelet deletes our slices.
         api.objects.lock().unwrap().clear();
         api.take_writes();
-        let out = p.publish(&inv, &config).await.unwrap();
+        let out = p.publish(&inv, &config, &BTreeSet::new()).await.unwrap();
         assert_eq!(
             out,
             PublishOutcome::Published {
@@ -348,7 +423,7 @@ mod tests {
         );
         assert_eq!(api.take_writes(), ["apply node-a-sriov-dra-dev-0"]);
         assert_eq!(
-            p.publish(&inv, &config).await.unwrap(),
+            p.publish(&inv, &config, &BTreeSet::new()).await.unwrap(),
             PublishOutcome::Unchanged { generation: 2 }
         );
     }
@@ -359,7 +434,7 @@ mod tests {
         let config = NodeConfig::default();
         let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
         let inv = inventory(Fixture::ConnectX6Dx);
-        p.publish(&inv, &config).await.unwrap();
+        p.publish(&inv, &config, &BTreeSet::new()).await.unwrap();
         assert!(!p.has_owner());
         p.set_owner(OwnerReference {
             api_version: "v1".into(),
@@ -368,7 +443,7 @@ mod tests {
             uid: "node-uid".into(),
             ..Default::default()
         });
-        let out = p.publish(&inv, &config).await.unwrap();
+        let out = p.publish(&inv, &config, &BTreeSet::new()).await.unwrap();
         assert_eq!(
             out,
             PublishOutcome::Published {
@@ -383,7 +458,7 @@ mod tests {
                 .clone();
         assert_eq!(owner, "node-uid");
         assert_eq!(
-            p.publish(&inv, &config).await.unwrap(),
+            p.publish(&inv, &config, &BTreeSet::new()).await.unwrap(),
             PublishOutcome::Unchanged { generation: 2 }
         );
     }
@@ -394,17 +469,20 @@ mod tests {
         let config = NodeConfig::default();
         let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
         let scale = inventory(Fixture::Scale2048);
-        p.publish(&scale, &config).await.unwrap();
+        p.publish(&scale, &config, &BTreeSet::new()).await.unwrap();
         assert_eq!(api.take_writes().len(), 16);
         let mut restarted = SlicePublisher::new(api.client(), &config, "node-a", None);
         assert_eq!(
-            restarted.publish(&scale, &config).await.unwrap(),
+            restarted
+                .publish(&scale, &config, &BTreeSet::new())
+                .await
+                .unwrap(),
             PublishOutcome::Unchanged { generation: 1 },
             "16 slices read back from the API are the same pool"
         );
 
         let out = p
-            .publish(&inventory(Fixture::ConnectX6Dx), &config)
+            .publish(&inventory(Fixture::ConnectX6Dx), &config, &BTreeSet::new())
             .await
             .unwrap();
         assert_eq!(

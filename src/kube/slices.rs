@@ -58,12 +58,18 @@ pub fn render(
     config: &NodeConfig,
     params: &SliceParams,
 ) -> Vec<ResourceSlice> {
+    let devices = inventory.offered(config).map(|d| device(d, &params.driver));
+    assemble(devices, params)
+}
+
+/// Packs devices, already in order, into the pool's slices.
+pub fn assemble(
+    devices: impl IntoIterator<Item = Device>,
+    params: &SliceParams,
+) -> Vec<ResourceSlice> {
     // Devices are moved into their slice, not cloned: 22 attributes each
     // make a copy of a large node's devices cost as much as building them.
-    let mut devices = inventory
-        .offered(config)
-        .map(|d| device(d, &params.driver))
-        .peekable();
+    let mut devices = devices.into_iter().peekable();
     let mut chunks: Vec<Vec<Device>> = Vec::new();
     while devices.peek().is_some() {
         chunks.push(devices.by_ref().take(MAX_DEVICES_PER_SLICE).collect());

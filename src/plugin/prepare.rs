@@ -210,6 +210,16 @@ impl Preparer {
         store::get(self.ipam.database(), uid)
     }
 
+    /// Names of the devices prepared for a claim in this boot: the slice
+    /// publisher keeps their attributes as they were while they are in use.
+    pub fn held_devices(&self) -> Result<std::collections::BTreeSet<String>, StateError> {
+        Ok(store::list(self.ipam.database())?
+            .into_iter()
+            .filter(|r| r.boot_id == self.boot_id)
+            .flat_map(|r| r.devices.into_iter().map(|d| d.device))
+            .collect())
+    }
+
     /// Records the pods a prepared claim is now reserved for (durably).
     pub fn set_reserved_for(&self, uid: &str, pods: Vec<String>) -> Result<(), StateError> {
         if let Some(mut record) = self.record(uid)? {
