@@ -17,6 +17,7 @@ use axum::routing::get;
 use ipam::Ipam;
 use serde::Serialize;
 
+use crate::blocking::blocking;
 use crate::inventory::NodeInventory;
 use crate::state::{attachments, claims};
 
@@ -67,15 +68,6 @@ fn json<T: Serialize>(result: Result<T, String>) -> Response {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
-}
-
-/// Runs a store or sysfs read on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("read task failed: {e}"))?
 }
 
 async fn inventory(State(s): State<DebugState>) -> Response {

@@ -7,6 +7,7 @@
 
 pub mod apis;
 pub mod attach;
+pub mod blocking;
 pub mod cdi;
 pub mod cli;
 pub mod config;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::apis::Mode;
 use crate::attach::plan::{PreparedDevice, RouteSpec};
 use crate::attach::{Attacher, Attachment};
+use crate::blocking::blocking;
 use crate::kube::claim_status;
 use crate::nri::plugin::{PodHandler, PodSandbox};
 use crate::state::attachments::{self, PodAttachments};
@@ -120,16 +121,6 @@ pub struct PodNetworkHandler<C> {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Runs store and kernel work on the blocking pool: redb commits fsync,
-/// and a tokio worker stuck there stalls the NRI connection itself.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("worker task failed: {e}"))?
-}
-
 impl<C: PodClaims> PodNetworkHandler<C> {
     /// A handler over the state store.
     pub fn new(
@@ -161,6 +152,18 @@ impl<C: PodClaims> PodNetworkHandler<C> {
     async fn record_of(&self, pod_uid: &str) -> Result<Option<PodAttachments>, String> {
         let (store, uid) = (self.store.clone(), pod_uid.to_string());
         blocking(move || attachments::get(store.database(), &uid).map_err(|e| e.to_string())).await
+    }
+
+    async fn save_record(&self, record: &PodAttachments) -> Result<(), String> {
+        let (store, record) = (self.store.clone(), record.clone());
+        blocking(move || attachments::put(store.database(), &record).map_err(|e| e.to_string()))
+            .await
+    }
+
+    async fn drop_record(&self, pod_uid: &str) -> Result<(), String> {
+        let (store, uid) = (self.store.clone(), pod_uid.to_string());
+        blocking(move || attachments::remove(store.database(), &uid).map_err(|e| e.to_string()))
+            .await
     }
 
     async fn claims_of(&self, pod_uid: &str) -> Result<Vec<ClaimRecord>, String> {
@@ -205,12 +208,9 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             netns: netns.clone(),
             attachments: provisional,
         };
-        let (store, intent) = (self.store.clone(), record.clone());
-        blocking(move || attachments::put(store.database(), &intent).map_err(|e| e.to_string()))
-            .await
-            .map_err(|e| {
-                format!("recording the attachment plan failed ({e}); nothing was moved")
-            })?;
+        self.save_record(&record).await.map_err(|e| {
+            format!("recording the attachment plan failed ({e}); nothing was moved")
+        })?;
 
         // The error is rendered on the blocking thread (the runtime only
         // needs its text, and the full error is large), with whether the
@@ -227,25 +227,14 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             Err((e, rolled_back)) => {
                 // Rolled back: the plan describes nothing any more. Not
                 // rolled back: the plan is how Stop or a restart finds them.
-                if rolled_back {
-                    let (store, uid) = (self.store.clone(), pod.uid.clone());
-                    let dropped = blocking(move || {
-                        attachments::remove(store.database(), &uid).map_err(|e| e.to_string())
-                    })
-                    .await;
-                    if let Err(drop_err) = dropped {
-                        warn!(pod = %record.pod, error = %drop_err, "could not drop the attachment plan");
-                    }
+                if rolled_back && let Err(drop_err) = self.drop_record(&pod.uid).await {
+                    warn!(pod = %record.pod, error = %drop_err, "could not drop the attachment plan");
                 }
                 return Err(e);
             }
         };
         record.attachments = attached;
-        let (store, done) = (self.store.clone(), record.clone());
-        if let Err(e) =
-            blocking(move || attachments::put(store.database(), &done).map_err(|e| e.to_string()))
-                .await
-        {
+        if let Err(e) = self.save_record(&record).await {
             // The plan on disk still finds every VF (by PCI address).
             warn!(pod = %record.pod, error = %e, "could not record the final attachment; the plan stands in for it");
         }
@@ -281,9 +270,7 @@ impl<C: PodClaims> PodNetworkHandler<C> {
                 errors.join("; ")
             ));
         }
-        let (store, uid) = (self.store.clone(), record.pod_uid.clone());
-        blocking(move || attachments::remove(store.database(), &uid).map_err(|e| e.to_string()))
-            .await?;
+        self.drop_record(&record.pod_uid).await?;
         for a in &record.attachments {
             info!(pod = %record.pod, claim = %a.claim, device = %a.device, "VF detached");
         }

@@ -10,7 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::StateError;
-use super::claims::commit;
+use super::claims::{commit, store_err};
 use crate::attach::Attachment;
 
 /// Pod UID → JSON [`PodAttachments`].
@@ -32,13 +32,6 @@ pub struct PodAttachments {
     pub netns: PathBuf,
     /// Each attached VF.
     pub attachments: Vec<Attachment>,
-}
-
-fn store_err<E: Into<redb::Error>>(action: &'static str) -> impl FnOnce(E) -> StateError {
-    move |e| StateError::Store {
-        action,
-        source: Box::new(e.into()),
-    }
 }
 
 /// Records a pod's attachments, durable when this returns.
@@ -73,36 +66,58 @@ pub fn remove(db: &Database, pod_uid: &str) -> Result<(), StateError> {
     commit(txn)
 }
 
+/// Decodes a stored record; an unreadable one is reported and passed over,
+/// so it cannot stop every other pod's VFs from attaching or detaching.
+fn decode(pod_uid: &str, bytes: &[u8]) -> Option<PodAttachments> {
+    match serde_json::from_slice(bytes) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::error!(
+                table = "pod_attachments",
+                pod_uid,
+                error = %e,
+                "unreadable pod attachment record in state.redb; its VFs must be checked by hand"
+            );
+            None
+        }
+    }
+}
+
+/// The attachments table, `None` when nothing was ever attached here.
+fn read_table(
+    txn: &redb::ReadTransaction,
+) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StateError> {
+    match txn.open_table(POD_ATTACHMENTS) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(store_err("open pod_attachments")(e)),
+    }
+}
+
 /// Every pod's record.
 pub fn list(db: &Database) -> Result<Vec<PodAttachments>, StateError> {
     let txn = db.begin_read().map_err(store_err("begin read"))?;
-    let table = match txn.open_table(POD_ATTACHMENTS) {
-        Ok(t) => t,
-        // Nothing was ever attached on this node.
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(store_err("open pod_attachments")(e)),
+    let Some(table) = read_table(&txn)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in table.iter().map_err(store_err("list pod attachments"))? {
         let (uid, bytes) = entry.map_err(store_err("read pod attachments"))?;
-        // One unreadable record must not stop every other pod's VFs from
-        // attaching or detaching: it is reported and passed over.
-        match serde_json::from_slice(bytes.value()) {
-            Ok(record) => out.push(record),
-            Err(e) => tracing::error!(
-                table = "pod_attachments",
-                pod_uid = uid.value(),
-                error = %e,
-                "unreadable pod attachment record in state.redb; its VFs must be checked by hand"
-            ),
-        }
+        out.extend(decode(uid.value(), bytes.value()));
     }
     Ok(out)
 }
 
-/// One pod's record, if any.
+/// One pod's record, if any (and readable).
 pub fn get(db: &Database, pod_uid: &str) -> Result<Option<PodAttachments>, StateError> {
-    Ok(list(db)?.into_iter().find(|r| r.pod_uid == pod_uid))
+    let txn = db.begin_read().map_err(store_err("begin read"))?;
+    let Some(table) = read_table(&txn)? else {
+        return Ok(None);
+    };
+    let bytes = table
+        .get(pod_uid)
+        .map_err(store_err("read pod attachments"))?;
+    Ok(bytes.and_then(|b| decode(pod_uid, b.value())))
 }
 
 #[cfg(test)]

@@ -144,7 +144,10 @@ pub enum StateError {
     },
 }
 
-fn store_err<E: Into<redb::Error>>(action: &'static str) -> impl FnOnce(E) -> StateError {
+/// Maps a redb error into [`StateError::Store`] naming `action`.
+pub(super) fn store_err<E: Into<redb::Error>>(
+    action: &'static str,
+) -> impl FnOnce(E) -> StateError {
     move |e| StateError::Store {
         action,
         source: Box::new(e.into()),
