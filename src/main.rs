@@ -26,7 +26,8 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         node_name: Option<String>,
     },
-    /// Inspect and repair the address store (read-only while the driver runs).
+    /// Inspect and repair the address store while the driver is stopped (while
+    /// it runs, read the same data from its debug API).
     Ipam(cli::ipam::IpamArgs),
     /// Write a built-in fixture node's sysfs tree into a directory, to use
     /// with `--sysfs-root` (development and lab dry runs).
