@@ -10,9 +10,10 @@ use hw_tests::iproute::IpLinkReader;
 use hw_tests::sim::{DriverProfile, SimulatedPf};
 use hw_tests::sim_sysfs::SimSysfs;
 use sriov::PciAddress;
-use sriov::bind::{DriverBinder, FsSysfsWriter, RecordingSysfsWriter};
+use sriov::bind::{DriverBinder, FsSysfsWriter};
 use sriov::fixture::Fixture;
 use sriov::netlink::RouteSocket;
+use sriov::testing::RecordingSysfsWriter;
 use sriov::vf_config::VfTarget;
 
 /// Checks PF-side VF settings, vfio binding and VF creation on a real NIC.

@@ -6,7 +6,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sriov::bind::{RecordingSysfsWriter, SysfsWriter};
+use sriov::bind::SysfsWriter;
+use sriov::testing::RecordingSysfsWriter;
 
 /// Kernel-like writes on a fixture tree.
 pub struct SimSysfs {

@@ -11,5 +11,7 @@
 
 pub mod inventory;
 pub mod netlink;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use inventory::{LinkLayer, RdmaDevice, RdmaError, RdmaPort, for_pci_device, scan};

@@ -6,18 +6,19 @@
 //! Messages are encoded by hand ([`wire`]): the RDMA family has no header
 //! of its own, only `nlmsghdr` and attributes, and `netlink-packet-route`
 //! does not know it. Every request goes through [`RdmaTransport`]: the real
-//! [`RdmaSocket`] talks to the kernel, [`RecordingRdma`] records requests
-//! and answers from a script, so callers are tested without RDMA hardware.
+//! [`RdmaSocket`] talks to the kernel over the netlink socket layer shared
+//! with rtnetlink (`sriov::netlink::channel`), and
+//! `rdma::testing::RecordingRdma` (with the `test-support` feature) records
+//! requests and answers from a script, so callers are tested without RDMA
+//! hardware.
 
 mod error;
 pub mod nldev;
-mod recording;
 mod socket;
 pub mod wire;
 
 pub use error::RdmaNetlinkError;
 pub use nldev::{NetnsMode, device_index, find_device, move_to_netns, netns_mode};
-pub use recording::{RecordedRdmaRequest, RecordingRdma};
 pub use socket::RdmaSocket;
 pub use wire::{NldevReply, NldevRequest, RequestAttribute};
 

@@ -15,7 +15,7 @@ use sriov::netlink::link::{self, LinkFacts};
 use sriov::netlink::{NetlinkError, RouteTransport, address, route};
 
 use super::find;
-use super::plan::{self, AttachStep, DetachStep, HostState, MacAddress, PreparedDevice};
+use super::plan::{self, AttachStep, DetachStep, HostState, MacAddress, PodDevice};
 use super::{AttachCause, AttachError, Attachment, DetachError};
 
 /// The two namespaces as open files: the pod's, target of the move in, and
@@ -60,7 +60,7 @@ pub(super) fn attach_with(
     mut rdma: Option<RdmaSides<'_>>,
     fds: NetnsFds,
     sysfs_root: &Path,
-    device: &PreparedDevice,
+    device: &PodDevice,
     name: &str,
     netns: &Path,
 ) -> Result<Attachment, AttachError> {
@@ -427,9 +427,10 @@ fn flush(
 mod tests {
     use super::*;
     use crate::attach::plan::RouteSpec;
-    use crate::attach::test_support::{Journal, link_reply, stand_in_tree};
-    use rdma::netlink::{NldevReply, RecordingRdma, nldev};
-    use sriov::netlink::RecordingTransport;
+    use crate::testing::netns::{Journal, link_reply, stand_in_tree};
+    use rdma::netlink::{NldevReply, nldev};
+    use rdma::testing::RecordingRdma;
+    use sriov::testing::RecordingTransport;
 
     const HOST_MAC: [u8; 6] = [2, 0xaa, 0, 0, 0, 3];
     const FDS: NetnsFds = NetnsFds { host: 3, pod: 4 };
@@ -438,8 +439,8 @@ mod tests {
         "0000:3b:02.1".parse().unwrap()
     }
 
-    fn device() -> PreparedDevice {
-        PreparedDevice {
+    fn device() -> PodDevice {
+        PodDevice {
             claim: "telco/fronthaul".into(),
             device: "pci-0000-3b-02-1".into(),
             pci_address: pci(),
@@ -558,8 +559,8 @@ mod tests {
         );
     }
 
-    fn exclusive() -> PreparedDevice {
-        PreparedDevice {
+    fn exclusive() -> PodDevice {
+        PodDevice {
             rdma_exclusive: true,
             ..device()
         }
@@ -928,7 +929,7 @@ mod tests {
     fn invalid_config_touches_nothing() {
         let tree = stand_in_tree(&[(pci(), Some("ens1f0v3"))]);
         let (mut host, mut pod) = (RecordingTransport::new(), RecordingTransport::new());
-        let bad = PreparedDevice {
+        let bad = PodDevice {
             mtu: Some(20),
             ..device()
         };

@@ -148,8 +148,8 @@ pub fn find_in_pod(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attach::test_support::{link_reply, stand_in_tree};
-    use sriov::netlink::RecordingTransport;
+    use crate::testing::netns::{link_reply, stand_in_tree};
+    use sriov::testing::RecordingTransport;
 
     #[test]
     fn host_names_come_from_the_pci_devices_net_directory() {

@@ -13,6 +13,8 @@ pub mod netlink;
 pub mod pci;
 pub mod policy;
 pub mod sysfs;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod vf_config;
 
 pub use inventory::{Inventory, InventoryError, PciFunction, Role, scan};

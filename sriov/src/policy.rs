@@ -314,7 +314,7 @@ pub fn apply_num_vfs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bind::RecordingSysfsWriter;
+    use crate::testing::RecordingSysfsWriter;
     use std::fs;
     use std::os::unix::fs::symlink;
 

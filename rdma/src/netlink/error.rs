@@ -1,45 +1,18 @@
 //! Errors of the RDMA netlink client, each naming the operation (and so
 //! the device) it was working on.
 
-use std::io;
-
-use sriov::netlink::errno_name;
+use sriov::netlink::NetlinkError;
 
 /// Why an RDMA netlink request failed.
+///
+/// The socket, the kernel's verdict and bad replies are the failures every
+/// netlink family shares ([`NetlinkError`], which names the RDMA socket and
+/// says when the kernel has no RDMA core); only a missing device is ours.
 #[derive(Debug, thiserror::Error)]
 pub enum RdmaNetlinkError {
-    /// The socket itself failed (open, bind, send, receive).
-    #[error(
-        "{op}: {action} the RDMA netlink socket failed: {source}{}",
-        no_rdma_hint(source)
-    )]
-    Io {
-        /// What the caller was doing.
-        op: String,
-        /// Which socket step failed, e.g. "creating".
-        action: &'static str,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel answered the request with an errno.
-    #[error("{op}: the kernel answered {} ({}){}", errno_name(*.errno), io::Error::from_raw_os_error(*.errno), .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Kernel {
-        /// What the caller was doing.
-        op: String,
-        /// Positive errno, e.g. 95 for EOPNOTSUPP.
-        errno: i32,
-        /// The kernel's extended-ack text, when it sent one.
-        message: Option<String>,
-    },
-    /// A reply could not be decoded or lacked what the request asks for.
-    #[error("{op}: bad reply from the kernel: {detail}")]
-    Protocol {
-        /// What the caller was doing.
-        op: String,
-        /// What was wrong with the reply.
-        detail: String,
-    },
+    /// The socket failed, the kernel refused, or a reply was bad.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     /// No RDMA device of that name is visible in the socket's namespace.
     #[error("{op}: no RDMA device {device} in this network namespace")]
     NoSuchDevice {
@@ -55,35 +28,25 @@ impl RdmaNetlinkError {
     /// device that is not there).
     pub fn errno(&self) -> Option<i32> {
         match self {
-            RdmaNetlinkError::Kernel { errno, .. } => Some(*errno),
-            RdmaNetlinkError::Io { source, .. } => source.raw_os_error(),
-            RdmaNetlinkError::Protocol { .. } => None,
+            RdmaNetlinkError::Netlink(e) => e.errno(),
             RdmaNetlinkError::NoSuchDevice { .. } => Some(libc::ENODEV),
         }
-    }
-}
-
-/// `socket(AF_NETLINK, .., NETLINK_RDMA)` gives `EPROTONOSUPPORT` when no
-/// RDMA core (`ib_core`) is in the kernel: say so, it is the usual case.
-fn no_rdma_hint(source: &io::Error) -> &'static str {
-    if source.raw_os_error() == Some(libc::EPROTONOSUPPORT) {
-        " (the kernel has no RDMA subsystem: is ib_core loaded?)"
-    } else {
-        ""
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::wire::FAMILY;
+    use std::io;
 
     #[test]
     fn kernel_error_names_operation_errno_and_ext_ack() {
-        let err = RdmaNetlinkError::Kernel {
+        let err = RdmaNetlinkError::from(NetlinkError::Kernel {
             op: "moving RDMA device mlx5_3 (index 4) to netns fd 7".into(),
             errno: libc::EEXIST,
             message: Some("Device name already exists in the target net namespace".into()),
-        };
+        });
         let text = err.to_string();
         assert!(
             text.starts_with(
@@ -97,11 +60,12 @@ mod tests {
 
     #[test]
     fn a_kernel_without_rdma_is_named_as_such() {
-        let err = RdmaNetlinkError::Io {
+        let err = RdmaNetlinkError::from(NetlinkError::Io {
             op: "opening the RDMA netlink socket".into(),
+            family: FAMILY,
             action: "creating",
             source: io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
-        };
+        });
         assert!(
             err.to_string()
                 .ends_with("(the kernel has no RDMA subsystem: is ib_core loaded?)"),

@@ -10,6 +10,8 @@
 use std::fmt;
 use std::os::fd::RawFd;
 
+use sriov::netlink::NetlinkError;
+
 use super::wire::{
     NldevReply, NldevRequest, RDMA_NLDEV_ATTR_DEV_INDEX, RDMA_NLDEV_ATTR_DEV_NAME,
     RDMA_NLDEV_CMD_GET, RDMA_NLDEV_CMD_SET, RDMA_NLDEV_CMD_SYS_GET, RDMA_NLDEV_NET_NS_FD,
@@ -71,7 +73,7 @@ pub fn set_netns_request(index: u32, netns_fd: RawFd) -> NldevRequest {
 
 impl NldevReply {
     /// A device as a `RDMA_NLDEV_CMD_GET` dump reports it (index and name
-    /// only), for scripting [`super::RecordingRdma`].
+    /// only), for scripting `rdma::testing::RecordingRdma`.
     pub fn device(index: u32, name: &str) -> Self {
         let mut name = name.as_bytes().to_vec();
         name.push(0);
@@ -110,10 +112,11 @@ pub fn find_device(
         }
         return match reply.u32(RDMA_NLDEV_ATTR_DEV_INDEX) {
             Some(index) => Ok(Some(index)),
-            None => Err(RdmaNetlinkError::Protocol {
+            None => Err(NetlinkError::Protocol {
                 op,
                 detail: format!("device {name} came without RDMA_NLDEV_ATTR_DEV_INDEX"),
-            }),
+            }
+            .into()),
         };
     }
     Ok(None)
@@ -143,10 +146,11 @@ pub fn netns_mode(
     {
         Some(0) => Ok(NetnsMode::Exclusive),
         Some(_) => Ok(NetnsMode::Shared),
-        None => Err(RdmaNetlinkError::Protocol {
+        None => Err(NetlinkError::Protocol {
             op: op.to_string(),
             detail: "no RDMA_NLDEV_SYS_ATTR_NETNS_MODE in the reply".into(),
-        }),
+        }
+        .into()),
     }
 }
 
@@ -169,8 +173,8 @@ pub fn move_to_netns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::RecordingRdma;
     use crate::netlink::wire::{Body, Message, decode_messages};
+    use crate::testing::RecordingRdma;
 
     // Byte-for-byte, derived by hand from the kernel headers:
     // nlmsghdr = len u32, type u16, flags u16, seq u32, pid u32 (host

@@ -17,8 +17,19 @@
 //! `RDMA_NLDEV_SYS_ATTR_NETNS_MODE` = 66 (u8), `RDMA_NLDEV_NET_NS_FD` = 68
 //! (u32).
 
+use sriov::netlink::NetlinkFamily;
+use sriov::netlink::channel::{self, NLMSG_HDRLEN, ext_ack_message, split_datagram};
+
 /// `NETLINK_RDMA` (include/uapi/linux/netlink.h): 20.
 pub const NETLINK_RDMA: isize = 20;
+/// `NETLINK_RDMA` as the shared netlink socket layer opens it and names it
+/// in errors. Without an RDMA core (`ib_core`) the kernel refuses the
+/// socket with `EPROTONOSUPPORT`, the usual case on a node without RDMA.
+pub const FAMILY: NetlinkFamily = NetlinkFamily {
+    protocol: NETLINK_RDMA,
+    name: "RDMA netlink",
+    unsupported_hint: Some("the kernel has no RDMA subsystem: is ib_core loaded?"),
+};
 /// `RDMA_NL_NLDEV`, the "RDMA device interface" netlink client: 5.
 pub const RDMA_NL_NLDEV: u16 = 5;
 /// `RDMA_NLDEV_CMD_GET`: one device by index, or all of them as a dump: 1.
@@ -42,19 +53,12 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 /// `NLM_F_DUMP` = `NLM_F_ROOT | NLM_F_MATCH`.
 const NLM_F_DUMP: u16 = 0x300;
-/// `NLM_F_CAPPED`: an error echoes only the request's header.
-const NLM_F_CAPPED: u16 = 0x100;
-/// `NLM_F_ACK_TLVS`: extended-ack attributes follow the echoed request.
-const NLM_F_ACK_TLVS: u16 = 0x200;
 /// `NLMSG_NOOP`, `NLMSG_ERROR`, `NLMSG_DONE`, `NLMSG_OVERRUN`.
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_OVERRUN: u16 = 4;
-/// `NLMSGERR_ATTR_MSG`: the kernel's error text in an extended ack.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-/// `sizeof(struct nlmsghdr)` and `sizeof(struct nlattr)`.
-const NLMSG_HDRLEN: usize = 16;
+/// `sizeof(struct nlattr)`.
 const NLA_HDRLEN: usize = 4;
 /// `NLA_TYPE_MASK`: the type without `NLA_F_NESTED` / `NLA_F_NET_BYTEORDER`.
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -163,34 +167,12 @@ pub fn encode_request(request: &NldevRequest, seq: u32) -> Vec<u8> {
     buf
 }
 
-/// What one message of a reply datagram says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
-    /// `NLMSG_ERROR`: `errno` 0 is the ACK, else the negative errno.
-    Error {
-        /// As the kernel sent it: 0 or a negative errno.
-        errno: i32,
-        /// The extended-ack text, if any.
-        message: Option<String>,
-    },
-    /// `NLMSG_DONE`, ending a dump, with the dump's own error (0: none).
-    Done(i32),
-    /// `NLMSG_NOOP`: nothing.
-    Noop,
-    /// `NLMSG_OVERRUN`: data was lost.
-    Overrun,
-    /// An nldev message.
-    Reply(NldevReply),
-}
+/// What one message of a reply datagram says: the shared socket layer's
+/// [`channel::Body`] with nldev replies.
+pub type Body = channel::Body<NldevReply>;
 
 /// One decoded message and the sequence number it answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// `nlmsg_seq`.
-    pub seq: u32,
-    /// Its content.
-    pub body: Body,
-}
+pub type Message = channel::Message<NldevReply>;
 
 fn read_u16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -217,37 +199,14 @@ fn parse_attributes(mut rest: &[u8]) -> Result<Vec<(u16, Vec<u8>)>, String> {
     Ok(out)
 }
 
-fn ext_ack_message(flags: u16, after_errno: &[u8]) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let skip = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        align4(read_u32(after_errno, 0)? as usize)
-    };
-    let tlvs = parse_attributes(after_errno.get(skip..)?).ok()?;
-    let (_, text) = tlvs.into_iter().find(|(k, _)| *k == NLMSGERR_ATTR_MSG)?;
-    let text = text.split(|b| *b == 0).next().unwrap_or_default();
-    Some(String::from_utf8_lossy(text).into_owned())
-}
-
 /// Splits a datagram into its netlink messages and decodes each.
 pub fn decode_messages(buf: &[u8]) -> Result<Vec<Message>, String> {
     let mut out = Vec::new();
-    let mut rest = buf;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = read_u32(rest, 0).unwrap_or_default() as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(format!(
-                "message length {len} does not fit the {} bytes left",
-                rest.len()
-            ));
-        }
-        let kind = read_u16(rest, 4).unwrap_or_default();
-        let flags = read_u16(rest, 6).unwrap_or_default();
-        let seq = read_u32(rest, 8).unwrap_or_default();
-        let payload = &rest[NLMSG_HDRLEN..len];
+    for message in split_datagram(buf)? {
+        let kind = read_u16(message, 4).unwrap_or_default();
+        let flags = read_u16(message, 6).unwrap_or_default();
+        let seq = read_u32(message, 8).unwrap_or_default();
+        let payload = message.get(NLMSG_HDRLEN..).unwrap_or_default();
         let body = match kind {
             NLMSG_ERROR => {
                 let errno =
@@ -267,7 +226,6 @@ pub fn decode_messages(buf: &[u8]) -> Result<Vec<Message>, String> {
             }),
         };
         out.push(Message { seq, body });
-        rest = rest.get(align4(len)..).unwrap_or_default();
     }
     Ok(out)
 }
@@ -331,6 +289,9 @@ mod tests {
             }
         );
     }
+
+    /// `NLMSGERR_ATTR_MSG`: the kernel's error text in an extended ack.
+    const NLMSGERR_ATTR_MSG: u16 = 1;
 
     #[test]
     fn decodes_an_error_with_extended_ack_text() {

@@ -136,7 +136,7 @@ pub fn dump_addresses(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::RecordingTransport;
+    use crate::testing::RecordingTransport;
     use std::net::Ipv6Addr;
 
     #[test]

@@ -1,19 +1,29 @@
-//! Errors of the rtnetlink client, each naming the operation it was doing.
+//! Errors of every netlink family's requests, each naming the operation it
+//! was doing.
 
 use std::io;
 
-/// Why an rtnetlink request failed.
+use super::channel::NetlinkFamily;
+
+/// Why a netlink request failed, in any family (rtnetlink, RDMA netlink).
 ///
 /// Every variant carries the caller's description of the operation, so a log
 /// line says what was attempted ("set vlan on VF 3 of ens1f0"), not just
-/// "Invalid argument".
+/// "Invalid argument". One type for every family, because the socket, the
+/// kernel's verdict and a bad reply are the same things in each.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     /// The socket itself failed (open, bind, send, receive).
-    #[error("{op}: {action} the rtnetlink socket failed: {source}")]
+    #[error(
+        "{op}: {action} the {} socket failed: {source}{}",
+        family.name,
+        family.hint_for(source)
+    )]
     Io {
         /// What the caller was doing.
         op: String,
+        /// Whose socket: its name (and hint) goes into the message.
+        family: NetlinkFamily,
         /// Which socket step failed, e.g. "sending on".
         action: &'static str,
         /// The OS error.
@@ -103,6 +113,22 @@ mod tests {
         assert!(text.starts_with("set trust on VF 0 of ens1f0: the kernel answered EOPNOTSUPP ("));
         assert!(text.ends_with("): VF trust not supported"));
         assert_eq!(err.errno(), Some(95));
+    }
+
+    #[test]
+    fn socket_error_names_the_family_and_the_step() {
+        let err = NetlinkError::Io {
+            op: "opening rtnetlink socket".into(),
+            family: NetlinkFamily::ROUTE,
+            action: "creating",
+            source: io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
+        };
+        assert_eq!(
+            err.to_string(),
+            "opening rtnetlink socket: creating the rtnetlink socket failed: \
+             Protocol not supported (os error 93)"
+        );
+        assert_eq!(err.errno(), Some(libc::EPROTONOSUPPORT));
     }
 
     #[test]

@@ -216,16 +216,11 @@ pub fn dump_links(
 mod tests {
     use super::*;
     use crate::netlink::{RouteSocket, RouteTransport};
+    use crate::testing::have_root;
 
     #[test]
     fn veth_create_and_delete_round_trip() {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("\n!!!!! veth_create_and_delete_round_trip: NOT RUN, needs root !!!!!\n");
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "must run as root in CI"
-            );
+        if !have_root("veth_create_and_delete_round_trip") {
             return;
         }
         let name = format!("svl{}", std::process::id() % 100_000);
@@ -266,17 +261,12 @@ mod kernel_tests {
     use crate::netlink::address::{ADD_EXCLUSIVE, dump_addresses, new_address_message};
     use crate::netlink::route::{self, dump_routes, new_route_message};
     use crate::netlink::{RouteSocket, address};
+    use crate::testing::have_root;
     use netlink_packet_route::route::RouteScope;
 
     #[test]
     fn macvlan_takes_mtu_mac_name_addresses_and_a_route() {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("\n!!!!! macvlan_takes_...: NOT RUN, needs root !!!!!\n");
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "must run as root in CI"
-            );
+        if !have_root("macvlan_takes_mtu_mac_name_addresses_and_a_route") {
             return;
         }
         let tag = std::process::id() % 100_000;

@@ -1,9 +1,10 @@
 //! The project's one synchronous rtnetlink (NETLINK_ROUTE) client.
 //!
 //! Every kernel request goes through [`RouteTransport`]: the real
-//! [`RouteSocket`] talks to the kernel, [`RecordingTransport`] records the
-//! requests and answers from a script so that callers (VF configuration now;
-//! link moves, renames, addresses and routes later) are tested without root.
+//! [`RouteSocket`] talks to the kernel over the socket layer every netlink
+//! family shares ([`channel`]), and `crate::testing::RecordingTransport`
+//! (with the `test-support` feature) records the requests and answers from
+//! a script so that callers are tested without root.
 //! Requests always carry `NLM_F_ACK`, so each one ends with the kernel's
 //! verdict, and a refusal becomes a [`NetlinkError::Kernel`] naming the
 //! operation and the errno. Dumps (`NLM_F_DUMP` in `extra_flags`) return
@@ -12,15 +13,15 @@
 //! [`RouteTransport::request`]; nothing here needs to change for them.
 
 pub mod address;
+pub mod channel;
 mod error;
 pub mod link;
-mod recording;
 pub mod route;
-pub mod socket;
+mod socket;
 mod wire;
 
+pub use channel::NetlinkFamily;
 pub use error::{NetlinkError, errno_name};
-pub use recording::{RecordedRequest, RecordingTransport};
 pub use socket::RouteSocket;
 pub use wire::{decode_messages, encode_request};
 

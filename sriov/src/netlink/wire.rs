@@ -2,19 +2,11 @@
 //! the real socket and the tests.
 
 use netlink_packet_core::{
-    ErrorMessage, NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
-/// `NLM_F_CAPPED` (include/uapi/linux/netlink.h): the error echoes only the
-/// request's header, not its payload.
-const NLM_F_CAPPED: u16 = 0x100;
-/// `NLM_F_ACK_TLVS`: extended-ack attributes follow the echoed request.
-const NLM_F_ACK_TLVS: u16 = 0x200;
-/// `NLMSGERR_ATTR_MSG`: the kernel's human-readable error string.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-/// `sizeof(struct nlmsghdr)`.
-const NLMSG_HDRLEN: usize = 16;
+use super::channel::{Body, Message, ext_ack_message, split_datagram};
 
 /// Serialises one request with `NLM_F_REQUEST | NLM_F_ACK | extra_flags`.
 pub fn encode_request(request: RouteNetlinkMessage, extra_flags: u16, seq: u32) -> Vec<u8> {
@@ -30,52 +22,37 @@ pub fn encode_request(request: RouteNetlinkMessage, extra_flags: u16, seq: u32) 
 
 /// Splits a datagram into its netlink messages and decodes each.
 pub fn decode_messages(buf: &[u8]) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>, String> {
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(format!(
-                "message length {len} does not fit the {} bytes left",
-                rest.len()
-            ));
-        }
-        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
-            .map_err(|e| e.to_string())?;
-        out.push(msg);
-        let aligned = (len + 3) & !3;
-        rest = rest.get(aligned..).unwrap_or_default();
-    }
-    Ok(out)
+    split_datagram(buf)?
+        .into_iter()
+        .map(|bytes| {
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
-/// The kernel's extended-ack text of an `NLMSG_ERROR`, if it carries one.
-pub(crate) fn ext_ack_message(outer_flags: u16, err: &ErrorMessage) -> Option<String> {
-    if outer_flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let echoed = &err.header;
-    let skip = if outer_flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        let len = echoed.get(0..4)?;
-        u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize
+/// Decodes a datagram for the request loop: each message as a
+/// [`Message`] of the shared socket layer.
+pub(crate) fn decode_replies(buf: &[u8]) -> Result<Vec<Message<RouteNetlinkMessage>>, String> {
+    Ok(decode_messages(buf)?.into_iter().map(classify).collect())
+}
+
+fn classify(message: NetlinkMessage<RouteNetlinkMessage>) -> Message<RouteNetlinkMessage> {
+    let flags = message.header.flags;
+    let body = match message.payload {
+        NetlinkPayload::Error(err) => Body::Error {
+            errno: err.code.map_or(0, |code| code.get()),
+            message: ext_ack_message(flags, &err.header),
+        },
+        NetlinkPayload::Done(done) => Body::Done(done.code),
+        NetlinkPayload::InnerMessage(inner) => Body::Reply(inner),
+        NetlinkPayload::Noop => Body::Noop,
+        NetlinkPayload::Overrun(_) => Body::Overrun,
+        other => Body::Unexpected(format!("{other:?}")),
     };
-    let mut tlvs = echoed.get(skip..)?;
-    while tlvs.len() >= 4 {
-        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
-        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
-        if len < 4 || len > tlvs.len() {
-            return None;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = &tlvs[4..len];
-            let text = text.split(|b| *b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        tlvs = tlvs.get((len + 3) & !3..).unwrap_or_default();
+    Message {
+        seq: message.header.sequence_number,
+        body,
     }
-    None
 }
 
 #[cfg(test)]
@@ -122,8 +99,18 @@ mod tests {
         };
         assert_eq!(err.raw_code(), -95);
         assert_eq!(
-            ext_ack_message(msgs[0].header.flags, err).as_deref(),
+            ext_ack_message(msgs[0].header.flags, &err.header).as_deref(),
             Some("no VFs")
+        );
+        assert_eq!(
+            decode_replies(&buf).unwrap(),
+            [Message {
+                seq: 7,
+                body: Body::Error {
+                    errno: -95,
+                    message: Some("no VFs".into())
+                }
+            }]
         );
     }
 

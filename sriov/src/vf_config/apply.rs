@@ -291,7 +291,7 @@ pub fn restore(t: &mut impl RouteTransport, record: &VfConfigRecord) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::RecordingTransport;
+    use crate::testing::RecordingTransport;
     use crate::vf_config::settings::{LinkState, VfSettingsRequest};
     use netlink_packet_route::link::{
         LinkAttribute, LinkMessage, LinkVfInfo, VfInfo, VfInfoMac, VfInfoTrust,
@@ -466,19 +466,7 @@ mod tests {
     mod kernel {
         use super::*;
         use crate::netlink::{RouteSocket, link};
-
-        fn is_root(test: &str) -> bool {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            if unsafe { libc::geteuid() } == 0 {
-                return true;
-            }
-            eprintln!("\n!!!!! {test}: NOT RUN, needs root to create a veth pair !!!!!\n");
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test} must run as root in CI"
-            );
-            false
-        }
+        use crate::testing::have_root;
 
         /// A veth pair, made through our own rtnetlink client, deleted when
         /// dropped.
@@ -506,7 +494,7 @@ mod tests {
 
         #[test]
         fn veth_refuses_a_vf_setting_and_the_error_names_vf_setting_and_errno() {
-            if !is_root("veth_refuses_a_vf_setting") {
+            if !have_root("veth_refuses_a_vf_setting") {
                 return;
             }
             let veth = Veth::new("a");
@@ -543,7 +531,7 @@ mod tests {
 
         #[test]
         fn reading_vfs_of_a_link_without_sriov_reports_zero_vfs() {
-            if !is_root("reading_vfs_of_a_link_without_sriov") {
+            if !have_root("reading_vfs_of_a_link_without_sriov") {
                 return;
             }
             let veth = Veth::new("b");
@@ -564,7 +552,7 @@ mod tests {
 
         #[test]
         fn a_missing_pf_is_a_read_error_naming_it() {
-            if !is_root("a_missing_pf_is_a_read_error") {
+            if !have_root("a_missing_pf_is_a_read_error") {
                 return;
             }
             let mut socket = RouteSocket::new().unwrap();

@@ -1,12 +1,11 @@
-//! A scripted transport for tests: records each request, answers from a
+//! A scripted rtnetlink transport: records each request, answers from a
 //! queue, and acknowledges everything once the queue is empty.
 
 use std::collections::VecDeque;
 
 use netlink_packet_route::RouteNetlinkMessage;
 
-use super::wire::encode_request;
-use super::{NetlinkError, RouteTransport};
+use crate::netlink::{NetlinkError, RouteTransport, encode_request};
 
 /// One request as the caller sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +25,8 @@ impl RecordedRequest {
     }
 }
 
-/// A [`RouteTransport`] that records requests and plays back answers.
+/// A [`RouteTransport`] that records requests and plays back answers, so
+/// callers of rtnetlink are tested without root or a kernel.
 #[derive(Debug, Default)]
 pub struct RecordingTransport {
     /// Every request in the order it was sent.

@@ -1,10 +1,16 @@
-//! A scripted transport for tests: records each request, answers from a
-//! queue, and acknowledges everything once the queue is empty.
+//! Test doubles for this crate's kernel interface: a scripted RDMA netlink
+//! transport that records each request, answers from a queue, and
+//! acknowledges everything once the queue is empty.
+//!
+//! Built only for tests and with the `test-support` feature, so a release
+//! build carries none of it.
 
 use std::collections::VecDeque;
 
-use super::wire::{NldevReply, NldevRequest, encode_request};
-use super::{RdmaNetlinkError, RdmaTransport};
+use sriov::netlink::NetlinkError;
+
+use crate::netlink::wire::{NldevReply, NldevRequest, encode_request};
+use crate::netlink::{RdmaNetlinkError, RdmaTransport};
 
 /// One request as the caller sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +28,8 @@ impl RecordedRdmaRequest {
     }
 }
 
-/// An [`RdmaTransport`] that records requests and plays back answers.
+/// An [`RdmaTransport`] that records requests and plays back answers, so
+/// callers are tested without RDMA hardware.
 #[derive(Debug, Default)]
 pub struct RecordingRdma {
     /// Every request in the order it was sent.
@@ -67,11 +74,12 @@ impl RdmaTransport for RecordingRdma {
         match self.answers.pop_front() {
             None => Ok(Vec::new()),
             Some(Ok(replies)) => Ok(replies),
-            Some(Err(errno)) => Err(RdmaNetlinkError::Kernel {
+            Some(Err(errno)) => Err(NetlinkError::Kernel {
                 op: op.to_string(),
                 errno,
                 message: None,
-            }),
+            }
+            .into()),
         }
     }
 }
