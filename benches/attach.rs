@@ -3,7 +3,7 @@
 //! pod netns, rename it, add one IPv4 address, bring it up; and back).
 //!
 //! Needs root. A macvlan on a host-resident veth end plays the VF for both.
-//! Run with `cargo bench --bench attach`; target: ours ≥ 10× faster.
+//! Run with `cargo bench --features test-support --bench attach`; target: ours ≥ 10× faster.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,33 +11,25 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sriov::PciAddress;
-use sriov::fixture::{DeviceSpec, NetdevSpec, TreeBuilder};
-use sriov::netlink::link::{self, CREATE_EXCLUSIVE};
+use sriov::netlink::link;
 use sriov::netlink::{RouteSocket, RouteTransport};
 use sriov_dra::attach::Attacher;
 use sriov_dra::attach::find;
 use sriov_dra::attach::netns::{self, PinnedNetns};
-use sriov_dra::attach::plan::PreparedDevice;
+use sriov_dra::attach::plan::PodDevice;
+use sriov_dra::testing::netns::{StandIn, have_root, stand_in_tree};
 
 const OURS_RUNS: usize = 300;
 const CNI_RUNS: usize = 40;
 const CNI_DIR: &str = "/usr/lib/cni";
 
 fn main() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("\n!!!!! attach benchmark: NOT RUN, needs root (network namespaces) !!!!!\n");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the attach benchmark must run as root in CI"
-        );
+    if !have_root("attach benchmark (network namespaces)") {
         return;
     }
-    let tag = std::process::id() % 100_000;
-    let vf = StandIn::new(tag);
+    let vf = StandIn::new(&mut RouteSocket::new().expect("rtnetlink socket"));
     let pci = PciAddress::new(0, 0x3b, 2, 0).expect("valid address");
-    let tree = tempfile::tempdir_in(sriov::fixture::scratch_base()).expect("temp dir");
-    fixture(tree.path(), pci, &vf.name);
+    let tree = stand_in_tree(&[(pci, Some(&vf.name))]);
     let ns_dir = tempfile::tempdir().expect("temp dir");
     let pod = PinnedNetns::create(&ns_dir.path().join("pod")).expect("pod netns");
 
@@ -160,7 +152,7 @@ fn overhead(what: &str, ours: &[Duration], reference: &[Duration], floor: &[Dura
 
 fn ours(sysfs: &Path, pci: PciAddress, netns: &Path) -> (Vec<Duration>, Vec<Duration>) {
     let attacher = Attacher::new(sysfs);
-    let device = PreparedDevice {
+    let device = PodDevice {
         claim: "bench/claim".into(),
         device: pci.device_name(),
         pci_address: pci,
@@ -262,72 +254,4 @@ fn ratio(what: &str, ours: &[Duration], reference: &[Duration]) {
     println!(
         "{what}: sriov-dra is {r:.1}x faster than host-device+host-local ({verdict} the 10x target)"
     );
-}
-
-fn fixture(root: &Path, pci: PciAddress, netdev: &str) {
-    let mut tree = TreeBuilder::new(root).expect("fixture root");
-    tree.device(&DeviceSpec {
-        address: pci,
-        parent: "pci0000:3a/0000:3a:00.0".into(),
-        ids: (0x15b3, 0x101e),
-        subsystem: (0x15b3, 0x0016),
-        class: 0x020000,
-        driver: Some("mlx5_core".into()),
-        numa_node: 0,
-        iommu_group: None,
-        total_vfs: None,
-        netdev: Some(NetdevSpec {
-            name: netdev.to_string(),
-            mac: "02:00:00:00:00:00".into(),
-            mtu: 1500,
-            speed: None,
-            operstate: "down",
-            arp_type: 1,
-            phys_port_name: None,
-            eswitch_mode: None,
-        }),
-        virtio_index: None,
-        rdma: None,
-    })
-    .expect("fixture device");
-}
-
-/// The stand-in VF: a macvlan on a veth end that stays in the host, so it
-/// survives every move; deleted with its parent on drop.
-struct StandIn {
-    name: String,
-    parent: String,
-}
-
-impl StandIn {
-    fn new(tag: u32) -> StandIn {
-        let (name, parent) = (format!("bv{tag}"), format!("bp{tag}"));
-        let mut host = RouteSocket::new().expect("rtnetlink socket");
-        host.request(
-            "parent",
-            link::new_veth_message(&parent, &format!("bq{tag}")),
-            CREATE_EXCLUSIVE,
-        )
-        .expect("create veth parent");
-        let p = link::get_link(&mut host, "parent", link::get_link_by_name_message(&parent))
-            .expect("read parent")
-            .expect("parent exists");
-        host.request("parent up", link::set_up_message(p.index, true), 0)
-            .expect("parent up");
-        host.request(
-            "vf",
-            link::new_macvlan_message(&name, p.index),
-            CREATE_EXCLUSIVE,
-        )
-        .expect("create macvlan");
-        StandIn { name, parent }
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        if let Ok(mut host) = RouteSocket::new() {
-            let _ = host.request("cleanup", link::del_link_message(&self.parent), 0);
-        }
-    }
 }

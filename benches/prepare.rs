@@ -10,7 +10,8 @@
 //! (`/var/run/cdi` is under `/run`): the state directory lives in
 //! `$SRIOV_DRA_BENCH_DIR` (default: the system temp dir) and the CDI
 //! directory in `/dev/shm` when it exists. fsync cost depends on the file
-//! system, so both are printed. Run with `cargo bench --bench prepare`.
+//! system, so both are printed. Run with
+//! `cargo bench --features test-support --bench prepare`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,13 +20,13 @@ use std::time::{Duration, Instant};
 use ipam::{Ipam, PoolConfig, SubnetConfig};
 use proto::dra::v1;
 use sriov::fixture::Fixture;
+use sriov_dra::claim::prepare::{PrepareConfig, Preparer};
 use sriov_dra::inventory::NodeInventory;
 use sriov_dra::kube::claims::ClaimReader;
-use sriov_dra::kube::fake_api::FakeApi;
-use sriov_dra::plugin::device_ops::RecordingDeviceOps;
-use sriov_dra::plugin::node_service::{NodeService, serve_node_service};
-use sriov_dra::plugin::prepare::{PrepareConfig, Preparer};
-use sriov_dra::plugin::socket::connect_unix;
+use sriov_dra::kubelet::node_service::{NodeService, serve_node_service};
+use sriov_dra::kubelet::socket::connect_unix;
+use sriov_dra::testing::device_ops::RecordingDeviceOps;
+use sriov_dra::testing::fake_api::FakeApi;
 
 const ITERATIONS: usize = 2000;
 const WARMUP: usize = 50;

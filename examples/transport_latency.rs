@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proto::pluginregistration::InfoRequest;
 use proto::pluginregistration::registration_client::RegistrationClient;
+use sriov_dra::kubelet::registration::{PluginPaths, serve_registration};
+use sriov_dra::kubelet::socket::connect_unix;
 use sriov_dra::nri::mux::{Mux, PLUGIN_SERVICE_CONN};
 use sriov_dra::nri::ttrpc::{TtrpcClient, TtrpcServer};
-use sriov_dra::plugin::registration::{PluginPaths, serve_registration};
-use sriov_dra::plugin::socket::connect_unix;
 
 const ROUNDS: usize = 5000;
 

@@ -8,15 +8,17 @@
 pub mod apis;
 pub mod attach;
 pub mod blocking;
-pub mod cdi;
+pub mod claim;
 pub mod cli;
 pub mod config;
 pub mod debug_api;
 pub mod driver;
 pub mod inventory;
 pub mod kube;
+pub mod kubelet;
 pub mod nri;
-pub mod plugin;
-pub mod pod_network;
-pub mod recover;
+pub mod pf_policies;
+pub mod pod;
 pub mod state;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;

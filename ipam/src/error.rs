@@ -8,14 +8,14 @@ use thiserror::Error;
 
 use crate::address::Family;
 use crate::owner::OwnerError;
-use crate::validate::ConfigError;
+use crate::validate::PoolConfigError;
 
 /// Error of any IPAM operation. A failed operation changed nothing.
 #[derive(Debug, Error)]
 pub enum IpamError {
     /// A pool definition is invalid.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] PoolConfigError),
     /// An owner cannot be keyed.
     #[error(transparent)]
     Owner(#[from] OwnerError),

@@ -34,7 +34,7 @@ pub use pool::{Interval, Pool};
 pub use pool_sync::PoolChanges;
 pub use status::{FamilyUsage, PoolStatus};
 pub use store::SCHEMA_VERSION;
-pub use validate::{ConfigError, validate_pools};
+pub use validate::{PoolConfigError, validate_pools};
 
 #[cfg(test)]
 mod test_support;

@@ -14,7 +14,7 @@ use crate::pool::{Pool, cidr_interval};
 /// A pool definition that cannot be used; names the pool and the field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("IPAM pool {pool:?}, field {field}: {reason}")]
-pub struct ConfigError {
+pub struct PoolConfigError {
     /// Pool name as written in the config.
     pub pool: String,
     /// Path of the offending field, e.g. `subnets[0].gateway`.
@@ -23,8 +23,8 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-fn err(pool: &str, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn err(pool: &str, field: impl Into<String>, reason: impl Into<String>) -> PoolConfigError {
+    PoolConfigError {
         pool: pool.to_string(),
         field: field.into(),
         reason: reason.into(),
@@ -37,7 +37,7 @@ fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
     fa == fb && ia.start <= ib.end && ib.start <= ia.end
 }
 
-fn check_name(name: &str) -> Result<(), ConfigError> {
+fn check_name(name: &str) -> Result<(), PoolConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -61,7 +61,7 @@ fn check_in_subnet(
     field: String,
     subnet: &IpNetwork,
     ip: IpAddr,
-) -> Result<(), ConfigError> {
+) -> Result<(), PoolConfigError> {
     if subnet.contains(ip) {
         Ok(())
     } else {
@@ -70,7 +70,7 @@ fn check_in_subnet(
 }
 
 /// Validates one pool on its own.
-fn validate_pool(config: &PoolConfig) -> Result<Pool, ConfigError> {
+fn validate_pool(config: &PoolConfig) -> Result<Pool, PoolConfigError> {
     let name = config.name.as_str();
     check_name(name)?;
     if config.subnets.is_empty() {
@@ -160,7 +160,7 @@ fn validate_pool(config: &PoolConfig) -> Result<Pool, ConfigError> {
 
 /// Validates all pools of a node: each on its own, names unique, and no
 /// subnet shared between two pools (an address must belong to one pool).
-pub fn validate_pools(configs: &[PoolConfig]) -> Result<Vec<Pool>, ConfigError> {
+pub fn validate_pools(configs: &[PoolConfig]) -> Result<Vec<Pool>, PoolConfigError> {
     let mut pools: Vec<Pool> = Vec::with_capacity(configs.len());
     for config in configs {
         let pool = validate_pool(config)?;
@@ -197,7 +197,7 @@ pub fn validate_pools(configs: &[PoolConfig]) -> Result<Vec<Pool>, ConfigError> 
 mod tests {
     use super::*;
 
-    fn pools(json: &str) -> Result<Vec<Pool>, ConfigError> {
+    fn pools(json: &str) -> Result<Vec<Pool>, PoolConfigError> {
         validate_pools(&serde_json::from_str::<Vec<PoolConfig>>(json).unwrap())
     }
 

@@ -14,16 +14,16 @@ use sriov::netlink::{RouteSocket, RouteTransport};
 use tempfile::TempDir;
 
 use super::netns::{PinnedNetns, run_in_netns};
-use super::plan::{PreparedDevice, RouteSpec};
-use super::test_support::{StandIn, facts, have_root, rename_in_tree, stand_in_tree};
+use super::plan::{PodDevice, RouteSpec};
 use super::{AttachCause, Attacher, Attachment};
+use crate::testing::netns::{StandIn, facts, have_root, rename_in_tree, stand_in_tree};
 
 fn pci(n: u8) -> PciAddress {
     PciAddress::new(0, 0x3b, 2 + n / 8, n % 8).unwrap()
 }
 
-fn device(n: u8, addresses: &[&str], routes: Vec<RouteSpec>) -> PreparedDevice {
-    PreparedDevice {
+fn device(n: u8, addresses: &[&str], routes: Vec<RouteSpec>) -> PodDevice {
+    PodDevice {
         claim: format!("telco/claim-{n}"),
         device: pci(n).device_name(),
         pci_address: pci(n),

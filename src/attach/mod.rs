@@ -21,8 +21,6 @@ pub mod find;
 mod kernel_tests;
 pub mod netns;
 pub mod plan;
-#[cfg(test)]
-pub(crate) mod test_support;
 
 use std::fmt;
 use std::fs::File;
@@ -38,7 +36,7 @@ use sriov::netlink::{NetlinkError, RouteSocket};
 use apply::{NetnsFds, RdmaSides};
 use find::{FindError, PodIdentity};
 use netns::NetnsError;
-use plan::{HostState, MacAddress, PlanError, PreparedDevice, RouteSpec};
+use plan::{HostState, MacAddress, PlanError, PodDevice, RouteSpec};
 
 /// A VF as it sits in a pod: enough to report the claim's `networkData`
 /// and to find and restore the VF later, even after a driver restart.
@@ -146,7 +144,7 @@ pub struct AttachError {
 
 impl AttachError {
     /// A failure of `step` for `device`, with nothing yet rolled back.
-    pub fn new(device: &PreparedDevice, netns: &Path, step: &str, cause: AttachCause) -> Self {
+    pub fn new(device: &PodDevice, netns: &Path, step: &str, cause: AttachCause) -> Self {
         AttachError {
             claim: device.claim.clone(),
             device: device.device.clone(),
@@ -160,7 +158,7 @@ impl AttachError {
 }
 
 /// The pod's interface names, or an error naming the device that clashes.
-fn pod_names(devices: &[PreparedDevice], netns: &Path) -> Result<Vec<String>, AttachError> {
+fn pod_names(devices: &[PodDevice], netns: &Path) -> Result<Vec<String>, AttachError> {
     plan::pod_interface_names(devices).map_err(|e| {
         let clash = match &e {
             PlanError::DuplicateName(n) => devices
@@ -268,7 +266,7 @@ impl Attacher {
     /// `netns`. On failure everything done is undone before returning.
     pub fn attach(
         &self,
-        device: &PreparedDevice,
+        device: &PodDevice,
         order: usize,
         netns: &Path,
     ) -> Result<Attachment, AttachError> {
@@ -282,7 +280,7 @@ impl Attacher {
     /// only: the VF is found by PCI address.
     pub fn provisional(
         &self,
-        devices: &[PreparedDevice],
+        devices: &[PodDevice],
         netns: &Path,
     ) -> Result<Vec<Attachment>, AttachError> {
         if devices.is_empty() {
@@ -326,7 +324,7 @@ impl Attacher {
     /// added to the error's rollback list.
     pub fn attach_pod(
         &self,
-        devices: &[PreparedDevice],
+        devices: &[PodDevice],
         netns: &Path,
     ) -> Result<Vec<Attachment>, AttachError> {
         let names = pod_names(devices, netns)?;
@@ -349,7 +347,7 @@ impl Attacher {
 
     fn attach_named(
         &self,
-        device: &PreparedDevice,
+        device: &PodDevice,
         name: &str,
         netns: &Path,
     ) -> Result<Attachment, AttachError> {

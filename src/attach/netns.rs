@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn closure_runs_in_the_pod_netns_and_the_caller_stays_home() {
-        if !crate::attach::test_support::have_root("closure_runs_in_the_pod_netns") {
+        if !crate::testing::netns::have_root("closure_runs_in_the_pod_netns") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_no_netns_is_refused() {
-        if !crate::attach::test_support::have_root("a_file_that_is_no_netns_is_refused") {
+        if !crate::testing::netns::have_root("a_file_that_is_no_netns_is_refused") {
             return;
         }
         let file = tempfile::NamedTempFile::new().unwrap();

@@ -27,11 +27,12 @@ const MIN_MTU_V6: u32 = 1280;
 /// Largest MTU any Ethernet VF driver accepts (jumbo frames).
 const MAX_MTU: u32 = 9702;
 
-/// A prepared netdevice-mode VF as the kubelet plugin recorded it: which
-/// PCI function, and how the pod should see it.
+/// A netdevice-mode VF as attach needs it, built from its claim record's
+/// [`crate::state::PreparedDevice`]: which PCI function, and how the pod
+/// should see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PreparedDevice {
+pub struct PodDevice {
     /// The claim, as `namespace/name`, for error messages.
     pub claim: String,
     /// The DRA device name (`pci-0000-3b-02-1`).
@@ -233,7 +234,7 @@ pub fn check_if_name(name: &str) -> Result<(), PlanError> {
 
 /// The interface name of the device at position `order` (0-based) among
 /// the pod's devices: its own `ifName`, else `net<order+1>`.
-pub fn interface_name(device: &PreparedDevice, order: usize) -> String {
+pub fn interface_name(device: &PodDevice, order: usize) -> String {
     device
         .if_name
         .clone()
@@ -243,7 +244,7 @@ pub fn interface_name(device: &PreparedDevice, order: usize) -> String {
 /// The names the pod's devices get: explicit `ifName`s as given, the rest
 /// `net1`, `net2`, … in order, skipping names set explicitly; two devices
 /// asking for the same name is an error.
-pub fn pod_interface_names(devices: &[PreparedDevice]) -> Result<Vec<String>, PlanError> {
+pub fn pod_interface_names(devices: &[PodDevice]) -> Result<Vec<String>, PlanError> {
     let explicit: Vec<&str> = devices
         .iter()
         .filter_map(|d| d.if_name.as_deref())
@@ -271,7 +272,7 @@ pub fn pod_interface_names(devices: &[PreparedDevice]) -> Result<Vec<String>, Pl
 
 /// The attach steps for `device` under interface name `name`, after
 /// checking every field.
-pub fn attach_plan(device: &PreparedDevice, name: &str) -> Result<Vec<AttachStep>, PlanError> {
+pub fn attach_plan(device: &PodDevice, name: &str) -> Result<Vec<AttachStep>, PlanError> {
     check_if_name(name)?;
     if let Some(mtu) = device.mtu {
         let min = if device.addresses.iter().any(IpNetwork::is_ipv6) {
@@ -378,8 +379,8 @@ pub fn restore_host_plan(
 mod tests {
     use super::*;
 
-    fn device() -> PreparedDevice {
-        PreparedDevice {
+    fn device() -> PodDevice {
+        PodDevice {
             claim: "telco/fronthaul".into(),
             device: "pci-0000-3b-02-1".into(),
             pci_address: "0000:3b:02.1".parse().unwrap(),
@@ -420,7 +421,7 @@ mod tests {
 
     #[test]
     fn minimal_device_is_moved_and_brought_up() {
-        let d = PreparedDevice {
+        let d = PodDevice {
             mtu: None,
             mac: None,
             addresses: vec![],
@@ -439,7 +440,7 @@ mod tests {
 
     #[test]
     fn exclusive_rdma_moves_right_after_the_netdev_and_returns_first() {
-        let d = PreparedDevice {
+        let d = PodDevice {
             rdma_exclusive: true,
             ..device()
         };
@@ -479,7 +480,7 @@ mod tests {
 
     #[test]
     fn exclusive_rdma_without_an_rdma_device_is_refused() {
-        let d = PreparedDevice {
+        let d = PodDevice {
             rdma_exclusive: true,
             rdma_device: None,
             ..device()
@@ -533,7 +534,7 @@ mod tests {
                 }
             );
         }
-        let small = PreparedDevice {
+        let small = PodDevice {
             mtu: Some(1000),
             ..device()
         };
@@ -541,7 +542,7 @@ mod tests {
             attach_plan(&small, "net1").unwrap_err().to_string(),
             "mtu 1000: expected 1280..=9702"
         );
-        let multicast = PreparedDevice {
+        let multicast = PodDevice {
             mac: Some("01:00:5e:00:00:01".parse().unwrap()),
             ..device()
         };
@@ -549,7 +550,7 @@ mod tests {
             attach_plan(&multicast, "net1"),
             Err(PlanError::BadMac(_))
         ));
-        let mixed = PreparedDevice {
+        let mixed = PodDevice {
             routes: vec![RouteSpec {
                 destination: "0.0.0.0/0".parse().unwrap(),
                 gateway: Some("2001:db8::1".parse().unwrap()),
@@ -560,7 +561,7 @@ mod tests {
             attach_plan(&mixed, "net1").unwrap_err().to_string(),
             "routes: gateway 2001:db8::1 does not match destination 0.0.0.0/0"
         );
-        let twice = PreparedDevice {
+        let twice = PodDevice {
             addresses: vec!["10.0.0.1/8".parse().unwrap(); 2],
             ..device()
         };

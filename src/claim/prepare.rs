@@ -15,10 +15,11 @@ use sriov::vf_config::{VfConfigRecord, VfTarget};
 
 use crate::apis::validate::AddressSource;
 use crate::apis::{ConfigError, Mode, configs_for_request};
-use crate::cdi::{CdiDevice, CdiWriter, device_edits, env_request};
+use crate::claim::cdi::{CdiDevice, CdiWriter, device_edits, env_request};
+use crate::claim::device_ops::DeviceOps;
 use crate::inventory::{NodeDevice, NodeInventory};
 use crate::kube::claims::{AllocatedClaim, ClaimError};
-use crate::plugin::device_ops::DeviceOps;
+use crate::state::boot;
 use crate::state::claims::{self as store, CLAIM_SCHEMA_VERSION};
 use crate::state::{ClaimRecord, Phase, PreparedDevice, StateError};
 
@@ -90,17 +91,9 @@ pub struct PrepareConfig {
     pub pool: String,
     /// CDI spec directory.
     pub cdi_dir: PathBuf,
-    /// This boot's kernel boot ID ([`current_boot_id`]); records of another
+    /// This boot's kernel boot ID ([`boot::current_boot_id`]); records of another
     /// boot describe device state that no longer exists.
     pub boot_id: String,
-}
-
-/// Where the kernel publishes the boot ID.
-pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
-
-/// The kernel's boot ID, which changes on every boot.
-pub fn current_boot_id() -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(BOOT_ID_PATH)?.trim().to_string())
 }
 
 impl PrepareConfig {
@@ -197,7 +190,7 @@ impl Preparer {
     /// Whether `record` can answer a Prepare as it is: fully prepared, in
     /// this boot.
     pub fn is_current(&self, record: &ClaimRecord) -> bool {
-        record.phase == Phase::Prepared && record.boot_id == self.boot_id
+        boot::prepared_in_this_boot(record, &self.boot_id)
     }
 
     /// The DRA driver name.
@@ -213,11 +206,12 @@ impl Preparer {
     /// Names of the devices prepared for a claim in this boot: the slice
     /// publisher keeps their attributes as they were while they are in use.
     pub fn held_devices(&self) -> Result<std::collections::BTreeSet<String>, StateError> {
-        Ok(store::list(self.ipam.database())?
-            .into_iter()
-            .filter(|r| r.boot_id == self.boot_id)
-            .flat_map(|r| r.devices.into_iter().map(|d| d.device))
-            .collect())
+        Ok(
+            boot::claims_of_this_boot(self.ipam.database(), &self.boot_id)?
+                .into_iter()
+                .flat_map(|r| r.devices.into_iter().map(|d| d.device))
+                .collect(),
+        )
     }
 
     /// Records the pods a prepared claim is now reserved for (durably).
@@ -576,7 +570,7 @@ impl Preparer {
     fn unprepare_record(&self, record: &ClaimRecord) -> Result<(), PrepareError> {
         let label = format!("{}/{}", record.namespace, record.name);
         // A reboot already reset what an earlier boot's record changed.
-        let failures = if record.boot_id == self.boot_id {
+        let failures = if boot::of_this_boot(record, &self.boot_id) {
             self.restore_devices(record)
         } else {
             Vec::new()

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use ipam::{Ipam, Owner};
 use tracing::{error, info, warn};
 
+use crate::claim::prepare::Preparer;
 use crate::kube::claims::{ClaimError, ClaimReader};
-use crate::plugin::prepare::Preparer;
 use crate::state::claims;
 
 /// What recovery did.

@@ -49,13 +49,13 @@ pub struct NodeConfig {
     /// PFs whose VF count the driver sets at start-up (`numVfs`).
     pub pf_policies: Vec<sriov::policy::PfPolicy>,
     /// Address pools claims draw from.
-    pub ipam: IpamConfig,
+    pub ipam: NodeIpam,
 }
 
 /// The `ipam` section: the node's address pools.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IpamConfig {
+pub struct NodeIpam {
     /// Pools by name; see the README's IPAM section.
     #[serde(default)]
     pub pools: Vec<ipam::PoolConfig>,
@@ -76,7 +76,7 @@ impl Default for NodeConfig {
             exclude_interfaces: Vec::new(),
             selectors: Vec::new(),
             pf_policies: Vec::new(),
-            ipam: IpamConfig::default(),
+            ipam: NodeIpam::default(),
         }
     }
 }

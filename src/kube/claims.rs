@@ -159,7 +159,7 @@ impl ClaimReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::fake_api::FakeApi;
+    use crate::testing::fake_api::FakeApi;
 
     const FRONTHAUL: &str = include_str!("testdata/claim-fronthaul-rdma.json");
     const UID: &str = "5d1c2f0a-8e4b-4f7e-9a61-3c2b7d9e0f11";

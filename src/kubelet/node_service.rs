@@ -16,8 +16,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use super::prepare::{PrepareError, Preparer};
 use super::socket::{SocketError, bind_private_socket};
+use crate::claim::prepare::{PrepareError, Preparer};
 use crate::kube::claims::ClaimReader;
 use crate::state::ClaimRecord;
 

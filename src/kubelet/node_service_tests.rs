@@ -15,12 +15,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::claim::prepare::{PrepareConfig, Preparer};
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
-use crate::kube::fake_api::FakeApi;
-use crate::plugin::device_ops::{DeviceCall, RecordingDeviceOps};
-use crate::plugin::prepare::{PrepareConfig, Preparer};
-use crate::plugin::socket::connect_unix;
+use crate::kubelet::socket::connect_unix;
+use crate::testing::device_ops::{DeviceCall, RecordingDeviceOps};
+use crate::testing::fake_api::FakeApi;
 
 const DRIVER: &str = "sriov.dra.dev";
 const FRONTHAUL: &str = include_str!("../kube/testdata/claim-fronthaul-rdma.json");
@@ -1046,7 +1046,7 @@ async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
     node.api.delete_claim("ran", "du-0-fronthaul-x7k2p");
     let (ipam, preparer) = node.preparer();
     let reader = ClaimReader::new(node.api.client());
-    let done = crate::recover::on_start(&preparer, &ipam, &reader).await;
+    let done = crate::claim::recover::on_start(&preparer, &ipam, &reader).await;
     assert_eq!(done.unprepared, [FRONTHAUL_UID]);
     assert!(
         ipam.list().expect("list").is_empty(),
@@ -1062,8 +1062,8 @@ async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
     node.prepare_one(&claim).await.expect("prepared again");
     node.shutdown().await;
     let (ipam, preparer) = node.preparer();
-    let done = crate::recover::on_start(&preparer, &ipam, &reader).await;
-    assert_eq!(done, crate::recover::Recovered::default());
+    let done = crate::claim::recover::on_start(&preparer, &ipam, &reader).await;
+    assert_eq!(done, crate::claim::recover::Recovered::default());
     assert_eq!(ipam.list().expect("list").len(), 1);
 }
 

@@ -159,7 +159,7 @@ mod tests {
     use proto::pluginregistration::registration_client::RegistrationClient;
 
     use super::*;
-    use crate::plugin::socket::connect_unix;
+    use crate::kubelet::socket::connect_unix;
 
     /// Starts the server in a temporary kubelet dir; dropping the returned
     /// sender stops it.

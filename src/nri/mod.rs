@@ -4,8 +4,6 @@
 
 pub mod mux;
 pub mod plugin;
-#[cfg(test)]
-pub(crate) mod runtime_fake;
 pub mod ttrpc;
 
 #[cfg(test)]

@@ -269,8 +269,8 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::nri::runtime_fake::{Call, FakeRuntime, PATIENCE, Recorder, RuntimeConn, pod};
     use crate::nri::ttrpc::Code;
+    use crate::testing::nri_runtime::{Call, FakeRuntime, PATIENCE, Recorder, RuntimeConn, pod};
     use proto::nri::plugin_methods;
 
     /// A plugin dialing `socket`, stopped by dropping/sending on the sender.

@@ -93,7 +93,7 @@ impl MessageHeader {
 
 /// One complete ttrpc message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct TtrpcMessage {
     /// Its header (length matches the body).
     pub header: MessageHeader,
     /// Protobuf body.
@@ -314,7 +314,7 @@ impl MessageDecoder {
     }
 
     /// The next complete message, if one has fully arrived.
-    pub fn next_message(&mut self) -> Result<Option<Message>, TtrpcError> {
+    pub fn next_message(&mut self) -> Result<Option<TtrpcMessage>, TtrpcError> {
         let Some(raw) = self.buf.get(..HEADER_LEN) else {
             return Ok(None);
         };
@@ -333,7 +333,7 @@ impl MessageDecoder {
         }
         self.buf.advance(HEADER_LEN);
         let body = self.buf.split_to(length).freeze();
-        Ok(Some(Message { header, body }))
+        Ok(Some(TtrpcMessage { header, body }))
     }
 }
 
@@ -344,7 +344,7 @@ struct MessageReader {
 }
 
 impl MessageReader {
-    async fn next(&mut self) -> Result<Message, TtrpcError> {
+    async fn next(&mut self) -> Result<TtrpcMessage, TtrpcError> {
         loop {
             if let Some(message) = self.decoder.next_message()? {
                 return Ok(message);

@@ -21,14 +21,18 @@ use sriov::netlink::address::dump_addresses;
 use sriov::netlink::route::dump_routes;
 use tokio::sync::oneshot;
 
-use super::*;
+use super::claims::StoreClaims;
+use super::handler::*;
+use crate::apis::Mode;
 use crate::apis::ValidConfig;
+use crate::attach::Attacher;
 use crate::attach::netns::{PinnedNetns, run_in_netns};
-use crate::attach::test_support::{StandIn, facts, have_root, stand_in_tree};
 use crate::nri::plugin::{NriPlugin, NriPluginConfig};
-use crate::nri::runtime_fake::{FakeRuntime, RuntimeConn, pod};
 use crate::state::claims::CLAIM_SCHEMA_VERSION;
+use crate::state::{ClaimRecord, attachments, claims};
 use crate::state::{Phase, PreparedDevice as ClaimDevice};
+use crate::testing::netns::{StandIn, facts, have_root, stand_in_tree};
+use crate::testing::nri_runtime::{FakeRuntime, RuntimeConn, pod};
 
 fn pci(n: usize) -> PciAddress {
     PciAddress::new(0, 0x6b, (n / 8) as u8, (n % 8) as u8).unwrap()

@@ -15,95 +15,14 @@ use std::time::Duration;
 use ipam::Ipam;
 use tracing::{info, warn};
 
-use crate::apis::Mode;
-use crate::attach::plan::{PreparedDevice, RouteSpec};
 use crate::attach::{Attacher, Attachment};
 use crate::blocking::blocking;
 use crate::kube::claim_status;
 use crate::nri::plugin::{PodHandler, PodSandbox};
+use crate::pod::claims::{PodClaims, netdevice_devices};
+use crate::pod::error::PodError;
+use crate::state::ClaimRecord;
 use crate::state::attachments::{self, PodAttachments};
-use crate::state::claims;
-use crate::state::{ClaimRecord, Phase};
-
-/// Where the handler finds the claims prepared for a pod.
-pub trait PodClaims: Send + Sync + 'static {
-    /// Claim records whose claim is reserved for the pod with this UID.
-    fn claims_for_pod(&self, pod_uid: &str) -> Result<Vec<ClaimRecord>, String>;
-}
-
-/// Claims from the state store, matched on the pod UIDs the claim was
-/// reserved for when it was prepared. Only claims prepared completely and
-/// in this boot count: a half-prepared record is being rolled back, and one
-/// from before a reboot describes VFs that no longer exist as recorded.
-pub struct StoreClaims {
-    store: Arc<Ipam>,
-    boot_id: String,
-}
-
-impl StoreClaims {
-    /// Reads records from the state store (which the IPAM handle owns).
-    pub fn new(store: Arc<Ipam>, boot_id: &str) -> Self {
-        StoreClaims {
-            store,
-            boot_id: boot_id.to_string(),
-        }
-    }
-}
-
-impl PodClaims for StoreClaims {
-    fn claims_for_pod(&self, pod_uid: &str) -> Result<Vec<ClaimRecord>, String> {
-        let records = claims::list(self.store.database()).map_err(|e| e.to_string())?;
-        Ok(records
-            .into_iter()
-            .filter(|r| r.phase == Phase::Prepared && r.boot_id == self.boot_id)
-            .filter(|r| r.reserved_for.iter().any(|uid| uid == pod_uid))
-            .collect())
-    }
-}
-
-/// The devices of `records` that go into the pod's namespace, in claim then
-/// allocation order (which gives `net1`, `net2`, … their numbers).
-pub fn netdevice_devices(records: &[ClaimRecord]) -> Vec<PreparedDevice> {
-    let mut records: Vec<&ClaimRecord> = records.iter().collect();
-    records.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut out = Vec::new();
-    for r in records {
-        for d in r
-            .devices
-            .iter()
-            .filter(|d| d.config.mode == Mode::Netdevice)
-        {
-            let mut routes: Vec<RouteSpec> = Vec::new();
-            let pool_routes = d.addresses.iter().flat_map(|a| a.routes.iter());
-            for route in pool_routes.chain(d.config.routes.iter()) {
-                let spec = RouteSpec {
-                    destination: route.dst,
-                    gateway: route.gw,
-                };
-                if !routes.contains(&spec) {
-                    routes.push(spec);
-                }
-            }
-            out.push(PreparedDevice {
-                claim: format!("{}/{}", r.namespace, r.name),
-                device: d.device.clone(),
-                pci_address: d.pci_address,
-                if_name: d.if_name.clone(),
-                mtu: d.config.mtu,
-                mac: d.config.settings.mac(),
-                addresses: d
-                    .addresses
-                    .iter()
-                    .flat_map(|a| a.addresses.iter().map(|x| x.address))
-                    .collect(),
-                routes,
-                rdma_device: d.rdma_device.clone(),
-                rdma_exclusive: d.config.rdma_exclusive,
-            });
-        }
-    }
-    out
-}
 
 /// How long a claim status report may take before it is given up (the
 /// pod's network works whether or not the API heard about it).
@@ -149,30 +68,28 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         locks.entry(pod_uid.to_string()).or_default().clone()
     }
 
-    async fn record_of(&self, pod_uid: &str) -> Result<Option<PodAttachments>, String> {
+    async fn record_of(&self, pod_uid: &str) -> Result<Option<PodAttachments>, PodError> {
         let (store, uid) = (self.store.clone(), pod_uid.to_string());
-        blocking(move || attachments::get(store.database(), &uid).map_err(|e| e.to_string())).await
+        blocking(move || Ok(attachments::get(store.database(), &uid)?)).await
     }
 
-    async fn save_record(&self, record: &PodAttachments) -> Result<(), String> {
+    async fn save_record(&self, record: &PodAttachments) -> Result<(), PodError> {
         let (store, record) = (self.store.clone(), record.clone());
-        blocking(move || attachments::put(store.database(), &record).map_err(|e| e.to_string()))
-            .await
+        blocking(move || Ok(attachments::put(store.database(), &record)?)).await
     }
 
-    async fn drop_record(&self, pod_uid: &str) -> Result<(), String> {
+    async fn drop_record(&self, pod_uid: &str) -> Result<(), PodError> {
         let (store, uid) = (self.store.clone(), pod_uid.to_string());
-        blocking(move || attachments::remove(store.database(), &uid).map_err(|e| e.to_string()))
-            .await
+        blocking(move || Ok(attachments::remove(store.database(), &uid)?)).await
     }
 
-    async fn claims_of(&self, pod_uid: &str) -> Result<Vec<ClaimRecord>, String> {
+    async fn claims_of(&self, pod_uid: &str) -> Result<Vec<ClaimRecord>, PodError> {
         let (claims, uid) = (self.claims.clone(), pod_uid.to_string());
-        blocking(move || claims.claims_for_pod(&uid)).await
+        blocking(move || Ok(claims.claims_for_pod(&uid)?)).await
     }
 
     /// Attaches the pod's devices; the work behind `run_pod_sandbox`.
-    pub async fn attach(&self, pod: &PodSandbox) -> Result<(), String> {
+    pub async fn attach(&self, pod: &PodSandbox) -> Result<(), PodError> {
         let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
         if let Some(existing) = self.record_of(&pod.uid).await? {
@@ -189,18 +106,22 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             return Ok(());
         }
         let Some(netns) = pod.netns.clone() else {
-            let list: Vec<&str> = devices.iter().map(|d| d.device.as_str()).collect();
-            return Err(format!(
-                "pod uses the host network, so its netdevice-mode VFs ({}) cannot be moved into it; use mode dpdk or a pod network",
-                list.join(", ")
-            ));
+            return Err(PodError::HostNetwork {
+                devices: devices.iter().map(|d| d.device.clone()).collect(),
+            });
         };
         // Write-ahead: what the VFs will look like in the pod, and how they
         // were in the host, is durable before the first one moves, so a
         // driver that dies mid-attach still finds them afterwards.
         let (attacher, devs, ns) = (self.attacher.clone(), devices.clone(), netns.clone());
-        let provisional =
-            blocking(move || attacher.provisional(&devs, &ns).map_err(|e| e.to_string())).await?;
+        let provisional = blocking(move || {
+            attacher
+                .provisional(&devs, &ns)
+                .map_err(|e| PodError::Attach {
+                    message: e.to_string(),
+                })
+        })
+        .await?;
         let mut record = PodAttachments {
             pod_uid: pod.uid.clone(),
             sandbox_id: pod.id.clone(),
@@ -208,18 +129,20 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             netns: netns.clone(),
             attachments: provisional,
         };
-        self.save_record(&record).await.map_err(|e| {
-            format!("recording the attachment plan failed ({e}); nothing was moved")
-        })?;
+        let (store, plan) = (self.store.clone(), record.clone());
+        blocking(move || attachments::put(store.database(), &plan).map_err(PodError::RecordPlan))
+            .await?;
 
         // The error is rendered on the blocking thread (the runtime only
         // needs its text, and the full error is large), with whether the
         // rollback put everything back.
         let (attacher, ns) = (self.attacher.clone(), netns.clone());
         let attached = blocking(move || {
-            Ok(attacher
-                .attach_pod(&devices, &ns)
-                .map_err(|e| (e.to_string(), e.rollback.is_empty())))
+            Ok::<_, PodError>(
+                attacher
+                    .attach_pod(&devices, &ns)
+                    .map_err(|e| (e.to_string(), e.rollback.is_empty())),
+            )
         })
         .await?;
         let attached = match attached {
@@ -230,7 +153,7 @@ impl<C: PodClaims> PodNetworkHandler<C> {
                 if rolled_back && let Err(drop_err) = self.drop_record(&pod.uid).await {
                     warn!(pod = %record.pod, error = %drop_err, "could not drop the attachment plan");
                 }
-                return Err(e);
+                return Err(PodError::Attach { message: e });
             }
         };
         record.attachments = attached;
@@ -248,7 +171,7 @@ impl<C: PodClaims> PodNetworkHandler<C> {
     /// Detaches what is attached to the pod's sandbox `pod.id`; idempotent.
     /// An event for an older sandbox of the pod leaves the current one's
     /// VFs where they are.
-    pub async fn detach(&self, pod: &PodSandbox) -> Result<(), String> {
+    pub async fn detach(&self, pod: &PodSandbox) -> Result<(), PodError> {
         let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
         match self.record_of(&pod.uid).await? {
@@ -261,14 +184,13 @@ impl<C: PodClaims> PodNetworkHandler<C> {
 
     /// Moves a record's VFs home and drops the record; keeps it (for a retry)
     /// when any VF could not be moved.
-    async fn detach_record(&self, record: &PodAttachments) -> Result<(), String> {
-        let errors = self.detach_all(&record.attachments).await;
-        if !errors.is_empty() {
-            return Err(format!(
-                "detaching from pod {}: {}",
-                record.pod,
-                errors.join("; ")
-            ));
+    async fn detach_record(&self, record: &PodAttachments) -> Result<(), PodError> {
+        let failures = self.detach_all(&record.attachments).await;
+        if !failures.is_empty() {
+            return Err(PodError::Detach {
+                pod: record.pod.clone(),
+                failures,
+            });
         }
         self.drop_record(&record.pod_uid).await?;
         for a in &record.attachments {
@@ -284,10 +206,11 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         let attacher = self.attacher.clone();
         let list = list.to_vec();
         blocking(move || {
-            Ok(list
-                .iter()
-                .filter_map(|a| attacher.detach(a).err().map(|e| e.to_string()))
-                .collect())
+            Ok::<_, String>(
+                list.iter()
+                    .filter_map(|a| attacher.detach(a).err().map(|e| e.to_string()))
+                    .collect(),
+            )
         })
         .await
         .unwrap_or_else(|e| vec![e])
@@ -339,13 +262,12 @@ impl<C: PodClaims> PodNetworkHandler<C> {
 
     /// Reconciles after a (re)connect: detaches pods that are gone and
     /// attaches running pods that have prepared VFs but no attachment.
-    pub async fn reconcile(&self, pods: &[PodSandbox]) -> Result<(), String> {
+    pub async fn reconcile(&self, pods: &[PodSandbox]) -> Result<(), PodError> {
         let live: Vec<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         let mut errors = Vec::new();
         let store = self.store.clone();
         let records =
-            blocking(move || attachments::list(store.database()).map_err(|e| e.to_string()))
-                .await?;
+            blocking(move || Ok::<_, PodError>(attachments::list(store.database())?)).await?;
         for record in records {
             if live.contains(&record.pod_uid.as_str()) {
                 continue;
@@ -358,31 +280,36 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         }
         for pod in pods {
             if let Err(e) = self.attach(pod).await {
-                errors.push(format!("pod {}: {e}", pod.display_name()));
+                errors.push(PodError::InPod {
+                    pod: pod.display_name(),
+                    source: Box::new(e),
+                });
             }
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(PodError::Several(errors))
         }
     }
 }
 
 impl<C: PodClaims> PodHandler for PodNetworkHandler<C> {
-    async fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
+    type Error = PodError;
+
+    async fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
         self.attach(pod).await
     }
 
-    async fn stop_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
+    async fn stop_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
         self.detach(pod).await
     }
 
-    async fn remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
+    async fn remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
         self.detach(pod).await
     }
 
-    async fn synchronize(&self, pods: &[PodSandbox]) -> Result<(), String> {
+    async fn synchronize(&self, pods: &[PodSandbox]) -> Result<(), PodError> {
         self.reconcile(pods).await
     }
 }
@@ -392,154 +319,17 @@ mod tests {
     use super::*;
     use std::convert::Infallible;
 
-    use ipam::{Allocation, AssignedAddress, Owner, RouteConfig};
+    use crate::apis::Mode;
+    use crate::pod::claims::StoreClaims;
+    use crate::state::claims;
+
     use kube::client::Body;
-    use sriov::PciAddress;
     use sriov::netlink::RouteSocket;
 
-    use crate::apis::ValidConfig;
     use crate::attach::netns::PinnedNetns;
-    use crate::attach::test_support::{StandIn, facts, have_root, stand_in_tree};
-    use crate::state::claims::CLAIM_SCHEMA_VERSION;
-    use crate::state::{Phase, PreparedDevice as PreparedClaimDevice};
+    use crate::testing::netns::{StandIn, facts, have_root, stand_in_tree};
 
-    const POD: &str = "0b7e4c1d-22a9-4c3e-8f05-6d1e2a3b4c5d";
-
-    fn prepared(
-        pci: PciAddress,
-        mode: Mode,
-        address: Option<&str>,
-        if_name: Option<&str>,
-    ) -> PreparedClaimDevice {
-        let owner = Owner::new("claim-1", "nic", pci.device_name()).unwrap();
-        PreparedClaimDevice {
-            request: "nic".into(),
-            pool: "node-a".into(),
-            device: pci.device_name(),
-            pci_address: pci,
-            config: ValidConfig {
-                mode,
-                if_name: if_name.map(str::to_string),
-                mtu: Some(1400),
-                settings: Default::default(),
-                addresses: None,
-                routes: vec![RouteConfig {
-                    dst: "10.99.0.0/16".parse().unwrap(),
-                    gw: Some("10.1.0.1".parse().unwrap()),
-                }],
-                rdma_exclusive: false,
-            },
-            if_name: if_name.map(str::to_string),
-            vf_settings: None,
-            rdma_device: None,
-            bind: None,
-            addresses: address.map(|a| Allocation {
-                owner,
-                pool: Some("fronthaul".into()),
-                addresses: vec![AssignedAddress {
-                    address: a.parse().unwrap(),
-                    gateway: Some("10.1.0.1".parse().unwrap()),
-                }],
-                routes: vec![RouteConfig {
-                    dst: "10.99.0.0/16".parse().unwrap(),
-                    gw: Some("10.1.0.1".parse().unwrap()),
-                }],
-            }),
-            cdi_device_id: None,
-        }
-    }
-
-    fn record(name: &str, devices: Vec<PreparedClaimDevice>) -> ClaimRecord {
-        ClaimRecord {
-            schema: CLAIM_SCHEMA_VERSION,
-            uid: format!("uid-{name}"),
-            namespace: "ran".into(),
-            name: name.into(),
-            phase: Phase::Prepared,
-            devices,
-            cdi_spec: None,
-            boot_id: "boot".into(),
-            reserved_for: vec![POD.into()],
-        }
-    }
-
-    fn pci(n: u8) -> PciAddress {
-        PciAddress::new(0, 0x5b, 2, n).unwrap()
-    }
-
-    #[test]
-    fn only_netdevice_vfs_go_to_the_pod_in_claim_order_with_routes_once() {
-        let records = [
-            record("z-dpdk", vec![prepared(pci(3), Mode::Dpdk, None, None)]),
-            record(
-                "a-fronthaul",
-                vec![
-                    prepared(pci(1), Mode::Netdevice, Some("10.1.0.5/24"), Some("fh0")),
-                    prepared(pci(2), Mode::Netdevice, None, None),
-                ],
-            ),
-        ];
-        let devices = netdevice_devices(&records);
-        let names: Vec<&str> = devices.iter().map(|d| d.device.as_str()).collect();
-        assert_eq!(names, ["pci-0000-5b-02-1", "pci-0000-5b-02-2"]);
-        let d = &devices[0];
-        assert_eq!(d.claim, "ran/a-fronthaul");
-        assert_eq!(d.if_name.as_deref(), Some("fh0"));
-        assert_eq!(d.mtu, Some(1400));
-        assert_eq!(
-            d.addresses,
-            ["10.1.0.5/24".parse::<ipnetwork::IpNetwork>().unwrap()]
-        );
-        assert_eq!(
-            d.routes.len(),
-            1,
-            "the pool's route and the config's same route count once"
-        );
-        assert!(devices[1].addresses.is_empty());
-    }
-
-    #[test]
-    fn rdma_device_and_exclusive_flag_come_from_the_claim_record() {
-        let mut exclusive = prepared(pci(1), Mode::Netdevice, None, None);
-        exclusive.rdma_device = Some("mlx5_3".into());
-        exclusive.config.rdma_exclusive = true;
-        let mut shared = prepared(pci(2), Mode::Netdevice, None, None);
-        shared.rdma_device = Some("mlx5_4".into());
-        let plain = prepared(pci(3), Mode::Netdevice, None, None);
-        let devices = netdevice_devices(&[record("rdma", vec![exclusive, shared, plain])]);
-        let rdma: Vec<(Option<&str>, bool)> = devices
-            .iter()
-            .map(|d| (d.rdma_device.as_deref(), d.rdma_exclusive))
-            .collect();
-        assert_eq!(
-            rdma,
-            [
-                (Some("mlx5_3"), true),
-                (Some("mlx5_4"), false),
-                (None, false)
-            ]
-        );
-    }
-
-    #[test]
-    fn two_claims_of_one_pod_get_net1_and_net2() {
-        // Each claim was prepared on its own; neither set ifName.
-        let mut second = record(
-            "b-midhaul",
-            vec![prepared(pci(2), Mode::Netdevice, None, None)],
-        );
-        second.uid = "uid-b".into();
-        let records = [
-            record(
-                "a-fronthaul",
-                vec![prepared(pci(1), Mode::Netdevice, None, None)],
-            ),
-            second,
-        ];
-        let devices = netdevice_devices(&records);
-        let names = crate::attach::plan::pod_interface_names(&devices).unwrap();
-        assert_eq!(names, ["net1", "net2"]);
-    }
+    use crate::testing::records::{POD, pci, prepared, record};
 
     /// Requests the fake API received: path and JSON body.
     type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
@@ -822,14 +612,11 @@ mod tests {
         .unwrap();
         let err = handler.run_pod_sandbox(&pod(None)).await.unwrap_err();
         assert!(
-            err.contains("host network") && err.contains("pci-0000-5b-02-1"),
-            "{err}"
+            matches!(&err, PodError::HostNetwork { devices } if devices == &["pci-0000-5b-02-1"]),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("host network"), "{err}");
         // Nothing attached, so stopping is a no-op.
         handler.stop_pod_sandbox(&pod(None)).await.unwrap();
     }
 }
-
-#[cfg(test)]
-#[path = "pod_network_e2e_tests.rs"]
-mod e2e_tests;

@@ -2,6 +2,7 @@
 //! the IPAM tables, so a claim's record and its addresses commit together.
 
 pub mod attachments;
+pub mod boot;
 pub mod claims;
 
 pub use claims::{ClaimRecord, Phase, PreparedDevice, StateError};

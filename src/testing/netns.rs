@@ -1,4 +1,4 @@
-//! Helpers the attach tests share: the root check, fixture trees naming
+//! Helpers the attach tests and benchmarks share: the root check, fixture trees naming
 //! stand-in links, scripted link replies, a journal of requests across
 //! transports, and real stand-in "VFs".
 
@@ -15,20 +15,8 @@ use sriov::netlink::link::{self, CREATE_EXCLUSIVE, LinkFacts};
 use sriov::netlink::{NetlinkError, RouteSocket, RouteTransport};
 use tempfile::TempDir;
 
-/// True when running as root; otherwise says loudly that `test` did not
-/// run, and fails under CI=true, where root is promised.
-pub fn have_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("\n!!!!! {test}: NOT RUN, needs root !!!!!\n");
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} must run as root in CI"
-    );
-    false
-}
+/// The one root check of the project's tests: see [`sriov::testing::have_root`].
+pub use sriov::testing::have_root;
 
 /// A fixture sysfs with one Ethernet VF per entry, whose `net/` lists the
 /// given interface (none: no netdev, as when bound to vfio-pci).

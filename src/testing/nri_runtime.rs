@@ -13,9 +13,9 @@ use proto::nri::{plugin_methods, runtime_methods};
 use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::mux::{Mux, PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN};
-use super::plugin::{PodHandler, PodSandbox};
-use super::ttrpc::{Code, Status, TtrpcClient, TtrpcError, TtrpcServer};
+use crate::nri::mux::{Mux, PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN};
+use crate::nri::plugin::{PodHandler, PodSandbox};
+use crate::nri::ttrpc::{Code, Status, TtrpcClient, TtrpcError, TtrpcServer};
 
 /// How long a test waits for the plugin before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -319,6 +319,8 @@ impl Recorder {
 }
 
 impl PodHandler for Recorder {
+    type Error = String;
+
     async fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
         self.record(Call::Run(pod.clone()), pod).await
     }

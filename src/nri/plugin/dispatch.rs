@@ -269,7 +269,7 @@ impl<H: PodHandler> Dispatcher<H> {
                     tracing::debug!("NRI pod event handled");
                     return Ok(Bytes::new());
                 }
-                Ok(Ok(Err(err))) => err,
+                Ok(Ok(Err(err))) => err.to_string(),
                 Ok(Err(err)) => format!("handler failed: {err}"),
                 Err(_) => format!(
                     "not done within {deadline:?}, the runtime's deadline; it goes on in the background"
@@ -296,7 +296,7 @@ mod tests {
     //! The dispatcher called directly, as the ttrpc server calls it.
 
     use super::*;
-    use crate::nri::runtime_fake::{Call, PATIENCE, Recorder, pod};
+    use crate::testing::nri_runtime::{Call, PATIENCE, Recorder, pod};
 
     fn dispatcher(handler: Recorder) -> (Arc<Recorder>, Dispatcher<Recorder>) {
         let handler = Arc::new(handler);

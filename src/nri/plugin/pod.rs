@@ -73,24 +73,35 @@ impl From<&nri::PodSandbox> for PodSandbox {
 /// overlap it: serialize work per pod UID. Calls in flight at shutdown also
 /// run to their end.
 pub trait PodHandler: Send + Sync + 'static {
+    /// Why an event failed; the runtime is sent its text.
+    type Error: std::fmt::Display + Send + 'static;
+
     /// The sandbox exists and its netns is set up (after CNI): attach.
-    fn run_pod_sandbox(&self, pod: &PodSandbox) -> impl Future<Output = Result<(), String>> + Send;
+    fn run_pod_sandbox(
+        &self,
+        pod: &PodSandbox,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// The sandbox stopped; its netns still exists (before CNI teardown).
-    fn stop_pod_sandbox(&self, pod: &PodSandbox)
-    -> impl Future<Output = Result<(), String>> + Send;
+    fn stop_pod_sandbox(
+        &self,
+        pod: &PodSandbox,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// The sandbox is gone; its netns may be gone too.
     fn remove_pod_sandbox(
         &self,
         pod: &PodSandbox,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Every pod the runtime knows at (re)connect, given once per
     /// connection: reconcile attachments made or missed while the plugin
     /// was away. The runtime sends no events until this returns or the
     /// plugin's deadline for it passes.
-    fn synchronize(&self, pods: &[PodSandbox]) -> impl Future<Output = Result<(), String>> + Send;
+    fn synchronize(
+        &self,
+        pods: &[PodSandbox],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 #[cfg(test)]

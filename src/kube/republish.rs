@@ -1,0 +1,74 @@
+//! When the node's slices are published again: at start, every
+//! [`REPUBLISH_INTERVAL`], and whenever the kubelet's registration verdict
+//! changes. Each round re-reads the inventory and hands it to the preparer
+//! first, so what is published is what can be prepared.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::claim::prepare::Preparer;
+use crate::config::NodeConfig;
+use crate::inventory::NodeInventory;
+use crate::kube::node::node_owner;
+use crate::kube::publish::SlicePublisher;
+use crate::kubelet::registration::RegistrationState;
+
+/// How often the inventory is re-read and the slices republished when
+/// nothing else triggers it.
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Re-reads the inventory (handing it to the preparer) and republishes at
+/// start, every [`REPUBLISH_INTERVAL`], and whenever the
+/// kubelet's registration verdict changes (it wipes our slices while we are
+/// not registered); unchanged inventories write nothing.
+pub async fn publish_loop(
+    mut publisher: SlicePublisher,
+    client: kube::Client,
+    node: String,
+    preparer: Arc<Preparer>,
+    config: NodeConfig,
+    mut registration: watch::Receiver<RegistrationState>,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        let (root, held_by) = (config.sysfs_root.clone(), preparer.clone());
+        let scanned = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let inventory = NodeInventory::discover(&root)?;
+            let held = held_by.held_devices()?;
+            Ok((inventory, held))
+        });
+        match scanned.await {
+            Ok(Ok((inventory, held))) => {
+                if !publisher.has_owner()
+                    && let Some(owner) = node_owner(&client, &node).await
+                {
+                    publisher.set_owner(owner);
+                }
+                // What is published is what can be prepared.
+                preparer.refresh(&inventory, inventory.offered(&config).map(|d| d.name()));
+                match publisher.publish(&inventory, &config, &held).await {
+                    Ok(outcome) => info!(?outcome, "ResourceSlices published"),
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
+                    }
+                }
+            }
+            Ok(Err(e)) => error!(error = %format!("{e:#}"), "inventory failed"),
+            Err(e) => error!(error = %e, "inventory task failed"),
+        }
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(REPUBLISH_INTERVAL) => {}
+            changed = registration.changed() => {
+                if changed.is_ok() {
+                    info!(state = ?*registration.borrow(), "kubelet registration changed; republishing");
+                }
+            }
+        }
+    }
+}

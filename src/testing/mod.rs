@@ -1,0 +1,9 @@
+//! Test doubles and stand-ins shared by the unit tests, the end-to-end
+//! tests and the benchmarks. Compiled only for tests or with the
+//! `test-support` feature: the release binary carries none of them.
+
+pub mod device_ops;
+pub mod fake_api;
+pub mod netns;
+pub mod nri_runtime;
+pub mod records;
