@@ -54,6 +54,17 @@ fn run_driver(config: Option<std::path::PathBuf>, node_name: Option<String>) -> 
         .block_on(sriov_dra::driver::run(config))
 }
 
+/// Writes the command's output. A reader that went away (`discover | head
+/// -1`) is a normal end, not an error: `print!` would panic on EPIPE.
+fn write_stdout(out: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -64,7 +75,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Discover(args) => cli::discover::run(&args).map(|out| print!("{out}")),
+        Command::Discover(args) => cli::discover::run(&args).and_then(|out| write_stdout(&out)),
         Command::Ipam(args) => cli::ipam::run(args),
         Command::Run { config, node_name } => run_driver(config, node_name),
         Command::Fixture { name, dir } => cli::discover::write_fixture(name, &dir),

@@ -131,3 +131,36 @@ fn bad_input_is_one_clear_line_and_a_failure() {
         }
     }
 }
+
+/// `sriov-dra discover | head -1`: the reader leaves after one line, and
+/// the command ends quietly instead of panicking on the closed pipe.
+#[test]
+fn a_reader_that_leaves_early_is_a_normal_end() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sriov-dra"))
+        .args(["discover", "--fixture", "scale-2048", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_exact(&mut first)
+        .expect("some output");
+    // The read end is closed here (dropped), as `head -1` closes it.
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    let status = child.wait().expect("the binary ends");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "{status:?}: {stderr}");
+}
