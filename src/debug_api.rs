@@ -30,7 +30,8 @@ pub struct DebugState {
     pub sysfs_root: PathBuf,
 }
 
-/// The routes: `/healthz`, `/inventory`, `/claims`, `/attachments`, `/ipam`.
+/// The routes: `/healthz`, `/inventory`, `/claims`, `/attachments`,
+/// `/ipam`, `/unreadable`.
 pub fn router(state: DebugState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -38,6 +39,7 @@ pub fn router(state: DebugState) -> Router {
         .route("/claims", get(claims_handler))
         .route("/attachments", get(attachments_handler))
         .route("/ipam", get(ipam_handler))
+        .route("/unreadable", get(unreadable_handler))
         .with_state(state)
 }
 
@@ -83,6 +85,26 @@ async fn claims_handler(State(s): State<DebugState>) -> Response {
 
 async fn attachments_handler(State(s): State<DebugState>) -> Response {
     json(blocking(move || attachments::list(s.store.database()).map_err(|e| e.to_string())).await)
+}
+
+/// Records of the state store that do not decode (claims and pod
+/// attachments): the driver passes over them, an operator must not.
+async fn unreadable_handler(State(s): State<DebugState>) -> Response {
+    json(
+        blocking(move || {
+            let err = |e: crate::state::StateError| e.to_string();
+            let mut bad = claims::list_all(s.store.database())
+                .map_err(err)?
+                .unreadable;
+            bad.extend(
+                attachments::list_all(s.store.database())
+                    .map_err(err)?
+                    .unreadable,
+            );
+            Ok(bad)
+        })
+        .await,
+    )
 }
 
 /// Pool usage, every allocation and the orphans, as `sriov-dra ipam list`
@@ -164,6 +186,7 @@ mod tests {
                 "fronthaul",
             )
             .unwrap();
+        claims::put_raw(store.database(), "uid-damaged", b"{not json").unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = DebugState {
             store,
@@ -198,6 +221,12 @@ mod tests {
         assert_eq!((code, json_of(&body)), (200, serde_json::json!([])));
         let (code, _) = request(address, "GET", "/attachments").await;
         assert_eq!(code, 200);
+        // The damaged record does not hide the others; it is listed apart.
+        let (code, body) = request(address, "GET", "/unreadable").await;
+        assert_eq!(code, 200);
+        let bad = json_of(&body);
+        assert_eq!(bad[0]["table"], "prepared_claims");
+        assert_eq!(bad[0]["key"], "uid-damaged");
         // Read-only: nothing answers a write.
         let (code, _) = request(address, "POST", "/claims").await;
         assert_eq!(code, 405);

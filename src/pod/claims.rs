@@ -92,7 +92,23 @@ pub fn netdevice_devices(records: &[ClaimRecord]) -> Vec<PodDevice> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::records::{pci, prepared, record};
+    use crate::testing::records::{POD, pci, prepared, record};
+
+    #[test]
+    fn a_damaged_record_of_another_claim_does_not_stop_the_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Ipam::open(dir.path(), &[]).unwrap());
+        claims::init(store.database()).unwrap();
+        let mine = record(
+            "fronthaul",
+            vec![prepared(pci(1), Mode::Netdevice, None, None)],
+        );
+        claims::put(store.database(), &mine).unwrap();
+        claims::put_raw(store.database(), "uid-other", b"\x00garbage").unwrap();
+
+        let found = StoreClaims::new(store, "boot").claims_for_pod(POD).unwrap();
+        assert_eq!(found, [mine]);
+    }
 
     #[test]
     fn only_netdevice_vfs_go_to_the_pod_in_claim_order_with_routes_once() {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StateError;
 use super::claims::{commit, store_err};
+use super::listing::{Listing, Unreadable};
 use crate::attach::Attachment;
 
 /// Pod UID → JSON [`PodAttachments`].
@@ -68,19 +69,15 @@ pub fn remove(db: &Database, pod_uid: &str) -> Result<(), StateError> {
 
 /// Decodes a stored record; an unreadable one is reported and passed over,
 /// so it cannot stop every other pod's VFs from attaching or detaching.
-fn decode(pod_uid: &str, bytes: &[u8]) -> Option<PodAttachments> {
-    match serde_json::from_slice(bytes) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            tracing::error!(
-                table = "pod_attachments",
-                pod_uid,
-                error = %e,
-                "unreadable pod attachment record in state.redb; its VFs must be checked by hand"
-            );
-            None
-        }
-    }
+fn decode(pod_uid: &str, bytes: &[u8]) -> Result<PodAttachments, Unreadable> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Unreadable::report(
+            "pod_attachments",
+            pod_uid,
+            &e,
+            "its VFs must be checked by hand",
+        )
+    })
 }
 
 /// The attachments table, `None` when nothing was ever attached here.
@@ -96,14 +93,22 @@ fn read_table(
 
 /// Every pod's record.
 pub fn list(db: &Database) -> Result<Vec<PodAttachments>, StateError> {
+    Ok(list_all(db)?.records)
+}
+
+/// Every pod's record, and the ones that do not decode.
+pub fn list_all(db: &Database) -> Result<Listing<PodAttachments>, StateError> {
     let txn = db.begin_read().map_err(store_err("begin read"))?;
     let Some(table) = read_table(&txn)? else {
-        return Ok(Vec::new());
+        return Ok(Listing::default());
     };
-    let mut out = Vec::new();
+    let mut out = Listing::default();
     for entry in table.iter().map_err(store_err("list pod attachments"))? {
         let (uid, bytes) = entry.map_err(store_err("read pod attachments"))?;
-        out.extend(decode(uid.value(), bytes.value()));
+        match decode(uid.value(), bytes.value()) {
+            Ok(record) => out.records.push(record),
+            Err(bad) => out.unreadable.push(bad),
+        }
     }
     Ok(out)
 }
@@ -117,7 +122,7 @@ pub fn get(db: &Database, pod_uid: &str) -> Result<Option<PodAttachments>, State
     let bytes = table
         .get(pod_uid)
         .map_err(store_err("read pod attachments"))?;
-    Ok(bytes.and_then(|b| decode(pod_uid, b.value())))
+    Ok(bytes.and_then(|b| decode(pod_uid, b.value()).ok()))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use sriov::bind::BindRecord;
 use sriov::vf_config::VfConfigRecord;
 
 use crate::apis::ValidConfig;
+use crate::state::listing::{Listing, Unreadable};
 
 /// Version of the record layout; a driver refuses records newer than it.
 pub const CLAIM_SCHEMA_VERSION: u32 = 1;
@@ -154,6 +155,22 @@ pub(super) fn store_err<E: Into<redb::Error>>(
     }
 }
 
+/// Stores `bytes` as the record of `uid` as they are: how a test lays
+/// down a record a driver bug or a torn disk left unreadable.
+#[cfg(test)]
+pub(crate) fn put_raw(db: &Database, uid: &str, bytes: &[u8]) -> Result<(), StateError> {
+    let txn = db.begin_write().map_err(store_err("begin write"))?;
+    {
+        let mut table = txn
+            .open_table(PREPARED_CLAIMS)
+            .map_err(store_err("open prepared_claims"))?;
+        table
+            .insert(uid, bytes)
+            .map_err(store_err("insert claim"))?;
+    }
+    commit(txn)
+}
+
 /// Creates the claim tables and checks their schema; call once at start.
 pub fn init(db: &Database) -> Result<(), StateError> {
     let txn = db.begin_write().map_err(store_err("begin write"))?;
@@ -212,16 +229,32 @@ pub fn get(db: &Database, uid: &str) -> Result<Option<ClaimRecord>, StateError> 
     decode(uid, bytes.value()).map(Some)
 }
 
-/// Every record, by UID order.
+/// Every readable record, by UID order. An unreadable one is reported (see
+/// [`list_all`]) and passed over, so it cannot stop every pod on the node
+/// from starting; its VFs stay held through the VF index.
 pub fn list(db: &Database) -> Result<Vec<ClaimRecord>, StateError> {
+    Ok(list_all(db)?.records)
+}
+
+/// Every record, by UID order, and the ones that do not decode (each
+/// logged as an error: an operator must look at it).
+pub fn list_all(db: &Database) -> Result<Listing<ClaimRecord>, StateError> {
     let txn = db.begin_read().map_err(store_err("begin read"))?;
     let table = txn
         .open_table(PREPARED_CLAIMS)
         .map_err(store_err("open prepared_claims"))?;
-    let mut out = Vec::new();
+    let mut out = Listing::default();
     for row in table.iter().map_err(store_err("list claims"))? {
         let (uid, bytes) = row.map_err(store_err("list claims"))?;
-        out.push(decode(uid.value(), bytes.value())?);
+        match decode(uid.value(), bytes.value()) {
+            Ok(record) => out.records.push(record),
+            Err(e) => out.unreadable.push(Unreadable::report(
+                "prepared_claims",
+                uid.value(),
+                &e,
+                "its VFs stay held and its addresses are kept; inspect and remove it with the driver stopped",
+            )),
+        }
     }
     Ok(out)
 }

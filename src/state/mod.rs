@@ -4,5 +4,6 @@
 pub mod attachments;
 pub mod boot;
 pub mod claims;
+pub mod listing;
 
 pub use claims::{ClaimRecord, Phase, PreparedDevice, StateError};
