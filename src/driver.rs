@@ -2,8 +2,9 @@
 //!
 //! Start-up order matters: the state store first (it says which VFs are in
 //! use), then the PF policies (which may recreate VFs, so never while one is
-//! prepared), then the inventory, recovery against the API, and only then
-//! the sockets the kubelet and the runtime talk to.
+//! prepared), then the inventory, the sockets the kubelet and the runtime
+//! talk to, and recovery against the API in the background (periodic; a
+//! node whose API is down still serves its pods).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use tracing::{info, warn};
 use crate::attach::Attacher;
 use crate::claim::device_ops::SystemDeviceOps;
 use crate::claim::prepare::{PrepareConfig, Preparer};
-use crate::claim::recover;
+use crate::claim::recover::{self, RecoverySchedule};
 use crate::config::NodeConfig;
 use crate::debug_api::{self, DebugState};
 use crate::inventory::NodeInventory;
@@ -66,8 +67,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Arc::new(SystemDeviceOps::new(&config.sysfs_root, "/dev")),
     )?;
     let preparer = Arc::new(preparer);
-    let recovered = recover::on_start(&preparer, &ipam, &ClaimReader::new(client.clone())).await;
-    info!(?recovered, "recovery done");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -107,6 +106,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Arc::new(handler),
         stopped(),
     ));
+    // Recovery asks the API about every claim: after the sockets are up,
+    // so a node whose API is unreachable still serves its pods.
+    let recovery = tokio::spawn(recover::run(
+        preparer.clone(),
+        ipam.clone(),
+        ClaimReader::new(client.clone()),
+        RecoverySchedule::default(),
+        stopped(),
+    ));
     let publisher = tokio::spawn(publish_loop(
         SlicePublisher::new(client.clone(), &config, &node, owner),
         client,
@@ -124,6 +132,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = registration.task.await;
     let _ = nri.await;
     let _ = publisher.await;
+    let _ = recovery.await;
     let _ = debug.await;
     Ok(())
 }

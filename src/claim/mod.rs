@@ -5,5 +5,6 @@
 
 pub mod cdi;
 pub mod device_ops;
+pub mod locks;
 pub mod prepare;
 pub mod recover;

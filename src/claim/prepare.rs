@@ -17,6 +17,7 @@ use crate::apis::validate::AddressSource;
 use crate::apis::{ConfigError, Mode, configs_for_request};
 use crate::claim::cdi::{CdiDevice, CdiWriter, device_edits, env_request};
 use crate::claim::device_ops::DeviceOps;
+use crate::claim::locks::ClaimLocks;
 use crate::inventory::{NodeDevice, NodeInventory};
 use crate::kube::claims::{AllocatedClaim, ClaimError};
 use crate::state::boot;
@@ -149,6 +150,7 @@ pub struct Preparer {
     ops: Arc<dyn DeviceOps>,
     cdi: CdiWriter,
     boot_id: String,
+    locks: ClaimLocks,
 }
 
 impl Preparer {
@@ -170,6 +172,7 @@ impl Preparer {
             devices: RwLock::new(Arc::new(Devices::new(inventory, offered))),
             ops,
             boot_id: config.boot_id,
+            locks: ClaimLocks::default(),
         })
     }
 
@@ -191,6 +194,11 @@ impl Preparer {
     /// this boot.
     pub fn is_current(&self, record: &ClaimRecord) -> bool {
         boot::prepared_in_this_boot(record, &self.boot_id)
+    }
+
+    /// Claim `uid`'s lock: every change to one claim happens under it.
+    pub async fn lock_claim(&self, uid: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.locks.lock(uid).await
     }
 
     /// The DRA driver name.
@@ -252,10 +260,6 @@ impl Preparer {
             None => {}
         }
         let mut record = self.plan(claim)?;
-        let touches_devices = record
-            .devices
-            .iter()
-            .any(|d| !d.config.settings.is_empty() || d.config.mode == Mode::Dpdk);
         // Write-ahead: the record reserves the VFs and says what to undo
         // after a crash. When the first change is a VF configuration, its
         // first save (the VF's state before any change) is that record, so
@@ -274,11 +278,10 @@ impl Preparer {
             Ok(()) => Ok(Self::answer(&record)),
             Err(mut err) => {
                 let mut failures = self.restore_devices(&record);
-                if touches_devices && failures.is_empty() {
-                    let forget = store::remove(self.ipam.database(), &record.uid);
-                    if let Err(e) = forget {
-                        failures.push(format!("dropping the claim record: {e}"));
-                    }
+                if failures.is_empty()
+                    && let Err(e) = self.forget(&record)
+                {
+                    failures.push(e.to_string());
                 }
                 if let PrepareError::Step { rollback, .. } = &mut err {
                     *rollback = failures;
@@ -475,6 +478,13 @@ impl Preparer {
             dev.addresses = Some(alloc);
         }
         let specs = self.cdi_devices(record);
+        // The addresses are durable (still phase Preparing, so a crash from
+        // here on rolls the claim back) before the CDI spec is written, and
+        // the store's single writer lock is not held across the spec's two
+        // fsyncs: other claims and pod events commit meanwhile.
+        store::put_in(&txn, record)
+            .and_then(|()| store::commit(txn))
+            .map_err(|e| step(&label, "committing the claim's addresses")(e.into()))?;
         // A spec must list at least one device; a claim with none of ours
         // (the kubelet should not send one) gets no spec.
         if !specs.is_empty() {
@@ -485,8 +495,7 @@ impl Preparer {
             record.cdi_spec = Some(path);
         }
         record.phase = Phase::Prepared;
-        let committed = store::put_in(&txn, record).and_then(|()| store::commit(txn));
-        if let Err(e) = committed {
+        if let Err(e) = store::put(db, record) {
             let _ = self.cdi.remove(&record.uid);
             return Err(step(&label, "committing the claim record")(e.into()));
         }
@@ -581,6 +590,13 @@ impl Preparer {
                 "restoring the devices (the record is kept; retry)",
             )(failures.join("; ").into()));
         }
+        self.forget(record)
+    }
+
+    /// Deletes a claim's CDI spec, then releases its addresses and drops its
+    /// record in one transaction; each step is a no-op when already done.
+    fn forget(&self, record: &ClaimRecord) -> Result<(), PrepareError> {
+        let label = format!("{}/{}", record.namespace, record.name);
         self.cdi
             .remove(&record.uid)
             .map_err(|e| step(&label, "deleting the CDI spec")(e.into()))?;

@@ -8,40 +8,24 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use proto::dra::{v1, v1beta1};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use super::socket::{SocketError, bind_private_socket};
+use super::socket::{SocketError, bind_private_socket, serve_then_remove};
 use crate::claim::prepare::{PrepareError, Preparer};
 use crate::kube::claims::ClaimReader;
 use crate::state::ClaimRecord;
 
-/// Per-claim-UID async locks; entries nobody holds are pruned.
-#[derive(Default)]
-struct ClaimLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl ClaimLocks {
-    async fn lock(&self, uid: &str) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.len() > 1024 {
-                map.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            map.entry(uid.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-}
-
 struct Inner {
     preparer: Arc<Preparer>,
     claims: ClaimReader,
-    locks: ClaimLocks,
+    /// Bounds the prepares and unprepares doing blocking work at once.
+    slots: Arc<Semaphore>,
 }
 
 /// The DRA node service; cheap to clone, one per server.
@@ -49,6 +33,12 @@ struct Inner {
 pub struct NodeService {
     inner: Arc<Inner>,
 }
+
+/// How many claims may do blocking work (store commits, sysfs, netlink) at
+/// once. A burst of a thousand Prepares then queues here, in tokio, instead
+/// of on the store's single writer lock, where a pod start's commit would
+/// wait behind all of them and miss the runtime's 2 s deadline.
+pub const CLAIM_WORKERS: usize = 4;
 
 fn join_error(uid: &str, e: tokio::task::JoinError) -> String {
     format!("claim {uid}: internal error: the prepare task failed: {e}")
@@ -63,16 +53,23 @@ impl NodeService {
             inner: Arc::new(Inner {
                 preparer: preparer.into(),
                 claims,
-                locks: ClaimLocks::default(),
+                slots: Arc::new(Semaphore::new(CLAIM_WORKERS)),
             }),
         }
+    }
+
+    /// A worker slot; held (like the claim's lock) until the blocking work
+    /// ends, even when the kubelet gave up waiting.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this is always Some.
+        self.inner.slots.clone().acquire_owned().await.ok()
     }
 
     async fn prepare_claim(&self, claim: v1::Claim) -> v1::NodePrepareResourceResponse {
         // The guard moves into the blocking work: if the kubelet's deadline
         // drops this future, the lock stays held until the work is done, so
         // a retry cannot run beside it.
-        let guard = self.inner.locks.lock(&claim.uid).await;
+        let guard = self.inner.preparer.lock_claim(&claim.uid).await;
         let preparer = self.inner.preparer.clone();
         // A prepared claim is answered from its record: no device is touched.
         match preparer.record(&claim.uid) {
@@ -98,11 +95,14 @@ impl NodeService {
             .await
         {
             Err(e) => Err(PrepareError::from(e).to_string()),
-            Ok(allocated) => tokio::task::spawn_blocking(move || {
-                let _held = guard;
-                preparer.prepare(&allocated)
-            })
-            .await
+            Ok(allocated) => {
+                let slot = self.slot().await;
+                tokio::task::spawn_blocking(move || {
+                    let _held = (guard, slot);
+                    preparer.prepare(&allocated)
+                })
+                .await
+            }
             .map_err(|e| join_error(&claim.uid, e))
             .and_then(|r| r.map_err(|e| e.to_string())),
         };
@@ -148,11 +148,12 @@ impl NodeService {
     }
 
     async fn unprepare_claim(&self, claim: v1::Claim) -> v1::NodeUnprepareResourceResponse {
-        let guard = self.inner.locks.lock(&claim.uid).await;
+        let guard = self.inner.preparer.lock_claim(&claim.uid).await;
         let preparer = self.inner.preparer.clone();
         let uid = claim.uid.clone();
+        let slot = self.slot().await;
         let error = match tokio::task::spawn_blocking(move || {
-            let _held = guard;
+            let _held = (guard, slot);
             preparer.unprepare(&uid)
         })
         .await
@@ -252,12 +253,13 @@ pub fn serve_node_service(
 ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, SocketError> {
     let listener = bind_private_socket(socket)?;
     tracing::info!(socket = %socket.display(), "serving the DRA node service (v1, v1beta1)");
-    Ok(tokio::spawn(
+    Ok(tokio::spawn(serve_then_remove(
+        socket.to_path_buf(),
         tonic::transport::Server::builder()
             .add_service(v1::dra_plugin_server::DraPluginServer::new(service.clone()))
             .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(service))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown),
-    ))
+    )))
 }
 
 #[cfg(test)]

@@ -1033,6 +1033,14 @@ async fn a_refused_vfio_binding_fails_the_claim_and_leaves_nothing() {
     );
 }
 
+async fn recover_once(
+    preparer: &Arc<Preparer>,
+    ipam: &Arc<Ipam>,
+    reader: &ClaimReader,
+) -> crate::claim::recover::Recovered {
+    crate::claim::recover::once(preparer, ipam, reader, std::time::Duration::from_secs(5)).await
+}
+
 #[tokio::test]
 async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
     let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
@@ -1045,8 +1053,9 @@ async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
     // gets to unprepare it.
     node.api.delete_claim("ran", "du-0-fronthaul-x7k2p");
     let (ipam, preparer) = node.preparer();
+    let preparer = Arc::new(preparer);
     let reader = ClaimReader::new(node.api.client());
-    let done = crate::claim::recover::on_start(&preparer, &ipam, &reader).await;
+    let done = recover_once(&preparer, &ipam, &reader).await;
     assert_eq!(done.unprepared, [FRONTHAUL_UID]);
     assert!(
         ipam.list().expect("list").is_empty(),
@@ -1062,7 +1071,7 @@ async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
     node.prepare_one(&claim).await.expect("prepared again");
     node.shutdown().await;
     let (ipam, preparer) = node.preparer();
-    let done = crate::claim::recover::on_start(&preparer, &ipam, &reader).await;
+    let done = recover_once(&Arc::new(preparer), &ipam, &reader).await;
     assert_eq!(done, crate::claim::recover::Recovered::default());
     assert_eq!(ipam.list().expect("list").len(), 1);
 }
@@ -1098,4 +1107,65 @@ async fn a_refreshed_inventory_is_what_prepare_sees() {
     preparer
         .prepare(&allocated)
         .expect("prepared after the refresh");
+}
+
+#[tokio::test]
+async fn an_unreadable_record_is_passed_over_and_keeps_its_addresses() {
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    node.shutdown().await;
+
+    // The record of the prepared claim is damaged; its addresses stay in
+    // the IPAM tables.
+    let (ipam, preparer) = node.preparer();
+    crate::state::claims::put_raw(ipam.database(), FRONTHAUL_UID, b"{not json")
+        .expect("damage the record");
+    let listing = crate::state::claims::list_all(ipam.database()).expect("list");
+    assert!(listing.records.is_empty());
+    assert_eq!(listing.unreadable.len(), 1);
+    assert_eq!(listing.unreadable[0].key, FRONTHAUL_UID);
+    assert!(
+        crate::state::claims::list(ipam.database())
+            .expect("a bad record does not fail the listing")
+            .is_empty()
+    );
+
+    // Recovery cannot ask the API about it, and must not take its
+    // addresses: nothing says they are free.
+    let reader = ClaimReader::new(node.api.client());
+    let done = recover_once(&Arc::new(preparer), &ipam, &reader).await;
+    assert!(done.released.is_empty(), "{done:?}");
+    assert_eq!(
+        ipam.list().expect("list").len(),
+        1,
+        "its addresses are kept"
+    );
+}
+
+#[tokio::test]
+async fn the_dra_and_registration_sockets_are_removed_on_a_clean_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = crate::kubelet::registration::PluginPaths::new(dir.path(), DRIVER);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    node.shutdown().await;
+    let (_, preparer) = node.preparer();
+    let service = NodeService::new(preparer, ClaimReader::new(node.api.client()));
+    let dra = serve_node_service(&paths.dra_socket, service, wait(stopped.clone())).expect("dra");
+    let registration =
+        crate::kubelet::registration::serve_registration(&paths, wait(stopped)).expect("reg");
+    assert!(paths.dra_socket.exists() && paths.registration_socket.exists());
+    stop.send(true).expect("stop");
+    dra.await.expect("joined").expect("served");
+    registration.task.await.expect("joined").expect("served");
+    assert!(!paths.dra_socket.exists(), "the DRA socket is left behind");
+    assert!(
+        !paths.registration_socket.exists(),
+        "the registration socket is left behind"
+    );
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use super::socket::{SocketError, bind_private_socket};
+use super::socket::{SocketError, bind_private_socket, serve_then_remove};
 
 /// Service labels we serve, in preference order: the kubelet takes the first
 /// one it knows, so 1.34+ kubelets use v1 and older ones fall back to v1beta1.
@@ -107,11 +107,12 @@ pub fn serve_registration(
         driver = %paths.driver,
         "serving kubelet plugin registration"
     );
-    let task = tokio::spawn(
+    let task = tokio::spawn(serve_then_remove(
+        paths.registration_socket.clone(),
         tonic::transport::Server::builder()
             .add_service(RegistrationServer::new(service))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown),
-    );
+    ));
     Ok(RegistrationHandle { state, task })
 }
 

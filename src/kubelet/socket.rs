@@ -2,6 +2,7 @@
 //! stale socket from a previous run, and a client connector for callers that
 //! play the kubelet (tests, benchmarks).
 
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,19 @@ fn remove_if_exists(path: &Path) -> Result<(), SocketError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Runs `serve` to its end, then removes `path`: a socket left behind on
+/// a clean stop keeps a dead plugin registered with the kubelet until a
+/// new one replaces the socket. Only a socket is removed, never a file
+/// something else put there.
+pub async fn serve_then_remove<T>(path: PathBuf, serve: impl Future<Output = T>) -> T {
+    let out = serve.await;
+    let is_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(socket = %path.display(), error = %e, "could not remove the socket");
+    }
+    out
 }
 
 /// Opens a gRPC channel to a unix socket the way the kubelet does, for code
