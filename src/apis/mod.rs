@@ -10,7 +10,7 @@ pub mod validate;
 pub mod vfconfig;
 pub mod vfpolicy;
 
-pub use merge::{ConfigError, configs_for_request};
+pub use merge::{ConfigError, RequestConfig, configs_for_request};
 pub use policy::{AppliedPolicy, PolicyViolation, check_claim_values};
 pub use validate::{FieldError, ValidConfig, validate};
 pub use vfconfig::{API_VERSION, IpamConfig, KIND, Mode, RdmaConfig, VfConfig};
