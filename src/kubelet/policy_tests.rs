@@ -727,3 +727,32 @@ async fn a_subrequest_is_bounded_by_the_class_of_the_alternative_picked() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_readme_worked_example_prepares_and_another_tenants_vlan_is_refused() {
+    let node = Node::start().await;
+    let mut claim: Value =
+        serde_json::from_str(include_str!("../kube/testdata/claim-fronthaul-rdma.json"))
+            .expect("testdata");
+    // The README's class policy for sriov-vf.sriov.dra.dev.
+    claim["status"]["allocation"]["devices"]["config"][4]["opaque"]["parameters"] = doc(
+        "VfPolicy",
+        &json!({"allowedVlans": ["100-199"], "allowedVlanQoS": ["0-5"],
+                "allowedPools": ["fronthaul"], "claimMaySet": ["mac", "mtu", "routes", "rdma"]}),
+    );
+    let devices = node.prepare(&claim).await.expect("the example prepares");
+    assert_eq!(devices.len(), 2);
+    node.unprepare(&claim).await;
+
+    claim["status"]["allocation"]["devices"]["config"][2]["opaque"]["parameters"]["vlan"] =
+        json!(200);
+    let calls_before = node.ops.calls().len();
+    assert_eq!(
+        node.prepare(&claim)
+            .await
+            .expect_err("another tenant's VLAN"),
+        "claim ran/du-0-fronthaul-x7k2p, request \"fronthaul\": field vlan: 200 is not allowed by DeviceClass sriov-vf.sriov.dra.dev (allowed: 100-199)"
+    );
+    node.assert_nothing_applied(&claim, calls_before, "README vlan 200");
+    node.shutdown().await;
+}
