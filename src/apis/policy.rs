@@ -8,7 +8,10 @@
 //!
 //! Without a `VfPolicy` a claim may set [`NO_POLICY_ALLOWS`]: fields that
 //! change nothing outside the pod, and a pool of the node config (pools are
-//! the admin's, and the node offers every one of them by default). With
+//! the admin's, and the node offers every one of them by default). `vlan: 0`
+//! passes too, unless the class's config sets a VLAN: a claim turning that
+//! off would put the VF on the PF's untagged network, so it then takes an
+//! `allowedVlans` that lists 0 explicitly. With
 //! policies, every one of them must allow each value (the strictest wins):
 //! a class with two `VfPolicy` entries is read as two bounds, never as one
 //! loosening the other.
@@ -89,6 +92,11 @@ enum Ask {
     Mtu(u32),
     Mac(MacAddress),
     Vlan(u32),
+    /// `vlan: 0` where the class's config sets a VLAN: leaving the class's
+    /// VLAN for the PF's untagged network, which is no tenant's.
+    Untag {
+        class_vlan: u32,
+    },
     VlanQos(u32),
     VlanProto(VlanProto),
     SpoofChk(bool),
@@ -108,7 +116,7 @@ impl Ask {
             Ask::Mode(_) => "mode",
             Ask::Mtu(_) => "mtu",
             Ask::Mac(_) => "mac",
-            Ask::Vlan(_) => "vlan",
+            Ask::Vlan(_) | Ask::Untag { .. } => "vlan",
             Ask::VlanQos(_) => "vlanQoS",
             Ask::VlanProto(_) => "vlanProto",
             Ask::SpoofChk(_) => "spoofChk",
@@ -131,6 +139,7 @@ impl Ask {
             | Ask::VlanQos(n)
             | Ask::MinTxRate(n)
             | Ask::MaxTxRate(n) => n.to_string(),
+            Ask::Untag { .. } => "0".to_string(),
             Ask::Mac(m) => m.to_string(),
             Ask::VlanProto(p) => p.to_string(),
             Ask::SpoofChk(b) | Ask::Trust(b) | Ask::RdmaExclusive(b) => b.to_string(),
@@ -164,7 +173,12 @@ impl Ask {
             Ask::MaxTxRate(_) => ClaimField::MaxTxRateMbps,
             Ask::Routes(_) => ClaimField::Routes,
             Ask::RdmaExclusive(_) => ClaimField::Rdma,
-            Ask::Vlan(_) | Ask::VlanQos(_) | Ask::VlanProto(_) | Ask::Pool(_) | Ask::Static(_) => {
+            Ask::Vlan(_)
+            | Ask::Untag { .. }
+            | Ask::VlanQos(_)
+            | Ask::VlanProto(_)
+            | Ask::Pool(_)
+            | Ask::Static(_) => {
                 return None;
             }
         })
@@ -198,6 +212,12 @@ impl Ask {
             Ask::Vlan(id) => (
                 policy.allows_vlan(*id),
                 ranges_rule("allowedVlans", &policy.allowed_vlans, ", so only vlan 0"),
+            ),
+            Ask::Untag { class_vlan } => (
+                policy.allows_untagging(),
+                format!(
+                    "the class sets vlan {class_vlan}; allowedVlans must list 0 to let a claim leave it untagged"
+                ),
             ),
             Ask::VlanQos(qos) => (
                 policy.allows_vlan_qos(*qos),
@@ -270,7 +290,12 @@ fn asks(claim: &VfConfig, class: &VfConfig) -> Vec<Ask> {
     }
     out.extend(differs(&claim.mtu, &class.mtu).map(|v| Ask::Mtu(*v)));
     out.extend(differs(&claim.mac, &class.mac).map(|v| Ask::Mac(*v)));
-    out.extend(differs(&claim.vlan, &class.vlan).map(|v| Ask::Vlan(*v)));
+    out.extend(
+        differs(&claim.vlan, &class.vlan).map(|v| match (*v, class.vlan) {
+            (0, Some(class_vlan)) if class_vlan != 0 => Ask::Untag { class_vlan },
+            (v, _) => Ask::Vlan(v),
+        }),
+    );
     out.extend(differs(&claim.vlan_qos, &class.vlan_qos).map(|v| Ask::VlanQos(*v)));
     out.extend(differs(&claim.vlan_proto, &class.vlan_proto).map(|v| Ask::VlanProto(*v)));
     out.extend(differs(&claim.spoof_chk, &class.spoof_chk).map(|v| Ask::SpoofChk(*v)));
@@ -386,6 +411,31 @@ mod tests {
             refusal(serde_json::json!({"vlan": 0}), &p),
             None,
             "untagged always"
+        );
+    }
+
+    #[test]
+    fn a_claim_may_not_untag_a_vlan_the_class_sets_unless_zero_is_listed() {
+        let class = vf(serde_json::json!({"vlan": 100}));
+        let untag = vf(serde_json::json!({"vlan": 0}));
+        let check = |policies: &[LabeledPolicy]| {
+            check_claim_values(&untag, &class, Some("sriov-fronthaul"), policies)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            check(&[policy(serde_json::json!({"allowedVlans": ["100-199"]}))]).unwrap_err(),
+            "field vlan: 0 is not allowed by DeviceClass sriov-fronthaul (the class sets vlan 100; allowedVlans must list 0 to let a claim leave it untagged)"
+        );
+        assert!(
+            check(&[])
+                .unwrap_err()
+                .contains("the class has no VfPolicy")
+        );
+        assert_eq!(
+            check(&[policy(
+                serde_json::json!({"allowedVlans": ["0", "100-199"]})
+            )]),
+            Ok(())
         );
     }
 

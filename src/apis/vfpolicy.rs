@@ -15,12 +15,15 @@
 //!
 //! | field | absent | given |
 //! |---|---|---|
-//! | `allowedVlans` | only `vlan: 0` | those IDs, and 0 |
+//! | `allowedVlans` | only `vlan: 0` | those IDs, and 0 (but see below) |
 //! | `allowedVlanQoS` | none | those priorities |
 //! | `allowedVlanProtos` | none | those protocols |
 //! | `allowedPools` | any pool | those pools |
 //! | `allowStaticAddresses` | none | addresses inside those CIDRs |
 //! | `claimMaySet` | `mtu`, `routes`, `rdma` | exactly those fields |
+//!
+//! `vlan: 0` (untagged) is allowed unless the class's own config sets a
+//! VLAN: turning that off takes an `allowedVlans` that lists 0.
 //!
 //! Parsing is strict like `VfConfig`'s: a misspelt `alowedVlans` silently
 //! ignored would refuse (or worse, allow) the wrong VLANs.
@@ -262,6 +265,13 @@ impl VfPolicy {
     /// Whether a claim may ask for VLAN `id` (0, untagged, always).
     pub fn allows_vlan(&self, id: u32) -> bool {
         id == 0 || in_ranges(&self.allowed_vlans, id)
+    }
+
+    /// Whether a claim may turn off a VLAN its class's config sets: only
+    /// when `allowedVlans` lists 0 itself, as the untagged network is no
+    /// tenant's by default.
+    pub fn allows_untagging(&self) -> bool {
+        in_ranges(&self.allowed_vlans, 0)
     }
 
     /// Whether a claim may ask for 802.1p priority `qos`.

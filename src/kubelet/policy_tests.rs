@@ -300,6 +300,17 @@ fn field_cases() -> Vec<FieldCase> {
             false,
             true,
         ),
+        // Untagging a VLAN the class sets: the PF's untagged network is no
+        // tenant's, so 0 must be listed.
+        case(
+            "vlan",
+            json!({"vlan": 0}),
+            json!({"vlan": 100}),
+            json!({"allowedVlans": ["0", "100-199"]}),
+            json!({"allowedVlans": ["100-199"]}),
+            false,
+            false,
+        ),
         case(
             "vlanQoS",
             json!({"vlanQoS": 5}),
