@@ -42,9 +42,12 @@ fn claim(i: usize) -> serde_json::Value {
         "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "sriov-vf.sriov.dra.dev"}}]}},
         "status": {"allocation": {"devices": {
             "results": [{"request": "nic", "driver": "sriov.dra.dev", "pool": "bench-node", "device": device}],
-            "config": [{"source": "FromClaim", "opaque": {"driver": "sriov.dra.dev", "parameters": {
-                "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig",
-                "vlan": 100, "ipam": {"pool": "bench"}}}}]
+            "config": [
+                {"source": "FromClass", "requests": ["nic"], "opaque": {"driver": "sriov.dra.dev", "parameters": {
+                    "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy", "allowedVlans": ["100-199"]}}},
+                {"source": "FromClaim", "opaque": {"driver": "sriov.dra.dev", "parameters": {
+                    "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig",
+                    "vlan": 100, "ipam": {"pool": "bench"}}}}]
         }}}
     })
 }

@@ -1,21 +1,28 @@
 //! The read-only HTTP debug API: what the driver knows, as JSON.
 //!
 //! While the driver runs it holds the state store exclusively, so this is
-//! how an operator reads it (`sriov-dra ipam` points here). It listens on
-//! loopback unless the node config says otherwise, and serves GETs only:
-//! nothing here changes a device, a claim or an address.
+//! how an operator reads it (`sriov-dra ipam` points here). It serves GETs
+//! only: nothing here changes a device, a claim or an address. It shows
+//! every claim, address and device of the node without authentication, so
+//! it listens on loopback unless the node config sets `debugAllowRemote`;
+//! and since a scan or a store read can be slow, each request has a
+//! deadline and only a few run at once, so that the API cannot starve the
+//! blocking pool that prepare and attach use.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ipam::Ipam;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::blocking::blocking;
 use crate::inventory::NodeInventory;
@@ -30,8 +37,31 @@ pub struct DebugState {
     pub sysfs_root: PathBuf,
 }
 
+/// How long a request may take and how many run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request still running after this is answered 503 (its work runs
+    /// on, holding its slot, until done).
+    pub request_timeout: Duration,
+    /// Requests beyond this many at once are answered 503 at once, rather
+    /// than queued: an operator retries, a flood does not pile up.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    /// 10 s (a full sysfs scan of a 2048-VF node takes well under one) and
+    /// 4 requests at once.
+    fn default() -> Self {
+        Limits {
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 4,
+        }
+    }
+}
+
 /// The routes: `/healthz`, `/inventory`, `/claims`, `/attachments`,
-/// `/ipam`, `/unreadable`.
+/// `/ipam`, `/unreadable`. `/claims` shows per device the DeviceClass and
+/// the `VfPolicy` entries the claim's own values were checked against.
 pub fn router(state: DebugState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -43,19 +73,87 @@ pub fn router(state: DebugState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `address` until `shutdown` completes. Binds before
-/// returning, so a taken port is an error at start, not a silent absence.
+/// `router` with a deadline per request and a cap on requests in flight,
+/// shared by all its routes.
+pub fn with_limits(router: Router, limits: Limits) -> Router {
+    let slots = Arc::new(Semaphore::new(limits.max_in_flight));
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let slots = slots.clone();
+            async move {
+                let Ok(slot) = slots.try_acquire_owned() else {
+                    return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    format!(
+                        "debug API: {} requests are running, the most it serves at once; retry\n",
+                        limits.max_in_flight
+                    ),
+                )
+                    .into_response();
+                };
+                // The work keeps its slot until it ends, also past the deadline:
+                // the cap bounds the work running, not only the answers pending.
+                let work = tokio::spawn(async move {
+                    let response = next.run(req).await;
+                    drop(slot);
+                    response
+                });
+                match tokio::time::timeout(limits.request_timeout, work).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(e)) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("debug API: the request failed: {e}\n"),
+                    )
+                        .into_response(),
+                    Err(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "debug API: the request took longer than {:?}\n",
+                            limits.request_timeout
+                        ),
+                    )
+                        .into_response(),
+                }
+            }
+        },
+    ))
+}
+
+/// Refuses an `address` beyond this node unless `allow_remote`.
+fn check_address(address: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+    if !address.ip().is_loopback() && !allow_remote {
+        anyhow::bail!(
+            "debug API: {address} is not a loopback address; set debugAllowRemote: true in the node config to serve it beyond this node"
+        );
+    }
+    Ok(())
+}
+
+/// Serves the API on `address` until `shutdown` completes, with the
+/// default [`Limits`]. A non-loopback `address` is refused unless
+/// `allow_remote`, and warned about when allowed. Binds before returning,
+/// so a taken port is an error at start, not a silent absence.
 pub async fn serve(
     address: SocketAddr,
+    allow_remote: bool,
     state: DebugState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    check_address(address, allow_remote)?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("debug API: cannot listen on {address}: {e}"))?;
+    if !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "debug API listening beyond this node (debugAllowRemote): it shows every claim, address and device without authentication; firewall it"
+        );
+    }
     tracing::info!(%address, "debug API listening");
+    let app = with_limits(router(state), Limits::default());
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state))
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {
@@ -187,6 +285,7 @@ mod tests {
             )
             .unwrap();
         claims::put_raw(store.database(), "uid-damaged", b"{not json").unwrap();
+        let state_store = store.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = DebugState {
             store,
@@ -196,7 +295,7 @@ mod tests {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = probe.local_addr().unwrap();
         drop(probe);
-        let task = serve(address, state, async {
+        let task = serve(address, false, state, async {
             let _ = stopped.await;
         })
         .await
@@ -219,6 +318,16 @@ mod tests {
         assert_eq!(json_of(&body)["devices"].as_array().unwrap().len(), 5);
         let (code, body) = request(address, "GET", "/claims").await;
         assert_eq!((code, json_of(&body)), (200, serde_json::json!([])));
+        claims::put(state_store.database(), &claim_with_policy()).unwrap();
+        let (code, body) = request(address, "GET", "/claims").await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            json_of(&body)[0]["devices"][0]["policy"],
+            serde_json::json!({"deviceClass": "sriov-fronthaul", "vfPolicies": [{
+                "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy",
+                "allowedVlans": ["100-199"], "allowedPools": ["fronthaul"]}]}),
+            "which policy bounded the claim"
+        );
         let (code, _) = request(address, "GET", "/attachments").await;
         assert_eq!(code, 200);
         // The damaged record does not hide the others; it is listed apart.
@@ -246,9 +355,174 @@ mod tests {
             store: Arc::new(Ipam::open(state_dir.path(), &[]).unwrap()),
             sysfs_root: "/sys".into(),
         };
-        let err = serve(address, state, std::future::pending())
+        let err = serve(address, false, state, std::future::pending())
             .await
             .unwrap_err();
         assert!(err.to_string().contains(&address.to_string()), "{err}");
+    }
+
+    /// A prepared claim whose device was checked against a class policy.
+    fn claim_with_policy() -> claims::ClaimRecord {
+        use crate::apis::{AppliedPolicy, Mode, ValidConfig, VfPolicy};
+        let policy: VfPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy",
+            "allowedVlans": ["100-199"], "allowedPools": ["fronthaul"]
+        }))
+        .unwrap();
+        let pci: sriov::PciAddress = "0000:af:01.0".parse().unwrap();
+        claims::ClaimRecord {
+            schema: claims::CLAIM_SCHEMA_VERSION,
+            uid: "claim-1".into(),
+            namespace: "ran".into(),
+            name: "du-0".into(),
+            phase: claims::Phase::Prepared,
+            devices: vec![claims::PreparedDevice {
+                request: "fh0".into(),
+                pool: "worker-1".into(),
+                device: pci.device_name(),
+                pci_address: pci,
+                config: ValidConfig {
+                    mode: Mode::Netdevice,
+                    if_name: None,
+                    mtu: None,
+                    settings: Default::default(),
+                    addresses: None,
+                    routes: vec![],
+                    rdma_exclusive: false,
+                },
+                if_name: None,
+                vf_settings: None,
+                rdma_device: None,
+                bind: None,
+                addresses: None,
+                cdi_device_id: None,
+                policy: Some(AppliedPolicy {
+                    device_class: Some("sriov-fronthaul".into()),
+                    vf_policies: vec![policy],
+                }),
+            }],
+            cdi_spec: None,
+            boot_id: "boot-1".into(),
+            reserved_for: vec![],
+        }
+    }
+
+    /// A free port on every address.
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn a_remote_address_is_refused_unless_allowed() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = DebugState {
+            store: Arc::new(Ipam::open(state_dir.path(), &[]).unwrap()),
+            sysfs_root: "/sys".into(),
+        };
+        let port = free_port();
+        let everywhere = SocketAddr::from(([0, 0, 0, 0], port));
+        let err = serve(everywhere, false, state.clone(), std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "debug API: 0.0.0.0:{port} is not a loopback address; set debugAllowRemote: true in the node config to serve it beyond this node"
+            )
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = serve(everywhere, true, state, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("allowed when asked for");
+        let local = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(
+            request(local, "GET", "/healthz").await,
+            (200, "ok\n".into())
+        );
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+
+    /// Serves `app` on a loopback port until the returned sender is dropped.
+    async fn serve_test(app: Router) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        (address, stop)
+    }
+
+    #[tokio::test]
+    async fn a_slow_request_is_answered_503_at_its_deadline() {
+        let app = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late\n"
+            }),
+        );
+        let limits = Limits {
+            request_timeout: Duration::from_millis(100),
+            max_in_flight: 4,
+        };
+        let (address, _stop) = serve_test(with_limits(app, limits)).await;
+        let started = std::time::Instant::now();
+        let (code, body) = request(address, "GET", "/slow").await;
+        assert_eq!(code, 503);
+        assert!(
+            body.contains("the request took longer than 100ms"),
+            "{body}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_limit_are_refused_until_a_slot_frees() {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let app = {
+            let (gate, entered) = (gate.clone(), entered.clone());
+            Router::new()
+                .route(
+                    "/wait",
+                    get(move || {
+                        let (gate, entered) = (gate.clone(), entered.clone());
+                        async move {
+                            entered.notify_one();
+                            gate.notified().await;
+                            "done\n"
+                        }
+                    }),
+                )
+                .route("/now", get(|| async { "now\n" }))
+        };
+        let limits = Limits {
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 1,
+        };
+        let (address, _stop) = serve_test(with_limits(app, limits)).await;
+        let first = tokio::spawn(async move { request(address, "GET", "/wait").await });
+        entered.notified().await;
+        let (code, body) = request(address, "GET", "/now").await;
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            body.contains("1 requests are running, the most it serves at once"),
+            "{body}"
+        );
+        gate.notify_one();
+        assert_eq!(first.await.unwrap(), (200, "done\n".into()));
+        assert_eq!(request(address, "GET", "/now").await, (200, "now\n".into()));
     }
 }

@@ -78,6 +78,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let debug = debug_api::serve(
         config.debug_address,
+        config.debug_allow_remote,
         DebugState {
             store: ipam.clone(),
             sysfs_root: config.sysfs_root.clone(),

@@ -267,6 +267,7 @@ mod tests {
             bind: None,
             addresses: None,
             cdi_device_id: None,
+            policy: None,
         }
     }
 

@@ -14,7 +14,7 @@ use sriov::PciAddress;
 use sriov::vf_config::{VfConfigRecord, VfTarget};
 
 use crate::apis::validate::AddressSource;
-use crate::apis::{ConfigError, Mode, configs_for_request};
+use crate::apis::{ConfigError, Mode, RequestConfig, configs_for_request};
 use crate::claim::cdi::{CdiDevice, CdiWriter, device_edits, env_request};
 use crate::claim::device_ops::DeviceOps;
 use crate::claim::locks::ClaimLocks;
@@ -323,8 +323,15 @@ impl Preparer {
             if !seen.insert(result.device.as_str()) {
                 return Err(fail("is allocated twice in this claim".into()));
             }
-            let config =
-                configs_for_request(&label, &self.driver, &claim.configs, &result.request)?;
+            // The claim's own values are checked against its class's
+            // VfPolicy here, before anything is changed.
+            let RequestConfig { config, policy } = configs_for_request(
+                &label,
+                &self.driver,
+                &claim.configs,
+                &result.request,
+                claim.device_class(&result.request),
+            )?;
             if config.mode == Mode::Dpdk && dev.function.iommu_group.is_none() {
                 return Err(fail(
                     "field mode: dpdk needs an IOMMU group and the device has none; enable the IOMMU (intel_iommu=on / amd_iommu=on) or use mode netdevice".into(),
@@ -362,6 +369,7 @@ impl Preparer {
                 bind: None,
                 addresses: None,
                 cdi_device_id: None,
+                policy: Some(policy),
             });
         }
         let mut names = HashSet::new();

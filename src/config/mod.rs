@@ -39,6 +39,10 @@ pub struct NodeConfig {
     pub cdi_dir: PathBuf,
     /// Debug API listen address; loopback unless told otherwise.
     pub debug_address: SocketAddr,
+    /// Allow a `debug_address` that is not loopback. The debug API shows
+    /// every claim, address and device of the node without authentication,
+    /// so serving it beyond the node must be asked for in so many words.
+    pub debug_allow_remote: bool,
     /// Offer PFs and non-SR-IOV functions too, not only VFs.
     pub offer_pfs: bool,
     /// Interfaces never offered or touched (the node's management NIC).
@@ -72,6 +76,7 @@ impl Default for NodeConfig {
             nri_socket: "/var/run/nri/nri.sock".into(),
             cdi_dir: "/var/run/cdi".into(),
             debug_address: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            debug_allow_remote: false,
             offer_pfs: false,
             exclude_interfaces: Vec::new(),
             selectors: Vec::new(),
@@ -207,9 +212,30 @@ ipam:
             ("selectors: [{linkTypes: [ethernt]}]", "ethernt"),
             ("driverName: Not_A_Domain", "driverName"),
             ("debugAddress: localhost", "debugAddress"),
+            ("debugAllowRemote: yes please", "debugAllowRemote"),
         ] {
             let err = format!("{:#}", NodeConfig::parse(yaml, "node.yaml").unwrap_err());
             assert!(err.contains(needle), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn a_remote_debug_address_needs_debug_allow_remote() {
+        let err = NodeConfig::parse("debugAddress: 0.0.0.0:9464\n", "node.yaml").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("node.yaml")
+                && msg.contains("debugAddress 0.0.0.0:9464 is not a loopback address")
+                && msg.contains("debugAllowRemote: true"),
+            "{msg}"
+        );
+        let c = NodeConfig::parse(
+            "debugAddress: 0.0.0.0:9464\ndebugAllowRemote: true\n",
+            "node.yaml",
+        )
+        .unwrap();
+        assert!(c.debug_allow_remote);
+        NodeConfig::parse("debugAddress: \"[::1]:9464\"\n", "node.yaml")
+            .expect("IPv6 loopback is local");
     }
 }

@@ -28,6 +28,12 @@ impl NodeConfig {
                 );
             }
         }
+        if !self.debug_address.ip().is_loopback() && !self.debug_allow_remote {
+            bail!(
+                "debugAddress {} is not a loopback address: the debug API shows every claim, address and device of this node without authentication; set debugAllowRemote: true to serve it beyond the node (and firewall it)",
+                self.debug_address
+            );
+        }
         ipam::validate_pools(&self.ipam.pools).map_err(|e| anyhow::anyhow!("ipam.pools: {e}"))?;
         Ok(())
     }

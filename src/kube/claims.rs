@@ -1,6 +1,9 @@
 //! Reading a ResourceClaim for prepare: the claim the kubelet names must
 //! still be the one it means (same UID), be allocated, and we take only the
-//! allocation results of our driver and the configs that come with them.
+//! allocation results of our driver, the configs that come with them and
+//! the DeviceClass each request names (whose `VfPolicy` bounds the claim).
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::resource::v1::{
     DeviceAllocationConfiguration, DeviceRequestAllocationResult, ResourceClaim,
@@ -22,6 +25,10 @@ pub struct AllocatedClaim {
     pub configs: Vec<DeviceAllocationConfiguration>,
     /// UIDs of the pods in `status.reservedFor` (other consumers left out).
     pub reserved_for: Vec<String>,
+    /// DeviceClass name by request name, from the claim's spec: a request
+    /// `nic` (`exactly.deviceClassName`) and each subrequest `nic/fast`
+    /// (`firstAvailable[].deviceClassName`), as allocation results name them.
+    pub device_classes: BTreeMap<String, String>,
 }
 
 impl AllocatedClaim {
@@ -29,6 +36,35 @@ impl AllocatedClaim {
     pub fn label(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// The DeviceClass a result's `request` (`nic` or `nic/fast`) names.
+    pub fn device_class(&self, request: &str) -> Option<&str> {
+        self.device_classes.get(request).map(String::as_str)
+    }
+}
+
+/// DeviceClass by request (and `request/subrequest`) name of a claim.
+fn device_classes(claim: &ResourceClaim) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for request in claim
+        .spec
+        .devices
+        .as_ref()
+        .and_then(|d| d.requests.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(exactly) = &request.exactly {
+            out.insert(request.name.clone(), exactly.device_class_name.clone());
+        }
+        for sub in request.first_available.iter().flatten() {
+            out.insert(
+                format!("{}/{}", request.name, sub.name),
+                sub.device_class_name.clone(),
+            );
+        }
+    }
+    out
 }
 
 /// Why the claim could not be used; each names the claim.
@@ -75,6 +111,7 @@ pub fn allocation_for_driver(
     uid: &str,
     driver: &str,
 ) -> Result<AllocatedClaim, ClaimError> {
+    let device_classes = device_classes(&claim);
     let namespace = claim.metadata.namespace.unwrap_or_default();
     let name = claim.metadata.name.unwrap_or_default();
     let label = format!("{namespace}/{name}");
@@ -115,6 +152,7 @@ pub fn allocation_for_driver(
             .collect(),
         configs: devices.config.unwrap_or_default(),
         reserved_for,
+        device_classes,
     })
 }
 
@@ -183,13 +221,49 @@ mod tests {
             ["pci-0000-3b-00-2", "pci-0000-3b-01-2"],
             "the GPU result is not ours"
         );
-        assert_eq!(claim.configs.len(), 4);
+        assert_eq!(claim.configs.len(), 5);
         assert_eq!(claim.label(), "ran/du-0-fronthaul-x7k2p");
         assert_eq!(
             claim.reserved_for,
             ["0b7e4c1d-22a9-4c3e-8f05-6d1e2a3b4c5d"],
             "the pod it is reserved for"
         );
+    }
+
+    #[test]
+    fn each_request_and_subrequest_knows_its_device_class() {
+        let mut claim: serde_json::Value = serde_json::from_str(FRONTHAUL).unwrap();
+        claim["spec"]["devices"]["requests"][2] = serde_json::json!({
+            "name": "nic",
+            "firstAvailable": [
+                {"name": "fast", "deviceClassName": "sriov-100g.sriov.dra.dev"},
+                {"name": "slow", "deviceClassName": "sriov-25g.sriov.dra.dev"}
+            ]
+        });
+        let claim: ResourceClaim = serde_json::from_value(claim).unwrap();
+        let ours = allocation_for_driver(claim, UID, "sriov.dra.dev").unwrap();
+        assert_eq!(
+            ours.device_class("fronthaul"),
+            Some("sriov-vf.sriov.dra.dev")
+        );
+        assert_eq!(
+            ours.device_class("rdma"),
+            Some("sriov-rdma-vf.sriov.dra.dev")
+        );
+        assert_eq!(
+            ours.device_class("nic/fast"),
+            Some("sriov-100g.sriov.dra.dev")
+        );
+        assert_eq!(
+            ours.device_class("nic/slow"),
+            Some("sriov-25g.sriov.dra.dev")
+        );
+        assert_eq!(
+            ours.device_class("nic"),
+            None,
+            "a parent names no class itself"
+        );
+        assert_eq!(ours.device_class("gpu"), None);
     }
 
     #[tokio::test]

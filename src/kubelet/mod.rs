@@ -5,3 +5,6 @@
 pub mod node_service;
 pub mod registration;
 pub mod socket;
+
+#[cfg(test)]
+mod policy_tests;

@@ -556,6 +556,9 @@ async fn device_checks_refuse_dpdk_without_iommu_and_rdma_without_rdma() {
     })
     .await;
     let mut claim = with_fronthaul_config(json!({"mode": "dpdk"}));
+    // Its class lets a claim pick the mode.
+    claim["status"]["allocation"]["devices"]["config"][4]["opaque"]["parameters"]["claimMaySet"] =
+        json!(["mode"]);
     claim["status"]["allocation"]["devices"]["results"][0]["device"] = json!("pci-0000-3b-00-3");
     node.api.put_claim(&claim);
     let err = node.prepare_one(&claim).await.expect_err("no IOMMU group");
@@ -567,7 +570,8 @@ async fn device_checks_refuse_dpdk_without_iommu_and_rdma_without_rdma() {
 
     let node = Node::start(Fixture::E810, "worker-2").await;
     let mut claim: Value = serde_json::from_str(DPDK).expect("testdata");
-    claim["status"]["allocation"]["devices"]["config"][1]["opaque"]["parameters"] = json!({"apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig", "mode": "netdevice", "rdma": {"exclusive": true}});
+    // The class's config (the admin's: no policy bounds it).
+    claim["status"]["allocation"]["devices"]["config"][0]["opaque"]["parameters"] = json!({"apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig", "mode": "netdevice", "rdma": {"exclusive": true}});
     node.api.put_claim(&claim);
     let err = node
         .prepare_one(&claim)
@@ -751,6 +755,11 @@ fn bulk_claim(i: usize, device: &str) -> Value {
     alloc["devices"]["results"][0]["device"] = json!(device);
     alloc["devices"]["results"][0]["pool"] = json!("worker-1");
     alloc["devices"]["config"] = json!([{
+        "source": "FromClass",
+        "opaque": {"driver": DRIVER, "parameters": {
+            "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy",
+            "allowedVlans": ["10-200"]}}
+    }, {
         "source": "FromClaim",
         "opaque": {"driver": DRIVER, "parameters": {
             "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig",
@@ -967,7 +976,7 @@ async fn a_static_address_held_by_another_claim_fails_and_rolls_back() {
     );
 
     let mut second =
-        with_fronthaul_config(json!({"vlan": 7, "ipam": {"static": ["10.1.0.50/24"]}}));
+        with_fronthaul_config(json!({"vlan": 107, "ipam": {"static": ["10.1.0.50/24"]}}));
     second["metadata"]["name"] = json!("du-1-fronthaul");
     second["metadata"]["uid"] = json!("11111111-2222-4333-8444-555555555555");
     let results = &mut second["status"]["allocation"]["devices"]["results"];

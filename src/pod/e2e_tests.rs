@@ -79,6 +79,7 @@ fn vf(claim_uid: &str, n: usize, addresses: &[&str], route: Option<(&str, &str)>
             routes,
         }),
         cdi_device_id: None,
+        policy: None,
     }
 }
 

@@ -17,7 +17,7 @@ use sriov::PciAddress;
 use sriov::bind::BindRecord;
 use sriov::vf_config::VfConfigRecord;
 
-use crate::apis::ValidConfig;
+use crate::apis::{AppliedPolicy, ValidConfig};
 use crate::state::listing::{Listing, Unreadable};
 
 /// Version of the record layout; a driver refuses records newer than it.
@@ -73,6 +73,11 @@ pub struct PreparedDevice {
     /// Fully qualified CDI device ID handed to the kubelet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdi_device_id: Option<String>,
+    /// The DeviceClass and its `VfPolicy` entries the claim's own values
+    /// were checked against, for the debug API; `None` in records written
+    /// before policies existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<AppliedPolicy>,
 }
 
 /// What the driver did for one claim.
@@ -405,6 +410,7 @@ mod tests {
                         bind: None,
                         addresses: None,
                         cdi_device_id: None,
+                        policy: None,
                     }
                 })
                 .collect(),
@@ -474,5 +480,36 @@ mod tests {
             init(&db),
             Err(StateError::Schema { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn the_applied_policy_is_kept_and_a_record_from_before_policies_still_loads() {
+        let mut rec = record("uid-1", &["0000:3b:00.2"]);
+        let policy: crate::apis::VfPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy", "allowedVlans": ["100-199"]
+        }))
+        .unwrap();
+        rec.devices[0].policy = Some(AppliedPolicy {
+            device_class: Some("sriov-fronthaul".into()),
+            vf_policies: vec![policy],
+        });
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(
+            json["devices"][0]["policy"],
+            serde_json::json!({"deviceClass": "sriov-fronthaul", "vfPolicies": [
+                {"apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy", "allowedVlans": ["100-199"]}
+            ]})
+        );
+        assert_eq!(
+            decode("uid-1", &serde_json::to_vec(&rec).unwrap()).unwrap(),
+            rec
+        );
+
+        let mut old = json;
+        if let Some(dev) = old["devices"][0].as_object_mut() {
+            dev.remove("policy");
+        }
+        let loaded = decode("uid-1", &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(loaded.devices[0].policy, None);
     }
 }

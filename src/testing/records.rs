@@ -53,6 +53,7 @@ pub fn prepared(
             }],
         }),
         cdi_device_id: None,
+        policy: None,
     }
 }
 
