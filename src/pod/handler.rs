@@ -22,7 +22,7 @@ use crate::nri::plugin::{PodHandler, PodSandbox};
 use crate::pod::claims::{PodClaims, netdevice_devices};
 use crate::pod::error::PodError;
 use crate::state::ClaimRecord;
-use crate::state::attachments::{self, PodAttachments};
+use crate::state::attachments::{self, AttachState, PodAttachments};
 
 /// How long a claim status report may take before it is given up (the
 /// pod's network works whether or not the API heard about it).
@@ -93,11 +93,17 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
         if let Some(existing) = self.record_of(&pod.uid).await? {
-            if existing.sandbox_id == pod.id || existing.sandbox_id.is_empty() {
+            let same_sandbox = existing.sandbox_id == pod.id || existing.sandbox_id.is_empty();
+            if same_sandbox && existing.state == AttachState::Attached {
                 return Ok(()); // already attached (a retried or replayed event)
             }
-            // The pod got a new sandbox (node reboot, sandbox recreated):
-            // its VFs must leave the old one first.
+            // A plan left by a driver that died mid-attach is rolled back
+            // (each VF comes home from wherever it got to) and the attach
+            // done again; a pod with a new sandbox (node reboot, sandbox
+            // recreated) has its VFs leave the old one first.
+            if same_sandbox {
+                warn!(pod = %existing.pod, "finishing an attach a driver left half done: rolling it back first");
+            }
             self.detach_record(&existing).await?;
         }
         let records = self.claims_of(&pod.uid).await?;
@@ -127,6 +133,7 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             sandbox_id: pod.id.clone(),
             pod: format!("{}/{}", pod.namespace, pod.name),
             netns: netns.clone(),
+            state: AttachState::Planned,
             attachments: provisional,
         };
         let (store, plan) = (self.store.clone(), record.clone());
@@ -157,9 +164,12 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             }
         };
         record.attachments = attached;
+        record.state = AttachState::Attached;
         if let Err(e) = self.save_record(&record).await {
-            // The plan on disk still finds every VF (by PCI address).
-            warn!(pod = %record.pod, error = %e, "could not record the final attachment; the plan stands in for it");
+            // Not durable, so not acknowledged: the pod fails, and its
+            // Stop finds every VF through the plan (by PCI address).
+            warn!(pod = %record.pod, error = %e, "could not record the finished attach; failing the pod");
+            return Err(e);
         }
         for a in &record.attachments {
             info!(pod = %record.pod, claim = %a.claim, device = %a.device, if_name = %a.if_name, "VF attached");
@@ -568,6 +578,7 @@ mod tests {
                 sandbox_id: pod(Some(ns.path())).id,
                 pod: "ran/du-0".into(),
                 netns: ns.path().to_path_buf(),
+                state: AttachState::Planned,
                 attachments: plan,
             },
         )
@@ -587,6 +598,53 @@ mod tests {
             (original.mtu, original.mac.clone())
         );
         assert!(attachments::list(store.database()).unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plan_left_mid_attach_is_finished_at_synchronize_not_taken_as_done() {
+        if !have_root("a_plan_left_mid_attach_is_finished_at_synchronize_not_taken_as_done") {
+            return;
+        }
+        let Rig {
+            vf,
+            ns,
+            store,
+            handler,
+            ..
+        } = &rig(None);
+        // The driver wrote its plan and died before the first move.
+        let records = StoreClaims::new(store.clone(), "boot")
+            .claims_for_pod(POD)
+            .unwrap();
+        let devices = netdevice_devices(&records);
+        let plan = handler.attacher.provisional(&devices, ns.path()).unwrap();
+        attachments::put(
+            store.database(),
+            &PodAttachments {
+                pod_uid: POD.into(),
+                sandbox_id: pod(Some(ns.path())).id,
+                pod: "ran/du-0".into(),
+                netns: ns.path().to_path_buf(),
+                state: AttachState::Planned,
+                attachments: plan,
+            },
+        )
+        .unwrap();
+        assert!(facts(&mut RouteSocket::new().unwrap(), &vf.name).is_some());
+
+        // The runtime reconnects: the pod still runs, so it gets its VF.
+        handler.synchronize(&[pod(Some(ns.path()))]).await.unwrap();
+        assert!(
+            facts(&mut RouteSocket::new().unwrap(), &vf.name).is_none(),
+            "the VF left the host"
+        );
+        let in_pod = crate::attach::netns::run_in_netns(ns.path(), || {
+            facts(&mut RouteSocket::new().unwrap(), "net1")
+        })
+        .unwrap();
+        assert!(in_pod.is_some(), "the VF is in the pod as net1");
+        let record = attachments::get(store.database(), POD).unwrap().unwrap();
+        assert_eq!(record.state, AttachState::Attached);
     }
 
     #[tokio::test]

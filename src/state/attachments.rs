@@ -17,6 +17,22 @@ use crate::attach::Attachment;
 /// Pod UID → JSON [`PodAttachments`].
 const POD_ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("pod_attachments");
 
+/// How far a pod's attach got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AttachState {
+    /// The write-ahead plan: written before the first VF moves. Some, all
+    /// or none of the VFs may be in the pod; found after a crash it is
+    /// rolled back (and the attach done again for a running pod), never
+    /// taken as done.
+    Planned,
+    /// Every VF is in the pod as recorded. Records written before this
+    /// field existed read as attached: rolling back a running pod's VFs on
+    /// a driver upgrade would cut its traffic.
+    #[default]
+    Attached,
+}
+
 /// Everything attached to one pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,6 +47,9 @@ pub struct PodAttachments {
     pub pod: String,
     /// The pod's network namespace when attached.
     pub netns: PathBuf,
+    /// Whether the attach finished.
+    #[serde(default)]
+    pub state: AttachState,
     /// Each attached VF.
     pub attachments: Vec<Attachment>,
 }
@@ -136,6 +155,7 @@ mod tests {
             sandbox_id: "a".repeat(64),
             pod: "ran/du-0".into(),
             netns: "/var/run/netns/cni-1".into(),
+            state: AttachState::Attached,
             attachments: vec![Attachment {
                 claim: "ran/fronthaul".into(),
                 device: "pci-0000-3b-00-2".into(),
@@ -155,6 +175,14 @@ mod tests {
                 rdma_device: None,
             }],
         }
+    }
+
+    #[test]
+    fn a_record_from_before_attach_states_reads_as_attached() {
+        let mut json = serde_json::to_value(record("pod-a")).unwrap();
+        json.as_object_mut().unwrap().remove("state");
+        let old: PodAttachments = serde_json::from_value(json).unwrap();
+        assert_eq!(old.state, AttachState::Attached);
     }
 
     #[test]
