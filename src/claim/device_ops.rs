@@ -13,6 +13,7 @@ use sriov::bind::{BindError, BindRecord, DriverBinder, FsSysfsWriter};
 use sriov::netlink::RouteSocket;
 use sriov::vf_config::{VfConfigError, VfConfigRecord, VfSettings, VfTarget, configure, restore};
 
+use crate::attach::{Attacher, Attachment};
 use crate::inventory::NodeDevice;
 use crate::state::StateError;
 
@@ -60,6 +61,11 @@ pub trait DeviceOps: Send + Sync {
     /// Gives the device back to its original driver.
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError>;
 
+    /// Moves a VF that is still recorded in a pod back to the host (the
+    /// pod's Stop was missed: the kubelet unprepares only after the pod's
+    /// sandbox is gone). Keeps going past failures and reports them all.
+    fn detach_from_pod(&self, attachment: &Attachment) -> Result<(), String>;
+
     /// Whether the PCI function still exists. A VF destroyed since prepare
     /// (its PF reset, `sriov_numvfs` changed) took its settings and binding
     /// with it: there is nothing left to restore, and unprepare must not
@@ -72,14 +78,17 @@ pub struct SystemDeviceOps {
     sysfs_root: PathBuf,
     dev_root: PathBuf,
     socket: Mutex<Option<RouteSocket>>,
+    attacher: Attacher,
 }
 
 impl SystemDeviceOps {
     /// Devices under `sysfs_root` (`/sys`) with device nodes under
     /// `dev_root` (`/dev`).
     pub fn new(sysfs_root: impl Into<PathBuf>, dev_root: impl Into<PathBuf>) -> Self {
+        let sysfs_root = sysfs_root.into();
         SystemDeviceOps {
-            sysfs_root: sysfs_root.into(),
+            attacher: Attacher::new(&sysfs_root),
+            sysfs_root,
             dev_root: dev_root.into(),
             socket: Mutex::new(None),
         }
@@ -142,6 +151,10 @@ impl DeviceOps for SystemDeviceOps {
 
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError> {
         self.binder().restore(record)
+    }
+
+    fn detach_from_pod(&self, attachment: &Attachment) -> Result<(), String> {
+        self.attacher.detach(attachment).map_err(|e| e.to_string())
     }
 
     fn device_present(&self, address: PciAddress) -> bool {

@@ -20,9 +20,9 @@ use crate::claim::device_ops::DeviceOps;
 use crate::claim::locks::ClaimLocks;
 use crate::inventory::{NodeDevice, NodeInventory};
 use crate::kube::claims::{AllocatedClaim, ClaimError};
-use crate::state::boot;
 use crate::state::claims::{self as store, CLAIM_SCHEMA_VERSION};
 use crate::state::{ClaimRecord, Phase, PreparedDevice, StateError};
+use crate::state::{attachments, boot};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -544,6 +544,53 @@ impl Preparer {
         out
     }
 
+    /// Moves the claim's VFs that a pod record still holds back to the host
+    /// and updates those records, so a VF is never released (and handed to
+    /// another claim) while a pod holds it. Returns what failed; the pod
+    /// records of VFs that did not come home are kept for a retry.
+    fn bring_home(&self, record: &ClaimRecord) -> Vec<String> {
+        let label = format!("{}/{}", record.namespace, record.name);
+        let db = self.ipam.database();
+        let pods = match attachments::list(db) {
+            Ok(pods) => pods,
+            Err(e) => return vec![format!("reading pod attachments: {e}")],
+        };
+        let mut failures = Vec::new();
+        for mut pod in pods {
+            let before = pod.attachments.len();
+            pod.attachments.retain(|a| {
+                let ours = a.claim == label
+                    && record.devices.iter().any(|d| d.pci_address == a.pci_address);
+                if !ours {
+                    return true;
+                }
+                tracing::warn!(claim = %label, pod = %pod.pod, device = %a.device, "unprepare found the VF still in a pod; moving it home first");
+                match self.ops.detach_from_pod(a) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        failures.push(format!(
+                            "device {} is still in pod {} and could not be moved home: {e}",
+                            a.device, pod.pod
+                        ));
+                        true
+                    }
+                }
+            });
+            if pod.attachments.len() == before {
+                continue;
+            }
+            let saved = if pod.attachments.is_empty() {
+                attachments::remove(db, &pod.pod_uid)
+            } else {
+                attachments::put(db, &pod)
+            };
+            if let Err(e) = saved {
+                failures.push(format!("updating the attachments of pod {}: {e}", pod.pod));
+            }
+        }
+        failures
+    }
+
     /// Undoes device changes in reverse order; returns what failed.
     fn restore_devices(&self, record: &ClaimRecord) -> Vec<String> {
         let mut failures = Vec::new();
@@ -588,7 +635,11 @@ impl Preparer {
         let label = format!("{}/{}", record.namespace, record.name);
         // A reboot already reset what an earlier boot's record changed.
         let failures = if boot::of_this_boot(record, &self.boot_id) {
-            self.restore_devices(record)
+            let mut failures = self.bring_home(record);
+            if failures.is_empty() {
+                failures = self.restore_devices(record);
+            }
+            failures
         } else {
             Vec::new()
         };

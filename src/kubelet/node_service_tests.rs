@@ -1178,3 +1178,89 @@ async fn the_dra_and_registration_sockets_are_removed_on_a_clean_stop() {
         "the registration socket is left behind"
     );
 }
+
+#[tokio::test]
+async fn unprepare_moves_a_vf_still_recorded_in_a_pod_home_first() {
+    use crate::attach::Attachment;
+    use crate::attach::plan::{HostState, MacAddress};
+    use crate::state::attachments::{self, AttachState, PodAttachments};
+
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    node.shutdown().await;
+
+    // The pod's Stop never reached the driver: its record still holds the
+    // claim's VF, next to a VF of another claim.
+    let (ipam, preparer) = node.preparer();
+    let device = preparer
+        .record(FRONTHAUL_UID)
+        .expect("read")
+        .expect("record")
+        .devices[0]
+        .clone();
+    let attachment = |claim: &str, device: &str, pci: sriov::PciAddress| Attachment {
+        claim: claim.into(),
+        device: device.into(),
+        pci_address: pci,
+        netns: "/var/run/netns/gone".into(),
+        if_name: "net1".into(),
+        pod_index: 3,
+        mac: MacAddress([2, 0, 0, 0, 0, 9]),
+        addresses: vec![],
+        routes: vec![],
+        host: HostState {
+            name: "ens1f0v0".into(),
+            mtu: 1500,
+            mac: MacAddress([2, 0, 0, 0, 0, 9]),
+            up: false,
+        },
+        rdma_device: None,
+    };
+    let other: sriov::PciAddress = "0000:3b:01.7".parse().expect("pci");
+    attachments::put(
+        ipam.database(),
+        &PodAttachments {
+            pod_uid: "pod-1".into(),
+            sandbox_id: "sandbox-1".into(),
+            pod: "ran/du-0".into(),
+            netns: "/var/run/netns/gone".into(),
+            state: AttachState::Attached,
+            attachments: vec![
+                attachment(
+                    "ran/du-0-fronthaul-x7k2p",
+                    &device.device,
+                    device.pci_address,
+                ),
+                attachment("ran/other", "pci-0000-3b-01-7", other),
+            ],
+        },
+    )
+    .expect("record the pod");
+    drop((ipam, preparer));
+    node.serve();
+
+    let prepared = node.ops.calls().len();
+    assert_eq!(node.unprepare_one(&claim).await, "");
+    let calls = node.ops.calls().split_off(prepared);
+    assert_eq!(
+        calls.first(),
+        Some(&DeviceCall::DetachFromPod(device.pci_address)),
+        "home before its settings are restored: {calls:?}"
+    );
+    assert!(
+        !calls.contains(&DeviceCall::DetachFromPod(other)),
+        "{calls:?}"
+    );
+    node.shutdown().await;
+    let (ipam, _) = node.preparer();
+    let left = attachments::list(ipam.database()).expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0].attachments.len(),
+        1,
+        "only the other claim's VF stays recorded"
+    );
+    assert_eq!(left[0].attachments[0].pci_address, other);
+}

@@ -10,6 +10,7 @@ use sriov::vf_config::{
     VfChange, VfConfigError, VfConfigRecord, VfSettings, VfState, VfTarget, plan,
 };
 
+use crate::attach::Attachment;
 use crate::claim::device_ops::{BindOpError, DeviceOps, Persist, PersistBind};
 use crate::inventory::NodeDevice;
 
@@ -24,6 +25,8 @@ pub enum DeviceCall {
     BindVfio(PciAddress),
     /// Driver given back.
     RestoreDriver(PciAddress),
+    /// Moved home from a pod.
+    DetachFromPod(PciAddress),
 }
 
 /// Records calls and answers as a NIC whose VFs start unconfigured would;
@@ -190,6 +193,11 @@ impl DeviceOps for RecordingDeviceOps {
 
     fn restore_driver(&self, record: &BindRecord) -> Result<(), BindError> {
         self.record(DeviceCall::RestoreDriver(record.address));
+        Ok(())
+    }
+
+    fn detach_from_pod(&self, attachment: &Attachment) -> Result<(), String> {
+        self.record(DeviceCall::DetachFromPod(attachment.pci_address));
         Ok(())
     }
 
