@@ -53,6 +53,8 @@ async fn main() -> anyhow::Result<()> {
     );
     tokio::spawn(server.serve(plugin_mux.open(PLUGIN_SERVICE_CONN)?));
     let runtime = TtrpcClient::new(runtime_mux.open(PLUGIN_SERVICE_CONN)?);
+    plugin_mux.unblock();
+    runtime_mux.unblock();
     for (name, size) in [
         ("NRI ttrpc echo 100 B (mux)", 100),
         ("NRI ttrpc echo 64 KiB (mux)", 64 << 10),

@@ -90,6 +90,7 @@ mod tests {
         );
         let runtime_conn2 = runtime_mux.open(RUNTIME_SERVICE_CONN).expect("open 2");
         tokio::spawn(runtime_service.serve(runtime_conn2));
+        runtime_mux.unblock();
 
         // The plugin's side, as issue 7 will set it up.
         let plugin_mux = Mux::new(plugin_end);
@@ -97,6 +98,7 @@ mod tests {
         let served =
             tokio::spawn(TtrpcServer::new(nri::PLUGIN_SERVICE, plugin).serve(plugin_conn1));
         let to_runtime = TtrpcClient::new(plugin_mux.open(RUNTIME_SERVICE_CONN).expect("open 2"));
+        plugin_mux.unblock();
 
         // Registration on conn 2.
         let request = nri::RegisterPluginRequest {

@@ -131,32 +131,48 @@ fn lock_table(
 }
 
 /// One socket carrying several conns. Frames for conns that are not open
-/// are dropped, as the Go implementation does, so open each conn before the
-/// peer can send on it.
+/// are dropped, as the Go implementation does; so, like Go's mux with a
+/// blocked read, ours starts blocked: open the conns, then [`Mux::unblock`],
+/// and no frame the peer sent early is lost.
 pub struct Mux {
     conns: ConnTable,
     writer: Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>>,
     closed: watch::Receiver<Option<MuxError>>,
     closed_tx: Arc<watch::Sender<Option<MuxError>>>,
     reader: tokio::task::JoinHandle<()>,
+    unblock: watch::Sender<bool>,
 }
 
 impl Mux {
-    /// Starts demultiplexing `stream` in a background task. Must run inside
-    /// tokio.
+    /// Takes over `stream`; nothing is read from it until
+    /// [`Mux::unblock`]. Must run inside tokio.
     pub fn new(stream: UnixStream) -> Self {
         let (read, write) = stream.into_split();
         let conns = ConnTable::default();
         let (closed_tx, closed) = watch::channel(None);
         let closed_tx = Arc::new(closed_tx);
-        let reader = tokio::spawn(read_frames(read, conns.clone(), closed_tx.clone()));
+        let (unblock, mut unblocked) = watch::channel(false);
+        let (table, reason) = (conns.clone(), closed_tx.clone());
+        let reader = tokio::spawn(async move {
+            // A mux dropped before it was unblocked ends its reader here.
+            if unblocked.wait_for(|go| *go).await.is_ok() {
+                read_frames(read, table, reason).await;
+            }
+        });
         Self {
             conns,
             writer: Arc::new(tokio::sync::Mutex::new(Some(write))),
             closed,
             closed_tx,
             reader,
+            unblock,
         }
+    }
+
+    /// Starts reading the socket: call once the conns the peer will send on
+    /// are open. Idempotent.
+    pub fn unblock(&self) {
+        self.unblock.send_replace(true);
     }
 
     /// Opens conn `id`: frames for it are queued from now on.
@@ -410,6 +426,8 @@ mod tests {
         let (_l1r, l1w) = left.open(1).expect("open 1").split();
         let (_l2r, l2w) = left.open(2).expect("open 2").split();
         let mut r2 = right.open(2).expect("open 2").reader;
+        left.unblock();
+        right.unblock();
 
         // Conn 1 is not open on the right: that frame is dropped.
         l1w.write(b"lost").await.expect("write 1");
@@ -426,6 +444,27 @@ mod tests {
         assert_eq!(got, big);
     }
 
+    /// The peer may send before we have opened our conns (the runtime
+    /// calls Configure as soon as it has seen RegisterPlugin): a blocked
+    /// mux keeps those frames in the socket until it is unblocked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_sent_before_the_conns_are_open_are_not_lost() {
+        let (a, mut b) = UnixStream::pair().expect("socketpair");
+        let mux = Mux::new(a);
+        b.write_all(&encode_frames(1, b"early"))
+            .await
+            .expect("write");
+        // Give a reader that had started every chance to drop the frame.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut conn = mux.open(1).expect("open").reader;
+        mux.unblock();
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_frame())
+            .await
+            .expect("the early frame arrives")
+            .expect("frame");
+        assert_eq!(frame, &b"early"[..]);
+    }
+
     #[tokio::test]
     async fn opening_twice_or_conn_zero_fails() {
         let (a, _b) = UnixStream::pair().expect("socketpair");
@@ -440,6 +479,7 @@ mod tests {
         let (a, b) = UnixStream::pair().expect("socketpair");
         let mux = Mux::new(a);
         let mut conn = mux.open(1).expect("open").reader;
+        mux.unblock();
         drop(b);
         assert!(matches!(conn.read_frame().await, Err(MuxError::Closed)));
         assert!(matches!(mux.closed().await, MuxError::Closed));
@@ -451,6 +491,8 @@ mod tests {
         let (mux, peer) = (Mux::new(a), Mux::new(b));
         let (mut reader, writer) = mux.open(1).expect("open").split();
         let mut peer_conn = peer.open(1).expect("open peer").reader;
+        mux.unblock();
+        peer.unblock();
         drop(mux);
         assert!(matches!(reader.read_frame().await, Err(MuxError::Closed)));
         assert!(matches!(writer.write(b"x").await, Err(MuxError::Closed)));
@@ -474,6 +516,7 @@ mod tests {
         let (a, mut b) = UnixStream::pair().expect("socketpair");
         let mux = Mux::new(a);
         let mut conn = mux.open(1).expect("open").reader;
+        mux.unblock();
         let header = FrameHeader {
             conn: 1,
             len: u32::MAX,

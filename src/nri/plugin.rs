@@ -213,6 +213,7 @@ async fn session<H: PodHandler>(
         Ok(conn) => conn,
         Err(err) => return mux_error(err),
     };
+    mux.unblock();
     let server = TtrpcServer::new(
         nri::PLUGIN_SERVICE,
         move |method: String, payload: Bytes| {

@@ -664,6 +664,8 @@ mod tests {
         let (a, b) = UnixStream::pair().expect("socketpair");
         let (server_mux, client_mux) = (Mux::new(a), Mux::new(b));
         let conn = server_mux.open(1).expect("open server conn");
+        server_mux.unblock();
+        client_mux.unblock();
         let server = TtrpcServer::new("test.Echo", |method: String, payload: Bytes| async move {
             match method.as_str() {
                 "Echo" => Ok(payload),

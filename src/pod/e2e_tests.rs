@@ -3,10 +3,8 @@
 //! network handler, a real state store, and macvlan stand-ins moved into
 //! real network namespaces. Needs root.
 //!
-//! The tests run on tokio's current-thread runtime, like the NRI plugin's
-//! own: the fake runtime then opens its mux conns before its reader task can
-//! run, so the plugin's first frames are never dropped as frames for a conn
-//! not yet open (a race of the fake, not of the plugin).
+//! Both ends' muxes start blocked and are unblocked once their conns are
+//! open, so no early frame is dropped as one for a conn not yet open.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -314,6 +312,14 @@ async fn a_pod_whose_netns_is_gone_is_detached_by_the_next_synchronize() {
     conn.close().await;
     let mut conn = runtime.accept().await;
     conn.handshake(vec![]).await;
+    // The reconcile may outlast the runtime's deadline for Synchronize
+    // (2 cores, other tests moving VFs) and finish in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !attachments::list(node.store.database()).unwrap().is_empty()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(node.in_host(0), "the gone pod's VF is back");
     assert!(attachments::list(node.store.database()).unwrap().is_empty());
     let _ = stop_plugin.send(());

@@ -106,6 +106,7 @@ impl RuntimeConn {
             },
         );
         tokio::spawn(service.serve(mux.open(RUNTIME_SERVICE_CONN).expect("open conn 2")));
+        mux.unblock();
         Self {
             mux,
             plugin,
