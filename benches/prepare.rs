@@ -17,16 +17,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipam::{Ipam, PoolConfig, SubnetConfig};
 use proto::dra::v1;
 use sriov::fixture::Fixture;
-use sriov_dra::claim::prepare::{PrepareConfig, Preparer};
-use sriov_dra::inventory::NodeInventory;
 use sriov_dra::kube::claims::ClaimReader;
 use sriov_dra::kubelet::node_service::{NodeService, serve_node_service};
 use sriov_dra::kubelet::socket::connect_unix;
 use sriov_dra::testing::device_ops::RecordingDeviceOps;
 use sriov_dra::testing::fake_api::FakeApi;
+use sriov_dra::testing::node::{NodeParts, pool};
 
 const ITERATIONS: usize = 2000;
 const WARMUP: usize = 50;
@@ -84,38 +82,15 @@ fn main() {
     let cdi = tempfile::tempdir_in(sriov::fixture::scratch_base()).expect("CDI dir");
     let sysfs = dir.path().join("sys");
     Fixture::ConnectX6Dx.build(&sysfs).expect("fixture");
-    let inventory = NodeInventory::discover(&sysfs).expect("inventory");
-    let offered: Vec<String> = inventory
-        .devices
-        .iter()
-        .filter(|d| d.function.is_vf())
-        .map(|d| d.name())
-        .collect();
-    let pool = PoolConfig {
-        name: "bench".into(),
-        subnets: vec![SubnetConfig {
-            subnet: "10.8.0.0/16".parse().expect("subnet"),
-            range_start: None,
-            range_end: None,
-            gateway: None,
-        }],
-        exclude: vec![],
-        routes: vec![],
-    };
-    let ipam = Arc::new(Ipam::open(&dir.path().join("state"), &[pool]).expect("ipam"));
-    let preparer = Preparer::new(
-        PrepareConfig {
-            driver: "sriov.dra.dev".into(),
-            pool: "bench-node".into(),
-            cdi_dir: cdi.path().to_path_buf(),
-            boot_id: "bench-boot".into(),
-        },
-        ipam,
-        &inventory,
-        offered,
-        Arc::new(RecordingDeviceOps::new()),
-    )
-    .expect("preparer");
+    let (_, preparer) = NodeParts {
+        sysfs: &sysfs,
+        state_dir: &dir.path().join("state"),
+        cdi_dir: cdi.path(),
+        pools: &[pool("bench", "10.8.0.0/16")],
+        pool: "bench-node",
+        boot_id: "bench-boot",
+    }
+    .preparer(Arc::new(RecordingDeviceOps::new()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -13,13 +13,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipam::{Ipam, PoolConfig, SubnetConfig};
 use proto::dra::v1;
 use proto::nri;
 use proto::nri::plugin_methods;
 use sriov::fixture::Fixture;
 use sriov_dra::attach::Attacher;
-use sriov_dra::claim::prepare::{PrepareConfig, Preparer};
 use sriov_dra::inventory::NodeInventory;
 use sriov_dra::kube::claims::ClaimReader;
 use sriov_dra::kubelet::node_service::{NodeService, serve_node_service};
@@ -29,6 +27,7 @@ use sriov_dra::pod::claims::StoreClaims;
 use sriov_dra::pod::handler::PodNetworkHandler;
 use sriov_dra::testing::device_ops::RecordingDeviceOps;
 use sriov_dra::testing::fake_api::FakeApi;
+use sriov_dra::testing::node::{NodeParts, pool};
 use sriov_dra::testing::nri_runtime::{FakeRuntime, pod};
 
 const CLAIMS: usize = 1000;
@@ -66,8 +65,17 @@ fn main() {
     let cdi = tempfile::tempdir_in(sriov::fixture::scratch_base()).expect("CDI dir");
     let sysfs = dir.path().join("sys");
     Fixture::Scale2048.build(&sysfs).expect("fixture");
-    let inventory = NodeInventory::discover(&sysfs).expect("inventory");
-    let offered: Vec<String> = inventory
+    let (ipam, preparer) = NodeParts {
+        sysfs: &sysfs,
+        state_dir: &dir.path().join("state"),
+        cdi_dir: cdi.path(),
+        pools: &[pool("bench", "10.8.0.0/21")],
+        pool: "bench-node",
+        boot_id: "bench-boot",
+    }
+    .preparer(Arc::new(RecordingDeviceOps::new()));
+    let offered: Vec<String> = NodeInventory::discover(&sysfs)
+        .expect("inventory")
         .devices
         .iter()
         .filter(|d| d.function.is_vf())
@@ -78,32 +86,6 @@ fn main() {
         "the fixture has {} VFs",
         offered.len()
     );
-    let pool = PoolConfig {
-        name: "bench".into(),
-        subnets: vec![SubnetConfig {
-            subnet: "10.8.0.0/21".parse().expect("subnet"),
-            range_start: None,
-            range_end: None,
-            gateway: None,
-        }],
-        exclude: vec![],
-        routes: vec![],
-    };
-    let ipam = Arc::new(Ipam::open(&dir.path().join("state"), &[pool]).expect("ipam"));
-    let preparer = Preparer::new(
-        PrepareConfig {
-            driver: "sriov.dra.dev".into(),
-            pool: "bench-node".into(),
-            cdi_dir: cdi.path().to_path_buf(),
-            boot_id: "bench-boot".into(),
-        },
-        ipam.clone(),
-        &inventory,
-        offered.clone(),
-        Arc::new(RecordingDeviceOps::new()),
-    )
-    .expect("preparer");
-    // As many workers as the machine has cores, like the driver.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

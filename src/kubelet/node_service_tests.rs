@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ipam::{Ipam, PoolConfig, SubnetConfig};
+use ipam::{Ipam, PoolConfig};
 use proto::dra::{v1, v1beta1};
 use serde_json::{Value, json};
 use sriov::fixture::Fixture;
@@ -15,31 +15,20 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::claim::prepare::{PrepareConfig, Preparer};
+use crate::claim::prepare::Preparer;
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
 use crate::kubelet::socket::connect_unix;
 use crate::testing::device_ops::{DeviceCall, RecordingDeviceOps};
 use crate::testing::fake_api::FakeApi;
+use crate::testing::node::{DRIVER, NodeParts, pool};
 
-const DRIVER: &str = "sriov.dra.dev";
 const FRONTHAUL: &str = include_str!("../kube/testdata/claim-fronthaul-rdma.json");
 const FRONTHAUL_UID: &str = "5d1c2f0a-8e4b-4f7e-9a61-3c2b7d9e0f11";
 const DPDK: &str = include_str!("../kube/testdata/claim-dpdk.json");
 const DPDK_UID: &str = "a3f9e2b1-7c64-4d1a-b8e0-91c2d3e4f5a6";
 
 fn pools() -> Vec<PoolConfig> {
-    let pool = |name: &str, subnet: &str| PoolConfig {
-        name: name.into(),
-        subnets: vec![SubnetConfig {
-            subnet: subnet.parse().expect("test subnet"),
-            range_start: None,
-            range_end: None,
-            gateway: None,
-        }],
-        exclude: vec![],
-        routes: vec![],
-    };
     vec![
         pool("fronthaul", "10.1.0.0/24"),
         pool("bulk", "10.2.0.0/23"),
@@ -100,28 +89,15 @@ impl Node {
     /// The store and a preparer over this node's tree, as the driver builds
     /// them at start.
     fn preparer(&self) -> (Arc<Ipam>, Preparer) {
-        let inventory = NodeInventory::discover(&self.sysfs()).expect("inventory");
-        let offered: Vec<String> = inventory
-            .devices
-            .iter()
-            .filter(|d| d.function.is_vf())
-            .map(|d| d.name())
-            .collect();
-        let ipam = Arc::new(Ipam::open(&self.state_dir(), &pools()).expect("ipam"));
-        let preparer = Preparer::new(
-            PrepareConfig {
-                driver: DRIVER.into(),
-                pool: self.pool.clone(),
-                cdi_dir: self.cdi_dir(),
-                boot_id: self.boot_id.clone(),
-            },
-            ipam.clone(),
-            &inventory,
-            offered,
-            self.ops.clone(),
-        )
-        .expect("preparer");
-        (ipam, preparer)
+        NodeParts {
+            sysfs: &self.sysfs(),
+            state_dir: &self.state_dir(),
+            cdi_dir: &self.cdi_dir(),
+            pools: &pools(),
+            pool: &self.pool,
+            boot_id: &self.boot_id,
+        }
+        .preparer(self.ops.clone())
     }
 
     fn serve(&mut self) {

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ipam::{Ipam, PoolConfig, SubnetConfig};
+use ipam::Ipam;
 use proto::dra::v1;
 use serde_json::{Value, json};
 use sriov::fixture::Fixture;
@@ -20,14 +20,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::apis::AppliedPolicy;
-use crate::claim::prepare::{PrepareConfig, Preparer};
+use crate::claim::prepare::Preparer;
 use crate::kube::claims::ClaimReader;
 use crate::kubelet::node_service::{NodeService, serve_node_service};
 use crate::kubelet::socket::connect_unix;
 use crate::testing::device_ops::{DeviceCall, RecordingDeviceOps};
 use crate::testing::fake_api::FakeApi;
+use crate::testing::node::{DRIVER, NodeParts, pool};
 
-const DRIVER: &str = "sriov.dra.dev";
 const NODE: &str = "worker-1";
 /// VF 0 of ens1f0np0: RDMA-capable, in an IOMMU group, PF MTU 9000.
 const DEVICE: &str = "pci-0000-3b-00-2";
@@ -50,45 +50,20 @@ impl Node {
         let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).expect("tempdir");
         let sysfs = dir.path().join("sys");
         Fixture::ConnectX6Dx.build(&sysfs).expect("fixture");
-        let inventory = crate::inventory::NodeInventory::discover(&sysfs).expect("inventory");
-        let offered: Vec<String> = inventory
-            .devices
-            .iter()
-            .filter(|d| d.function.is_vf())
-            .map(|d| d.name())
-            .collect();
-        let pool = |name: &str, subnet: &str| PoolConfig {
-            name: name.into(),
-            subnets: vec![SubnetConfig {
-                subnet: subnet.parse().expect("test subnet"),
-                range_start: None,
-                range_end: None,
-                gateway: None,
-            }],
-            exclude: vec![],
-            routes: vec![],
-        };
-        let pools = [
-            pool("fronthaul", "10.1.0.0/24"),
-            pool("bulk", "10.2.0.0/23"),
-        ];
-        let ipam = Arc::new(Ipam::open(&dir.path().join("state"), &pools).expect("ipam"));
         let ops = Arc::new(RecordingDeviceOps::new());
-        let preparer = Arc::new(
-            Preparer::new(
-                PrepareConfig {
-                    driver: DRIVER.into(),
-                    pool: NODE.into(),
-                    cdi_dir: dir.path().join("cdi"),
-                    boot_id: "boot-1".into(),
-                },
-                ipam.clone(),
-                &inventory,
-                offered,
-                ops.clone(),
-            )
-            .expect("preparer"),
-        );
+        let (ipam, preparer) = NodeParts {
+            sysfs: &sysfs,
+            state_dir: &dir.path().join("state"),
+            cdi_dir: &dir.path().join("cdi"),
+            pools: &[
+                pool("fronthaul", "10.1.0.0/24"),
+                pool("bulk", "10.2.0.0/23"),
+            ],
+            pool: NODE,
+            boot_id: "boot-1",
+        }
+        .preparer(ops.clone());
+        let preparer = Arc::new(preparer);
         let api = FakeApi::new();
         let service = NodeService::new(preparer.clone(), ClaimReader::new(api.client()));
         let (stop, stopped) = oneshot::channel::<()>();

@@ -26,11 +26,11 @@ use crate::apis::ValidConfig;
 use crate::attach::Attacher;
 use crate::attach::netns::{PinnedNetns, run_in_netns};
 use crate::nri::plugin::{NriPlugin, NriPluginConfig};
-use crate::state::claims::CLAIM_SCHEMA_VERSION;
+use crate::state::PreparedDevice as ClaimDevice;
 use crate::state::{ClaimRecord, attachments, claims};
-use crate::state::{Phase, PreparedDevice as ClaimDevice};
 use crate::testing::netns::{StandIn, facts, have_root, stand_in_tree};
 use crate::testing::nri_runtime::{FakeRuntime, RuntimeConn, pod};
+use crate::testing::records::record;
 
 fn pci(n: usize) -> PciAddress {
     PciAddress::new(0, 0x6b, (n / 8) as u8, (n % 8) as u8).unwrap()
@@ -82,17 +82,9 @@ fn vf(claim_uid: &str, n: usize, addresses: &[&str], route: Option<(&str, &str)>
 }
 
 fn claim(name: &str, pod_uid: &str, devices: Vec<ClaimDevice>) -> ClaimRecord {
-    ClaimRecord {
-        schema: CLAIM_SCHEMA_VERSION,
-        uid: format!("uid-{name}"),
-        namespace: "ran".into(),
-        name: name.into(),
-        phase: Phase::Prepared,
-        devices,
-        cdi_spec: None,
-        boot_id: "boot".into(),
-        reserved_for: vec![pod_uid.into()],
-    }
+    let mut claim = record(name, devices);
+    claim.reserved_for = vec![pod_uid.into()];
+    claim
 }
 
 /// A node: stand-in VFs 0..n in a fixture sysfs, the store, the runtime's

@@ -551,21 +551,13 @@ mod tests {
         assert!(attachments::get(store.database(), POD).unwrap().is_none());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_driver_that_dies_mid_attach_still_gets_the_vfs_back() {
-        if !have_root("a_driver_that_dies_mid_attach_still_gets_the_vfs_back") {
-            return;
-        }
-        let Rig {
-            vf,
-            ns,
-            store,
-            handler,
-            ..
-        } = &rig(None);
-        let original = facts(&mut RouteSocket::new().unwrap(), &vf.name).unwrap();
-        // What attach does up to the crash: the plan is written, the VF
-        // moved, and the driver dies before the final record.
+    /// What attach does before the first VF moves: the plan is durable.
+    /// Returns the devices planned.
+    fn leave_a_plan(
+        handler: &PodNetworkHandler<StoreClaims>,
+        store: &Arc<Ipam>,
+        ns: &PinnedNetns,
+    ) -> Vec<crate::attach::plan::PodDevice> {
         let records = StoreClaims::new(store.clone(), "boot")
             .claims_for_pod(POD)
             .unwrap();
@@ -583,6 +575,25 @@ mod tests {
             },
         )
         .unwrap();
+        devices
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_driver_that_dies_mid_attach_still_gets_the_vfs_back() {
+        if !have_root("a_driver_that_dies_mid_attach_still_gets_the_vfs_back") {
+            return;
+        }
+        let Rig {
+            vf,
+            ns,
+            store,
+            handler,
+            ..
+        } = &rig(None);
+        let original = facts(&mut RouteSocket::new().unwrap(), &vf.name).unwrap();
+        // What attach does up to the crash: the plan is written, the VF
+        // moved, and the driver dies before the final record.
+        let devices = leave_a_plan(handler, store, ns);
         handler.attacher.attach_pod(&devices, ns.path()).unwrap();
         assert!(
             facts(&mut RouteSocket::new().unwrap(), &vf.name).is_none(),
@@ -613,23 +624,7 @@ mod tests {
             ..
         } = &rig(None);
         // The driver wrote its plan and died before the first move.
-        let records = StoreClaims::new(store.clone(), "boot")
-            .claims_for_pod(POD)
-            .unwrap();
-        let devices = netdevice_devices(&records);
-        let plan = handler.attacher.provisional(&devices, ns.path()).unwrap();
-        attachments::put(
-            store.database(),
-            &PodAttachments {
-                pod_uid: POD.into(),
-                sandbox_id: pod(Some(ns.path())).id,
-                pod: "ran/du-0".into(),
-                netns: ns.path().to_path_buf(),
-                state: AttachState::Planned,
-                attachments: plan,
-            },
-        )
-        .unwrap();
+        leave_a_plan(handler, store, ns);
         assert!(facts(&mut RouteSocket::new().unwrap(), &vf.name).is_some());
 
         // The runtime reconnects: the pod still runs, so it gets its VF.

@@ -5,5 +5,6 @@
 pub mod device_ops;
 pub mod fake_api;
 pub mod netns;
+pub mod node;
 pub mod nri_runtime;
 pub mod records;
