@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use crate::blocking::blocking;
 use crate::inventory::NodeInventory;
+use crate::readiness::Readiness;
 use crate::state::{attachments, claims};
 
 /// What the handlers read from.
@@ -35,6 +36,8 @@ pub struct DebugState {
     pub store: Arc<Ipam>,
     /// sysfs root for `/inventory`.
     pub sysfs_root: PathBuf,
+    /// What `/readyz` reports.
+    pub readiness: Readiness,
 }
 
 /// How long a request may take and how many run at once.
@@ -59,12 +62,14 @@ impl Default for Limits {
     }
 }
 
-/// The routes: `/healthz`, `/inventory`, `/claims`, `/attachments`,
-/// `/ipam`, `/unreadable`. `/claims` shows per device the DeviceClass and
-/// the `VfPolicy` entries the claim's own values were checked against.
+/// The routes: `/healthz`, `/readyz`, `/inventory`, `/claims`,
+/// `/attachments`, `/ipam`, `/unreadable`. `/claims` shows per device the
+/// DeviceClass and the `VfPolicy` entries the claim's own values were
+/// checked against.
 pub fn router(state: DebugState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/inventory", get(inventory))
         .route("/claims", get(claims_handler))
         .route("/attachments", get(attachments_handler))
@@ -168,6 +173,18 @@ fn json<T: Serialize>(result: Result<T, String>) -> Response {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// 200 when every readiness part is ready, else 503; the JSON body names
+/// each part and what it is waiting for either way.
+async fn readyz(State(s): State<DebugState>) -> Response {
+    let report = s.readiness.report();
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report)).into_response()
 }
 
 async fn inventory(State(s): State<DebugState>) -> Response {
@@ -290,6 +307,7 @@ mod tests {
         let state = DebugState {
             store,
             sysfs_root: sys.path().to_path_buf(),
+            readiness: Readiness::new(),
         };
         // Bind an ephemeral loopback port, as the driver binds its own.
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -346,6 +364,86 @@ mod tests {
         task.await.unwrap();
     }
 
+    /// A server on an ephemeral loopback port with an empty store.
+    async fn serve_with(
+        readiness: Readiness,
+    ) -> (
+        SocketAddr,
+        tempfile::TempDir,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = DebugState {
+            store: Arc::new(Ipam::open(state_dir.path(), &[]).unwrap()),
+            sysfs_root: "/sys".into(),
+            readiness,
+        };
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = probe.local_addr().unwrap();
+        drop(probe);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = serve(address, false, state, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        (address, state_dir, stop, task)
+    }
+
+    /// The names of the checks `/readyz` reports as not ready.
+    fn not_ready(body: &str) -> Vec<String> {
+        json_of(body)["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ready"] == false)
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_naming_each_missing_part_until_all_are_there() {
+        use crate::readiness::KubeletPart;
+        let readiness = Readiness::new();
+        let (address, _dir, stop, task) = serve_with(readiness.clone()).await;
+
+        let (code, body) = request(address, "GET", "/readyz").await;
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(
+            not_ready(&body),
+            ["store", "kubeletRegistration", "nri", "slices"]
+        );
+        assert_eq!(json_of(&body)["ready"], false);
+        // Liveness does not depend on readiness.
+        assert_eq!(request(address, "GET", "/healthz").await.0, 200);
+
+        readiness.set_store_open(true);
+        readiness.set_kubelet(KubeletPart::Rejected("version 9 unsupported".into()));
+        let (code, body) = request(address, "GET", "/readyz").await;
+        assert_eq!(code, 503);
+        assert_eq!(not_ready(&body), ["kubeletRegistration", "nri", "slices"]);
+        assert!(body.contains("version 9 unsupported"), "{body}");
+
+        readiness.set_kubelet(KubeletPart::Registered);
+        readiness.set_nri_connected(true);
+        let (code, body) = request(address, "GET", "/readyz").await;
+        assert_eq!((code, not_ready(&body)), (503, vec!["slices".to_string()]));
+
+        readiness.set_slices_published();
+        let (code, body) = request(address, "GET", "/readyz").await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(json_of(&body)["ready"], true);
+
+        // The runtime restarts: not ready until NRI is back.
+        readiness.set_nri_connected(false);
+        let (code, body) = request(address, "GET", "/readyz").await;
+        assert_eq!((code, not_ready(&body)), (503, vec!["nri".to_string()]));
+
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_taken_port_is_an_error_naming_the_address() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -354,6 +452,7 @@ mod tests {
         let state = DebugState {
             store: Arc::new(Ipam::open(state_dir.path(), &[]).unwrap()),
             sysfs_root: "/sys".into(),
+            readiness: Readiness::new(),
         };
         let err = serve(address, false, state, std::future::pending())
             .await
@@ -422,6 +521,7 @@ mod tests {
         let state = DebugState {
             store: Arc::new(Ipam::open(state_dir.path(), &[]).unwrap()),
             sysfs_root: "/sys".into(),
+            readiness: Readiness::new(),
         };
         let port = free_port();
         let everywhere = SocketAddr::from(([0, 0, 0, 0], port));

@@ -25,11 +25,12 @@ use crate::kube::node::node_owner;
 use crate::kube::publish::SlicePublisher;
 use crate::kube::republish::publish_loop;
 use crate::kubelet::node_service::{NodeService, serve_node_service};
-use crate::kubelet::registration::{PluginPaths, serve_registration};
+use crate::kubelet::registration::{PluginPaths, RegistrationState, serve_registration};
 use crate::nri::plugin::{NriPlugin, NriPluginConfig};
 use crate::pf_policies::apply_pf_policies;
 use crate::pod::claims::StoreClaims;
 use crate::pod::handler::PodNetworkHandler;
+use crate::readiness::{KubeletPart, Readiness};
 use crate::state::boot::current_boot_id;
 use crate::state::claims;
 
@@ -39,6 +40,7 @@ use crate::state::claims;
 /// operator can look at the state while they come up.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let node = config.resolve_node_name()?;
+    let readiness = Readiness::new();
     let ipam = Arc::new(
         Ipam::open(&config.state_dir, &config.ipam.pools).with_context(|| {
             format!(
@@ -48,6 +50,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         })?,
     );
     claims::init(ipam.database()).context("cannot initialise the claim tables")?;
+    readiness.set_store_open(true);
     let boot_id = current_boot_id().context("cannot read the kernel boot ID")?;
     apply_pf_policies(&config, &ipam, &boot_id);
     let inventory = NodeInventory::discover(&config.sysfs_root)?;
@@ -82,6 +85,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         DebugState {
             store: ipam.clone(),
             sysfs_root: config.sysfs_root.clone(),
+            readiness: readiness.clone(),
         },
         stopped(),
     )
@@ -91,6 +95,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let service = NodeService::new(preparer.clone(), ClaimReader::new(client.clone()));
     let dra = serve_node_service(&paths.dra_socket, service, stopped())?;
     let registration = serve_registration(&paths, stopped())?;
+    tokio::spawn(
+        readiness
+            .clone()
+            .follow(registration.state.clone(), |r, state| {
+                r.set_kubelet(match state {
+                    RegistrationState::Pending => KubeletPart::Pending,
+                    RegistrationState::Registered => KubeletPart::Registered,
+                    RegistrationState::Rejected(why) => KubeletPart::Rejected(why),
+                })
+            }),
+    );
 
     let handler = PodNetworkHandler::new(
         ipam.clone(),
@@ -99,13 +114,20 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Some(client.clone()),
         &config.driver_name,
     );
-    let nri = tokio::spawn(NriPlugin::run(
+    let (nri_connected, nri_state) = watch::channel(false);
+    tokio::spawn(
+        readiness
+            .clone()
+            .follow(nri_state, |r, connected| r.set_nri_connected(connected)),
+    );
+    let nri = tokio::spawn(NriPlugin::run_reporting(
         NriPluginConfig {
             socket: config.nri_socket.clone(),
             ..Default::default()
         },
         Arc::new(handler),
         stopped(),
+        nri_connected,
     ));
     // Recovery asks the API about every claim: after the sockets are up,
     // so a node whose API is unreachable still serves its pods.
@@ -123,6 +145,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         preparer,
         config.clone(),
         registration.state.clone(),
+        readiness,
         stopped(),
     ));
 

@@ -19,6 +19,7 @@ pub mod kubelet;
 pub mod nri;
 pub mod pf_policies;
 pub mod pod;
+pub mod readiness;
 pub mod state;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

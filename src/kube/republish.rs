@@ -16,6 +16,7 @@ use crate::inventory::NodeInventory;
 use crate::kube::node::node_owner;
 use crate::kube::publish::SlicePublisher;
 use crate::kubelet::registration::RegistrationState;
+use crate::readiness::Readiness;
 
 /// How often the inventory is re-read and the slices republished when
 /// nothing else triggers it.
@@ -24,7 +25,9 @@ pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(60);
 /// Re-reads the inventory (handing it to the preparer) and republishes at
 /// start, every [`REPUBLISH_INTERVAL`], and whenever the
 /// kubelet's registration verdict changes (it wipes our slices while we are
-/// not registered); unchanged inventories write nothing.
+/// not registered); unchanged inventories write nothing. The first round
+/// that succeeds makes the slices part of `readiness` ready.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_loop(
     mut publisher: SlicePublisher,
     client: kube::Client,
@@ -32,6 +35,7 @@ pub async fn publish_loop(
     preparer: Arc<Preparer>,
     config: NodeConfig,
     mut registration: watch::Receiver<RegistrationState>,
+    readiness: Readiness,
     stopped: impl Future<Output = ()>,
 ) {
     tokio::pin!(stopped);
@@ -52,7 +56,10 @@ pub async fn publish_loop(
                 // What is published is what can be prepared.
                 preparer.refresh(&inventory, inventory.offered(&config).map(|d| d.name()));
                 match publisher.publish(&inventory, &config, &held).await {
-                    Ok(outcome) => info!(?outcome, "ResourceSlices published"),
+                    Ok(outcome) => {
+                        info!(?outcome, "ResourceSlices published");
+                        readiness.set_slices_published();
+                    }
                     Err(e) => {
                         warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
                     }

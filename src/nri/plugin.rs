@@ -22,6 +22,7 @@ use prost::Message;
 use proto::nri;
 use proto::nri::runtime_methods;
 use tokio::net::UnixStream;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 pub use backoff::Backoff;
@@ -144,6 +145,19 @@ impl NriPlugin {
         handler: Arc<H>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), NriPluginError> {
+        Self::run_reporting(config, handler, shutdown, watch::Sender::new(false)).await
+    }
+
+    /// [`NriPlugin::run`], also saying on `connected` whether the plugin is
+    /// registered with the runtime right now: true once RegisterPlugin is
+    /// answered, false as soon as that connection ends. The driver's
+    /// readiness follows it.
+    pub async fn run_reporting<H: PodHandler>(
+        config: NriPluginConfig,
+        handler: Arc<H>,
+        shutdown: impl Future<Output = ()>,
+        connected: watch::Sender<bool>,
+    ) -> Result<(), NriPluginError> {
         config.validate()?;
         let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
         tokio::pin!(shutdown);
@@ -152,9 +166,10 @@ impl NriPlugin {
             let dispatcher = Arc::new(Dispatcher::new(handler.clone()));
             let outcome = tokio::select! {
                 () = &mut shutdown => break,
-                outcome = session(&config, dispatcher.clone())
+                outcome = session(&config, dispatcher.clone(), &connected)
                     .instrument(tracing::info_span!("nri", socket = %config.socket.display())) => outcome,
             };
+            connected.send_replace(false);
             if dispatcher.synchronized() {
                 // The connection worked; a runtime restart is redialed fast.
                 backoff.reset();
@@ -178,6 +193,7 @@ impl NriPlugin {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+        connected.send_replace(false);
         tracing::info!(socket = %config.socket.display(), "NRI plugin stopped");
         Ok(())
     }
@@ -188,6 +204,7 @@ impl NriPlugin {
 async fn session<H: PodHandler>(
     config: &NriPluginConfig,
     dispatcher: Arc<Dispatcher<H>>,
+    connected: &watch::Sender<bool>,
 ) -> SessionError {
     let stream = match UnixStream::connect(&config.socket).await {
         Ok(stream) => stream,
@@ -254,6 +271,7 @@ async fn session<H: PodHandler>(
         idx = %config.plugin_idx,
         "NRI plugin registered"
     );
+    connected.send_replace(true);
     // `runtime` stays alive with the session: conn 2 is ours until the end.
     let ended = serving.await;
     drop(runtime);
@@ -279,6 +297,7 @@ mod tests {
         handler: Arc<Recorder>,
         stop: oneshot::Sender<()>,
         task: tokio::task::JoinHandle<Result<(), NriPluginError>>,
+        connected: watch::Receiver<bool>,
     }
 
     impl Running {
@@ -298,14 +317,29 @@ mod tests {
         fn start_with(config: NriPluginConfig) -> Self {
             let handler = Arc::new(Recorder::default());
             let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(NriPlugin::run(config, handler.clone(), async move {
-                let _ = stopped.await;
-            }));
+            let (connected_tx, connected) = watch::channel(false);
+            let task = tokio::spawn(NriPlugin::run_reporting(
+                config,
+                handler.clone(),
+                async move {
+                    let _ = stopped.await;
+                },
+                connected_tx,
+            ));
             Self {
                 handler,
                 stop,
                 task,
+                connected,
             }
+        }
+
+        /// Waits until the plugin reports `want` as its connection state.
+        async fn connected_becomes(&mut self, want: bool) {
+            tokio::time::timeout(PATIENCE, self.connected.wait_for(|c| *c == want))
+                .await
+                .expect("connection state within the test's patience")
+                .expect("plugin still running");
         }
 
         async fn shut_down(self) {
@@ -582,17 +616,20 @@ mod tests {
     #[tokio::test]
     async fn runtime_restart_is_followed_by_reconnect_registration_and_synchronize() {
         let du = pod("ran", "du-0", Some("/var/run/netns/cni-8"));
-        let (dir, runtime, conn, plugin) = connected(vec![du.clone()]).await;
+        let (dir, runtime, conn, mut plugin) = connected(vec![du.clone()]).await;
         let socket = dir.path().join("nri.sock");
+        plugin.connected_becomes(true).await;
 
         // The runtime goes away and comes back at the same path.
         conn.close().await;
         runtime.stop();
+        plugin.connected_becomes(false).await;
         let runtime = FakeRuntime::listen(&socket);
         let mut conn = runtime.accept().await;
         let late = pod("ran", "du-1", Some("/var/run/netns/cni-9"));
         let (registration, events) = conn.handshake(vec![du.clone(), late.clone()]).await;
         assert_eq!((registration.plugin_idx.as_str(), events), ("10", 0x7));
+        plugin.connected_becomes(true).await;
 
         let _: nri::RunPodSandboxResponse = conn
             .call(plugin_methods::RUN_POD_SANDBOX, &pod_event(late.clone()))
@@ -620,6 +657,10 @@ mod tests {
         let mut refused = runtime.accept_rejecting("plugin index already taken").await;
         refused.registration().await;
         refused.hung_up().await;
+        assert!(
+            !*plugin.connected.borrow(),
+            "a refused registration is not a connection"
+        );
 
         let mut conn = runtime.accept().await;
         let (registration, events) = conn.handshake(vec![]).await;
