@@ -1,9 +1,13 @@
-//! An in-process stand-in for the API server's ResourceClaim endpoint, as a
-//! `tower` service behind a real `kube::Client`: tests and benchmarks get the
+//! An in-process stand-in for the parts of the API server the driver talks
+//! to (ResourceClaims and their status, ResourceSlices, Nodes), as a `tower`
+//! service behind a real `kube::Client`: tests and benchmarks get the
 //! client's real request building, JSON decoding and error mapping without
 //! a cluster.
+//!
+//! Every request is recorded (method, path, query, content type), so a test
+//! can hold the driver's API calls against the chart's RBAC rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,12 +16,42 @@ use kube::client::Body;
 
 /// Path prefix of namespaced `resource.k8s.io/v1` objects.
 const PREFIX: &str = "/apis/resource.k8s.io/v1/namespaces/";
+/// The cluster-scoped ResourceSlice collection.
+const SLICES: &str = "/apis/resource.k8s.io/v1/resourceslices";
+/// The Node collection.
+const NODES: &str = "/api/v1/nodes/";
 
-/// Shared state of a fake API server: claims by `namespace/name`.
+/// One request the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiCall {
+    /// `GET`, `PATCH`, `DELETE`, ...
+    pub method: String,
+    /// The URL path, e.g. `/api/v1/nodes/node-a`.
+    pub path: String,
+    /// The URL query, without `?` (empty when none).
+    pub query: String,
+    /// The request's `Content-Type`, when it had one (server-side apply is
+    /// `application/apply-patch+yaml`).
+    pub content_type: Option<String>,
+}
+
+/// Shared state of a fake API server.
 #[derive(Clone, Default)]
 pub struct FakeApi {
+    /// Claims by `namespace/name`, as JSON.
     claims: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// ResourceSlices by name.
+    slices: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
+    /// Nodes by name.
+    nodes: Arc<Mutex<HashMap<String, serde_json::Value>>>,
+    calls: Arc<Mutex<Vec<ApiCall>>>,
     requests: Arc<AtomicUsize>,
+}
+
+/// Locks `m`, carrying on after a panic elsewhere (the fake's data stays
+/// usable for the test that reads it).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl FakeApi {
@@ -32,18 +66,43 @@ impl FakeApi {
         let ns = claim["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = claim["metadata"]["name"].as_str().unwrap_or_default();
         let body = serde_json::to_vec(claim).unwrap_or_default();
-        self.claims
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(format!("{ns}/{name}"), body);
+        lock(&self.claims).insert(format!("{ns}/{name}"), body);
+    }
+
+    /// A stored claim, with the status the driver applied.
+    pub fn claim(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        lock(&self.claims)
+            .get(&format!("{namespace}/{name}"))
+            .and_then(|b| serde_json::from_slice(b).ok())
     }
 
     /// Deletes a claim.
     pub fn delete_claim(&self, namespace: &str, name: &str) {
-        self.claims
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&format!("{namespace}/{name}"));
+        lock(&self.claims).remove(&format!("{namespace}/{name}"));
+    }
+
+    /// Stores a Node object with `uid`.
+    pub fn put_node(&self, name: &str, uid: &str) {
+        lock(&self.nodes).insert(
+            name.to_string(),
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "uid": uid},
+            }),
+        );
+    }
+
+    /// Stores (or replaces) a ResourceSlice given as its JSON, by its
+    /// `metadata.name`: a slice some earlier run left behind.
+    pub fn put_slice(&self, slice: &serde_json::Value) {
+        let name = slice["metadata"]["name"].as_str().unwrap_or_default();
+        lock(&self.slices).insert(name.to_string(), slice.clone());
+    }
+
+    /// The ResourceSlices in the fake, by name.
+    pub fn slices(&self) -> BTreeMap<String, serde_json::Value> {
+        lock(&self.slices).clone()
     }
 
     /// How many requests the fake has answered.
@@ -51,25 +110,94 @@ impl FakeApi {
         self.requests.load(Ordering::Relaxed)
     }
 
-    fn answer(&self, method: &http::Method, path: &str) -> (http::StatusCode, Vec<u8>) {
+    /// Every request so far, in order.
+    pub fn calls(&self) -> Vec<ApiCall> {
+        lock(&self.calls).clone()
+    }
+
+    fn answer(&self, call: ApiCall, body: &[u8]) -> (http::StatusCode, Vec<u8>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let key = path
+        let (method, path) = (call.method.clone(), call.path.clone());
+        let query = call.query.clone();
+        lock(&self.calls).push(call);
+        let ok = |v: &serde_json::Value| {
+            (
+                http::StatusCode::OK,
+                serde_json::to_vec(v).unwrap_or_default(),
+            )
+        };
+        let missing = || (http::StatusCode::NOT_FOUND, not_found(&path));
+
+        if let Some((ns, rest)) = path
             .strip_prefix(PREFIX)
             .and_then(|rest| rest.split_once("/resourceclaims/"))
-            .map(|(ns, name)| format!("{ns}/{name}"));
-        let found = match (method, key) {
-            (&http::Method::GET, Some(key)) => self
-                .claims
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&key)
-                .cloned(),
-            _ => None,
-        };
-        match found {
-            Some(body) => (http::StatusCode::OK, body),
-            None => (http::StatusCode::NOT_FOUND, not_found(path)),
+        {
+            let (name, status) = match rest.split_once('/') {
+                Some((name, "status")) => (name, true),
+                _ => (rest, false),
+            };
+            let key = format!("{ns}/{name}");
+            let mut claims = lock(&self.claims);
+            return match (method.as_str(), status, claims.get(&key)) {
+                ("GET", false, Some(found)) => (http::StatusCode::OK, found.clone()),
+                ("PATCH", true, Some(found)) => {
+                    // Apply of our status entries: the patch's status wins.
+                    let mut claim: serde_json::Value =
+                        serde_json::from_slice(found).unwrap_or_default();
+                    let patch: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+                    claim["status"]["devices"] = patch["status"]["devices"].clone();
+                    let stored = serde_json::to_vec(&claim).unwrap_or_default();
+                    claims.insert(key, stored.clone());
+                    (http::StatusCode::OK, stored)
+                }
+                _ => missing(),
+            };
         }
+        if let Some(rest) = path.strip_prefix(SLICES) {
+            let name = rest.trim_start_matches('/');
+            let mut slices = lock(&self.slices);
+            return match (method.as_str(), name.is_empty()) {
+                ("GET", true) => {
+                    let wanted = field_selector(&query);
+                    let items: Vec<serde_json::Value> = slices
+                        .values()
+                        .filter(|s| {
+                            wanted.iter().all(|(field, value)| {
+                                field
+                                    .split('.')
+                                    .fold(*s, |v, part| &v[part])
+                                    .as_str()
+                                    .is_some_and(|v| v == value)
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    ok(&serde_json::json!({
+                        "apiVersion": "resource.k8s.io/v1",
+                        "kind": "ResourceSliceList",
+                        "metadata": {},
+                        "items": items,
+                    }))
+                }
+                ("PATCH", false) => {
+                    let slice: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+                    slices.insert(name.to_string(), slice.clone());
+                    ok(&slice)
+                }
+                ("DELETE", false) => match slices.remove(name) {
+                    Some(slice) => ok(&slice),
+                    None => missing(),
+                },
+                _ => missing(),
+            };
+        }
+        if let Some(name) = path.strip_prefix(NODES)
+            && method == "GET"
+            && let Some(node) = lock(&self.nodes).get(name)
+        {
+            return ok(node);
+        }
+        missing()
     }
 
     /// A client whose every request this fake answers. Must be called
@@ -79,7 +207,19 @@ impl FakeApi {
         let service = tower::service_fn(move |req: http::Request<Body>| {
             let api = api.clone();
             async move {
-                let (status, body) = api.answer(req.method(), req.uri().path());
+                let (parts, body) = req.into_parts();
+                let call = ApiCall {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or_default().to_string(),
+                    content_type: parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                };
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let (status, body) = api.answer(call, &bytes);
                 let mut resp = http::Response::new(Body::from(body));
                 *resp.status_mut() = status;
                 resp.headers_mut().insert(
@@ -93,6 +233,45 @@ impl FakeApi {
     }
 }
 
+/// The `field=value` pairs of a `fieldSelector` query parameter.
+fn field_selector(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("fieldSelector="))
+        .flat_map(|sel| {
+            percent_decode(sel)
+                .split(',')
+                .filter_map(|term| term.split_once('='))
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes (the client escapes `=` and `,` in selectors).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The `Status` body the API server sends with a 404.
 fn not_found(path: &str) -> Vec<u8> {
     let name = path.rsplit('/').next().unwrap_or_default();
@@ -101,10 +280,63 @@ fn not_found(path: &str) -> Vec<u8> {
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
-        "message": format!("resourceclaims.resource.k8s.io \"{name}\" not found"),
+        "message": format!("\"{name}\" not found"),
         "reason": "NotFound",
-        "details": {"name": name, "group": "resource.k8s.io", "kind": "resourceclaims"},
+        "details": {"name": name},
         "code": 404
     }))
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::resource::v1::ResourceSlice;
+    use kube::Api;
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+
+    #[tokio::test]
+    async fn serves_slices_and_nodes_and_records_every_call() {
+        let api = FakeApi::new();
+        api.put_node("node-a", "uid-a");
+        let client = api.client();
+        let nodes: Api<Node> = Api::all(client.clone());
+        assert_eq!(
+            nodes.get("node-a").await.unwrap().metadata.uid.as_deref(),
+            Some("uid-a")
+        );
+        assert!(nodes.get("node-b").await.is_err());
+
+        let slices: Api<ResourceSlice> = Api::all(client);
+        let slice = serde_json::json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+            "metadata": {"name": "s"},
+            "spec": {"driver": "d", "nodeName": "node-a",
+                     "pool": {"name": "node-a", "generation": 1, "resourceSliceCount": 1}},
+        });
+        slices
+            .patch("s", &PatchParams::apply("t"), &Patch::Apply(&slice))
+            .await
+            .unwrap();
+        let mine = ListParams::default().fields("spec.nodeName=node-a,spec.driver=d");
+        assert_eq!(slices.list(&mine).await.unwrap().items.len(), 1);
+        let other = ListParams::default().fields("spec.nodeName=node-b,spec.driver=d");
+        assert!(slices.list(&other).await.unwrap().items.is_empty());
+        slices.delete("s", &DeleteParams::default()).await.unwrap();
+        assert!(api.slices().is_empty());
+
+        let calls = api.calls();
+        let methods: Vec<&str> = calls.iter().map(|c| c.method.as_str()).collect();
+        assert_eq!(
+            methods,
+            ["GET", "GET", "PATCH", "GET", "GET", "DELETE"],
+            "{calls:?}"
+        );
+        assert_eq!(
+            calls[2].content_type.as_deref(),
+            Some("application/apply-patch+yaml")
+        );
+        assert_eq!(calls[5].path, "/apis/resource.k8s.io/v1/resourceslices/s");
+    }
 }
