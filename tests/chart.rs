@@ -1014,3 +1014,125 @@ async fn the_cluster_role_grants_exactly_the_calls_the_driver_makes() {
         "rbac.yaml grants what no driver call needs: {unused:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The templates, as far as they can be checked without helm: balanced
+// blocks, includes of defined templates, and values paths that exist.
+
+fn templates() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(chart_dir().join("templates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                read(&p),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The text of every `{{ … }}` action of `text`, comments left out.
+fn actions(text: &str) -> Vec<String> {
+    let action = regex::Regex::new(r"(?s)\{\{-?\s*(.*?)\s*-?\}\}").unwrap();
+    action
+        .captures_iter(text)
+        .map(|c| c[1].to_string())
+        .filter(|a| !a.starts_with("/*"))
+        .collect()
+}
+
+#[test]
+fn template_blocks_are_balanced_and_includes_are_defined() {
+    let word = regex::Regex::new(r"^(\w+)").unwrap();
+    let define = regex::Regex::new(r#"^define "([^"]+)""#).unwrap();
+    let include = regex::Regex::new(r#"\b(?:include|template) "([^"]+)""#).unwrap();
+    let mut defined = BTreeSet::new();
+    let mut included = BTreeSet::new();
+    for (name, text) in templates() {
+        let mut open: Vec<String> = Vec::new();
+        for a in actions(&text) {
+            if let Some(d) = define.captures(&a) {
+                defined.insert(d[1].to_string());
+            }
+            for i in include.captures_iter(&a) {
+                included.insert(i[1].to_string());
+            }
+            match word.captures(&a).map(|w| w[1].to_string()).as_deref() {
+                Some("if" | "with" | "range" | "define" | "block") => open.push(a.clone()),
+                Some("else") => assert!(!open.is_empty(), "{name}: else outside a block"),
+                Some("end") => {
+                    open.pop()
+                        .unwrap_or_else(|| panic!("{name}: end without a block"));
+                }
+                _ => {}
+            }
+        }
+        assert!(open.is_empty(), "{name}: blocks never ended: {open:?}");
+    }
+    let undefined: Vec<_> = included.difference(&defined).collect();
+    assert!(
+        undefined.is_empty(),
+        "included but not defined: {undefined:?}"
+    );
+}
+
+#[test]
+fn every_values_path_a_template_reads_exists_and_every_value_is_read() {
+    let values = default_values();
+    let path = regex::Regex::new(r"(?:\.Values|\$nc)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)").unwrap();
+    let mut read_paths = BTreeSet::new();
+    for (name, text) in templates() {
+        for a in actions(&text) {
+            for c in path.captures_iter(&a) {
+                let full = if c[0].starts_with("$nc") {
+                    format!(".nodeConfig{}", &c[1])
+                } else {
+                    c[1].to_string()
+                };
+                let pointer = full.replace('.', "/");
+                assert!(
+                    values.pointer(&pointer).is_some(),
+                    "{name} reads .Values{full}, which values.yaml does not have"
+                );
+                read_paths.insert(full);
+            }
+        }
+    }
+    let all_text: String = templates().into_iter().map(|(_, t)| t).collect();
+    for (key, value) in values.as_object().unwrap() {
+        let top = format!(".{key}");
+        assert!(
+            read_paths
+                .iter()
+                .any(|p| p == &top || p.starts_with(&format!("{top}."))),
+            "values.yaml's {key} is read by no template"
+        );
+        // nodeConfig, resources and the like are rendered whole; the classes
+        // are read through a per-class dict (.cls) in deviceclasses.yaml.
+        if key == "nodeConfig" || read_paths.contains(&top) {
+            continue;
+        }
+        for (sub, subvalue) in value.as_object().into_iter().flatten() {
+            let p = format!("{top}.{sub}");
+            if key == "deviceClasses" && subvalue.is_object() {
+                for field in subvalue.as_object().unwrap().keys() {
+                    assert!(
+                        all_text.contains(&format!(".cls.{field}"))
+                            || all_text.contains(&format!("if .{field}")),
+                        "deviceClasses.{sub}.{field} is read by no template"
+                    );
+                }
+                continue;
+            }
+            assert!(
+                read_paths
+                    .iter()
+                    .any(|r| r == &p || r.starts_with(&format!("{p}."))),
+                "values.yaml's {key}.{sub} is read by no template"
+            );
+        }
+    }
+}
