@@ -499,6 +499,10 @@ fn the_schema_has_exactly_the_driver_fields() {
         schema_keys(&s, "/definitions/selector/properties")
     );
     assert_eq!(
+        fields("pfPolicies: [{pfName: ens1f0, numVfs: 1, zzUnknown: 1}]"),
+        schema_keys(&s, "/definitions/pfPolicy/properties")
+    );
+    assert_eq!(
         fields("ipam: {zzUnknown: 1}"),
         schema_keys(&s, "/properties/nodeConfig/properties/ipam/properties")
     );

@@ -201,6 +201,15 @@ ipam:
         );
         let err = NodeConfig::parse("driverNmae: x\n", "node.yaml").unwrap_err();
         assert!(format!("{err:#}").contains("driverNmae"));
+        let err = NodeConfig::parse(
+            "pfPolicies:\n  - pfName: ens1f0\n    numVfs: 8\n    numvfs: 4\n",
+            "node.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `numvfs`"),
+            "{err:#}"
+        );
     }
 
     #[test]

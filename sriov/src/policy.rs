@@ -36,14 +36,56 @@ impl PfSelector {
 }
 
 /// One entry of `pfPolicies`: a PF and the number of VFs it should have.
+///
+/// Read through [`PfPolicyFields`], because serde cannot refuse unknown
+/// fields next to a flattened enum: a misspelt `numvfs: 4` beside
+/// `numVfs: 8` must be an error naming it, not silently dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "PfPolicyFields")]
 pub struct PfPolicy {
     /// The PF (`pfName: ens1f0` or `pciAddress: 0000:3b:00.0`).
     #[serde(flatten)]
     pub selector: PfSelector,
     /// Wanted `sriov_numvfs`.
     pub num_vfs: u32,
+}
+
+/// A `pfPolicies` entry as written: exactly one of `pfName` and
+/// `pciAddress`, and `numVfs`; nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PfPolicyFields {
+    /// The PF's netdev name.
+    #[serde(default)]
+    pub pf_name: Option<String>,
+    /// The PF's PCI address.
+    #[serde(default)]
+    pub pci_address: Option<PciAddress>,
+    /// Wanted `sriov_numvfs`.
+    pub num_vfs: u32,
+}
+
+impl TryFrom<PfPolicyFields> for PfPolicy {
+    type Error = String;
+
+    fn try_from(f: PfPolicyFields) -> Result<Self, String> {
+        let selector = match (f.pf_name, f.pci_address) {
+            (Some(name), None) => PfSelector::PfName(name),
+            (None, Some(address)) => PfSelector::PciAddress(address),
+            (Some(_), Some(_)) => {
+                return Err("a PF policy names its PF by pfName or by pciAddress, not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "a PF policy needs pfName or pciAddress to say which PF it is for".into(),
+                );
+            }
+        };
+        Ok(PfPolicy {
+            selector,
+            num_vfs: f.num_vfs,
+        })
+    }
 }
 
 /// The SR-IOV facts of one PF that a resize decision needs, read fresh
@@ -348,6 +390,37 @@ mod tests {
 
     fn policy(yaml_like_json: &str) -> PfPolicy {
         serde_json::from_str(yaml_like_json).unwrap()
+    }
+
+    #[test]
+    fn a_policy_entry_is_parsed_strictly() {
+        let parse = |json: &str| serde_json::from_str::<PfPolicy>(json).map_err(|e| e.to_string());
+        assert_eq!(
+            parse(r#"{"pciAddress": "0000:3b:00.0", "numVfs": 4}"#)
+                .unwrap()
+                .selector,
+            PfSelector::PciAddress(addr(PF))
+        );
+        for (json, needle) in [
+            (
+                r#"{"pfName": "ens1f0", "numVfs": 8, "numvfs": 4}"#,
+                "numvfs",
+            ),
+            (
+                r#"{"pfName": "ens1f0", "pciAddress": "0000:3b:00.0", "numVfs": 8}"#,
+                "not both",
+            ),
+            (r#"{"numVfs": 8}"#, "pfName or pciAddress"),
+            (r#"{"pfName": "ens1f0"}"#, "numVfs"),
+        ] {
+            let err = parse(json).unwrap_err();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+        // What is written reads back.
+        let p = parse(r#"{"pfName": "ens1f0", "numVfs": 8}"#).unwrap();
+        let back = serde_json::to_string(&p).unwrap();
+        assert_eq!(back, r#"{"pfName":"ens1f0","numVfs":8}"#);
+        assert_eq!(parse(&back).unwrap(), p);
     }
 
     #[test]
