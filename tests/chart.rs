@@ -378,6 +378,16 @@ fn misspelt_and_mistyped_values_are_refused_naming_the_key() {
             "deviceClasses.rdma.vfConfig.rdma.exlusive",
         ),
         (
+            "class policy typo",
+            json!({"deviceClasses": {"netdevice": {"vfPolicy": {"alowedVlans": ["100-199"]}}}}),
+            "deviceClasses.netdevice.vfPolicy.alowedVlans",
+        ),
+        (
+            "class policy VLAN range",
+            json!({"deviceClasses": {"netdevice": {"vfPolicy": {"allowedVlans": ["100-"]}}}}),
+            "deviceClasses.netdevice.vfPolicy.allowedVlans[0]",
+        ),
+        (
             "privileged as a string",
             json!({"securityContext": {"privileged": "yes"}}),
             "securityContext.privileged",
@@ -527,6 +537,25 @@ fn the_schema_has_exactly_the_driver_fields() {
     let mut vf = expected_fields(&err.to_string());
     assert!(vf.remove("apiVersion") && vf.remove("kind"));
     assert_eq!(vf, schema_keys(&s, "/definitions/vfConfig/properties"));
+    // A class's vfPolicy is a VfPolicy without apiVersion and kind, and
+    // claimMaySet names exactly the driver's fields.
+    let err = serde_json::from_value::<sriov_dra::apis::VfPolicy>(
+        json!({"apiVersion": "a", "kind": "b", "zzUnknown": 1}),
+    )
+    .unwrap_err();
+    let mut policy = expected_fields(&err.to_string());
+    assert!(policy.remove("apiVersion") && policy.remove("kind"));
+    assert_eq!(policy, schema_keys(&s, "/definitions/vfPolicy/properties"));
+    let err =
+        serde_json::from_value::<sriov_dra::apis::ClaimField>(json!("zzUnknown")).unwrap_err();
+    let may_set: BTreeSet<String> = s
+        .pointer("/definitions/vfPolicy/properties/claimMaySet/items/enum")
+        .and_then(Value::as_array)
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expected_fields(&err.to_string()), may_set);
     assert_eq!(
         schema_keys(&s, "/definitions/vfConfig/properties/ipam/properties"),
         BTreeSet::from(["pool".to_string(), "static".to_string()])
@@ -559,9 +588,11 @@ fn published_attributes() -> BTreeSet<String> {
     names
 }
 
-/// The classes the chart creates with `values`, as `(name, class-level
-/// VfConfig parameters)`, mirroring deviceclasses.yaml.
-fn device_classes(values: &Value) -> Vec<(String, Value)> {
+/// The classes the chart creates with `values`, as `(name, the parameters
+/// of its config entries: VfConfig, then VfPolicy when one is given)`,
+/// mirroring deviceclasses.yaml (which renders a VfConfig entry only when it
+/// sets more than apiVersion and kind; an extra empty one changes nothing).
+fn device_classes(values: &Value) -> Vec<(String, Vec<Value>)> {
     let driver = values["nodeConfig"]["driverName"].as_str().unwrap();
     let mut out = Vec::new();
     for (key, default_name, forced) in [
@@ -583,7 +614,13 @@ fn device_classes(values: &Value) -> Vec<(String, Value)> {
             map.extend(cfg.clone());
         }
         map.extend(forced.as_object().unwrap().clone());
-        out.push((name, params));
+        let mut entries = vec![params];
+        if let Some(policy) = class["vfPolicy"].as_object().filter(|p| !p.is_empty()) {
+            let mut params = json!({"apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy"});
+            params.as_object_mut().unwrap().extend(policy.clone());
+            entries.push(params);
+        }
+        out.push((name, entries));
     }
     out
 }
@@ -607,11 +644,42 @@ fn config_entry(
 fn class_vfconfig_defaults_parse_with_the_driver_parser() {
     for (name, values) in every_values() {
         for (class, params) in device_classes(&values) {
-            let entries = [config_entry("FromClass", None, params)];
-            sriov_dra::apis::configs_for_request("class", "sriov.dra.dev", &entries, "r")
-                .unwrap_or_else(|e| panic!("{name}: class {class}: {e}"));
+            let entries: Vec<_> = params
+                .into_iter()
+                .map(|p| config_entry("FromClass", None, p))
+                .collect();
+            sriov_dra::apis::configs_for_request(
+                "class",
+                "sriov.dra.dev",
+                &entries,
+                "r",
+                Some(&class),
+            )
+            .unwrap_or_else(|e| panic!("{name}: class {class}: {e}"));
         }
     }
+}
+
+#[test]
+fn without_the_pool_values_class_policy_the_fronthaul_vlan_is_refused() {
+    // The default values' netdevice class has no VfPolicy: a tenant may not
+    // pick a VLAN. The E810 pool's class (examples) allows 100-199.
+    let (_, defaults) = device_classes(&default_values()).remove(0);
+    let claim = json!({"apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig", "vlan": 100});
+    let mut entries: Vec<_> = defaults
+        .into_iter()
+        .map(|p| config_entry("FromClass", None, p))
+        .collect();
+    entries.push(config_entry("FromClaim", None, claim));
+    let err = sriov_dra::apis::configs_for_request(
+        "ran/du-0",
+        "sriov.dra.dev",
+        &entries,
+        "fronthaul",
+        Some("sriov-vf.sriov.dra.dev"),
+    )
+    .unwrap_err();
+    assert_eq!(err.field, "vlan", "{err}");
 }
 
 #[test]
@@ -646,8 +714,16 @@ fn the_class_selectors_use_attributes_the_driver_publishes() {
 fn every_example_parses_and_its_configs_are_valid_vfconfigs() {
     let published = published_attributes();
     let values = every_values();
-    let classes: BTreeMap<String, Value> =
-        values.iter().flat_map(|(_, v)| device_classes(v)).collect();
+    // The classes of the cluster the examples describe: those of the one
+    // node-pool release that creates them.
+    let creators: Vec<&Value> = values
+        .iter()
+        .skip(1)
+        .map(|(_, v)| v)
+        .filter(|v| v["deviceClasses"]["create"] == json!(true))
+        .collect();
+    assert_eq!(creators.len(), 1, "exactly one pool creates the classes");
+    let classes: BTreeMap<String, Vec<Value>> = device_classes(creators[0]).into_iter().collect();
     let pools: BTreeSet<String> = values
         .iter()
         .flat_map(|(_, v)| {
@@ -697,8 +773,10 @@ fn every_example_parses_and_its_configs_are_valid_vfconfigs() {
                         }
                         // What the allocation hands the driver: the class's
                         // configs, then the claim's.
-                        let mut entries =
-                            vec![config_entry("FromClass", None, class_params.clone())];
+                        let mut entries: Vec<_> = class_params
+                            .iter()
+                            .map(|p| config_entry("FromClass", None, p.clone()))
+                            .collect();
                         for c in &claim_configs {
                             let opaque = c.opaque.clone().expect("opaque config");
                             assert_eq!(opaque.driver, "sriov.dra.dev", "{file}");
@@ -713,8 +791,10 @@ fn every_example_parses_and_its_configs_are_valid_vfconfigs() {
                             "sriov.dra.dev",
                             &entries,
                             &request.name,
+                            Some(&exact.device_class_name),
                         )
-                        .unwrap_or_else(|e| panic!("{e}"));
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .config;
                         if let Some(sriov_dra::apis::validate::AddressSource::Pool(pool)) =
                             &valid.addresses
                         {
