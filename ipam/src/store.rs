@@ -116,15 +116,41 @@ pub(crate) fn open_write(path: &Path, create: bool) -> Result<Database, IpamErro
             path: path.to_path_buf(),
         });
     }
-    let db = guarded(path, || {
-        if create {
-            builder().create(path)
-        } else {
-            builder().open(path)
-        }
-    })?;
+    if create && !path.exists() {
+        create_fresh(path)?;
+    }
+    let db = guarded(path, || builder().open(path))?;
     init_schema(path, &db)?;
     Ok(db)
+}
+
+/// Creates a new state file with its schema beside `path` and renames it
+/// into place, so a process killed while creating it leaves no half-written
+/// file under the real name (that would read as "not a redb database" and
+/// stop every later start until someone deleted it by hand).
+fn create_fresh(path: &Path) -> Result<(), IpamError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| IpamError::Io { path: p, source }
+    };
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(".new");
+    let fresh = std::path::PathBuf::from(fresh);
+    match std::fs::remove_file(&fresh) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&fresh)(e)),
+        _ => {}
+    }
+    {
+        let db = guarded(&fresh, || builder().create(&fresh))?;
+        init_schema(&fresh, &db)?;
+    }
+    std::fs::rename(&fresh, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 /// Opens the state file read-only; works while the driver runs.
@@ -250,6 +276,25 @@ mod tests {
 
     use crate::handle::{Ipam, IpamReader, state_file};
     use crate::test_support::{SMALL, ipam, owner, pools};
+
+    /// What a process killed while creating its first store leaves behind
+    /// is only ever the `.new` file: the next start creates the store anew.
+    #[test]
+    fn a_store_half_created_by_a_killed_process_does_not_stop_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_file(dir.path());
+        let mut half = path.as_os_str().to_owned();
+        half.push(".new");
+        std::fs::write(&half, [0x5au8; 100]).unwrap();
+        let ipam = Ipam::open(dir.path(), &pools(SMALL)).unwrap();
+        ipam.allocate(&owner(1), "small").unwrap();
+        assert!(!std::path::Path::new(&half).exists());
+        drop(ipam);
+        assert_eq!(
+            IpamReader::open(dir.path()).unwrap().list().unwrap().len(),
+            1
+        );
+    }
 
     #[test]
     fn garbage_file_is_reported_corrupt_and_left_untouched() {
