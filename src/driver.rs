@@ -56,9 +56,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let inventory = NodeInventory::discover(&config.sysfs_root)?;
     info!(node = %node, functions = inventory.devices.len(), "inventory read");
 
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let client = crate::kube::client::client().await?;
     let owner = node_owner(&client, &node).await;
 
     let offered: Vec<String> = inventory.offered(&config).map(|d| d.name()).collect();

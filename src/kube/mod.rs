@@ -2,6 +2,7 @@
 
 pub mod claim_status;
 pub mod claims;
+pub mod client;
 pub mod node;
 pub mod publish;
 pub mod republish;

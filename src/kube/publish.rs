@@ -74,10 +74,15 @@ impl SlicePublisher {
         self.owner.is_some()
     }
 
-    /// Sets the Node owner learned after start; the next publish applies it.
+    /// Sets the Node owner, learned after start or re-read because the
+    /// Node was deleted and re-created (a new UID: the garbage collector
+    /// deletes objects whose owner's UID is gone). The next publish applies
+    /// it; the same owner again changes nothing.
     pub fn set_owner(&mut self, owner: OwnerReference) {
-        self.owner = Some(owner);
-        self.force = true;
+        if self.owner.as_ref() != Some(&owner) {
+            self.owner = Some(owner);
+            self.force = true;
+        }
     }
 
     fn selector(&self) -> ListParams {
@@ -461,6 +466,40 @@ mod tests {
             p.publish(&inv, &config, &BTreeSet::new()).await.unwrap(),
             PublishOutcome::Unchanged { generation: 2 }
         );
+    }
+
+    #[tokio::test]
+    async fn a_recreated_node_gives_the_slices_its_new_uid_and_the_same_node_changes_nothing() {
+        let api = SliceApi::default();
+        let config = NodeConfig::default();
+        let node = |uid: &str| OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: "node-a".into(),
+            uid: uid.into(),
+            ..Default::default()
+        };
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", Some(node("uid-1")));
+        let inv = inventory(Fixture::ConnectX6Dx);
+        p.publish(&inv, &config, &BTreeSet::new()).await.unwrap();
+
+        // Re-read every round: the same Node writes nothing.
+        p.set_owner(node("uid-1"));
+        assert_eq!(
+            p.publish(&inv, &config, &BTreeSet::new()).await.unwrap(),
+            PublishOutcome::Unchanged { generation: 1 }
+        );
+        // The Node was deleted and re-created: its new UID is applied.
+        p.set_owner(node("uid-2"));
+        assert!(matches!(
+            p.publish(&inv, &config, &BTreeSet::new()).await.unwrap(),
+            PublishOutcome::Published { applied: 1, .. }
+        ));
+        let owner =
+            api.objects.lock().unwrap()["node-a-sriov-dra-dev-0"]["metadata"]["ownerReferences"][0]
+                ["uid"]
+                .clone();
+        assert_eq!(owner, "uid-2");
     }
 
     #[tokio::test]

@@ -48,9 +48,9 @@ pub async fn publish_loop(
         });
         match scanned.await {
             Ok(Ok((inventory, held))) => {
-                if !publisher.has_owner()
-                    && let Some(owner) = node_owner(&client, &node).await
-                {
+                // Every round: a Node deleted and re-created has a new UID,
+                // and slices owned by the old one would be collected.
+                if let Some(owner) = node_owner(&client, &node).await {
                     publisher.set_owner(owner);
                 }
                 // What is published is what can be prepared.
@@ -68,14 +68,55 @@ pub async fn publish_loop(
             Ok(Err(e)) => error!(error = %format!("{e:#}"), "inventory failed"),
             Err(e) => error!(error = %e, "inventory task failed"),
         }
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tokio::time::sleep(REPUBLISH_INTERVAL) => {}
-            changed = registration.changed() => {
-                if changed.is_ok() {
-                    info!(state = ?*registration.borrow(), "kubelet registration changed; republishing");
-                }
-            }
+        if !next_round(&mut stopped, &mut registration, REPUBLISH_INTERVAL).await {
+            return;
         }
+    }
+}
+
+/// Waits for the next round: the period, or a change of the kubelet's
+/// registration verdict. False when the driver stops, or when the
+/// registration server is gone (its channel closed: the driver is shutting
+/// down, and a closed channel is "changed" at once, which would republish
+/// in a burst).
+async fn next_round(
+    stopped: &mut (impl Future<Output = ()> + Unpin),
+    registration: &mut watch::Receiver<RegistrationState>,
+    period: Duration,
+) -> bool {
+    tokio::select! {
+        _ = stopped => false,
+        _ = tokio::time::sleep(period) => true,
+        changed = registration.changed() => match changed {
+            Ok(()) => {
+                info!(state = ?*registration.borrow(), "kubelet registration changed; republishing");
+                true
+            }
+            Err(_) => {
+                info!("kubelet registration server stopped; no more republishing");
+                false
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_registration_channel_ends_the_loop_instead_of_a_burst() {
+        let (tx, mut rx) = watch::channel(RegistrationState::Pending);
+        let mut never = std::pin::pin!(std::future::pending::<()>());
+        tx.send_replace(RegistrationState::Registered);
+        assert!(next_round(&mut never, &mut rx, Duration::from_secs(3600)).await);
+        drop(tx);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            next_round(&mut never, &mut rx, Duration::from_secs(3600)),
+        )
+        .await
+        .expect("no wait for the period");
+        assert!(!ended);
     }
 }
