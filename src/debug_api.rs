@@ -63,7 +63,7 @@ impl Default for Limits {
 }
 
 /// The routes: `/healthz`, `/readyz`, `/inventory`, `/claims`,
-/// `/attachments`, `/ipam`, `/unreadable`. `/claims` shows per device the
+/// `/attachments`, `/ipam`, `/unreadable`, `/metrics`. `/claims` shows per device the
 /// DeviceClass and the `VfPolicy` entries the claim's own values were
 /// checked against.
 pub fn router(state: DebugState) -> Router {
@@ -75,6 +75,7 @@ pub fn router(state: DebugState) -> Router {
         .route("/attachments", get(attachments_handler))
         .route("/ipam", get(ipam_handler))
         .route("/unreadable", get(unreadable_handler))
+        .route("/metrics", get(metrics_handler))
         .with_state(state)
 }
 
@@ -202,6 +203,27 @@ async fn attachments_handler(State(s): State<DebugState>) -> Response {
     json(blocking(move || attachments::list(s.store.database()).map_err(|e| e.to_string())).await)
 }
 
+/// The Prometheus text exposition ([`crate::metrics`]).
+async fn metrics_handler(State(s): State<DebugState>) -> Response {
+    let rendered = blocking(move || {
+        crate::metrics::metrics()
+            .render(&s.store)
+            .map_err(|e| format!("encoding the metrics: {e}"))
+    })
+    .await;
+    match rendered {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 /// Records of the state store that do not decode (claims and pod
 /// attachments): the driver passes over them, an operator must not.
 async fn unreadable_handler(State(s): State<DebugState>) -> Response {
@@ -268,6 +290,35 @@ mod tests {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         (status, body)
+    }
+
+    /// Every sample of a text exposition, `name{labels}` -> value; panics
+    /// on a line that is neither a comment nor a sample, and on a missing
+    /// `# EOF`.
+    fn parse_exposition(body: &str) -> std::collections::HashMap<String, f64> {
+        let text = body.trim_end();
+        assert!(text.ends_with("# EOF"), "{body}");
+        let mut out = std::collections::HashMap::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line == "# EOF" {
+                continue;
+            }
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {line}"));
+            let name_end = series.find('{').unwrap_or(series.len());
+            assert!(
+                series[..name_end]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad metric name in {line}"
+            );
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line}"));
+            out.insert(series.to_string(), value);
+        }
+        out
     }
 
     /// A chunked body's JSON (axum streams JSON without a length).
@@ -354,6 +405,30 @@ mod tests {
         let bad = json_of(&body);
         assert_eq!(bad[0]["table"], "prepared_claims");
         assert_eq!(bad[0]["key"], "uid-damaged");
+        // Metrics, as Prometheus scrapes them.
+        let (code, body) = request(address, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        let samples = parse_exposition(&body);
+        let value = |series: &str| {
+            *samples
+                .get(series)
+                .unwrap_or_else(|| panic!("{series} missing from {body}"))
+        };
+        assert_eq!(
+            value(r#"sriov_dra_unreadable_records{table="prepared_claims"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"sriov_dra_ipam_addresses{pool="fronthaul",family="ipv4",kind="used"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"sriov_dra_ipam_addresses{pool="fronthaul",family="ipv4",kind="size"}"#),
+            value(r#"sriov_dra_ipam_addresses{pool="fronthaul",family="ipv4",kind="free"}"#) + 1.0
+        );
+        // The one claim record the test wrote holds one device.
+        assert_eq!(value(r#"sriov_dra_devices{state="prepared"}"#), 1.0);
+        assert!(samples.contains_key("sriov_dra_store_commit_seconds_count"));
         // Read-only: nothing answers a write.
         let (code, _) = request(address, "POST", "/claims").await;
         assert_eq!(code, 405);

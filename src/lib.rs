@@ -16,6 +16,7 @@ pub mod driver;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
+pub mod metrics;
 pub mod nri;
 pub mod pf_policies;
 pub mod pod;

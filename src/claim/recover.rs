@@ -160,6 +160,7 @@ pub async fn once(
     }
     if out.api_unsure {
         // GC only with a complete picture.
+        crate::metrics::metrics().recovered(out.unprepared.len(), 0);
         return out;
     }
     let unreadable: BTreeSet<String> = listing.unreadable.into_iter().map(|u| u.key).collect();
@@ -170,6 +171,7 @@ pub async fn once(
         Ok(Err(e)) => error!(error = %e, "address GC failed"),
         Err(e) => error!(error = %e, "address GC task failed"),
     }
+    crate::metrics::metrics().recovered(out.unprepared.len(), out.released.len());
     out
 }
 

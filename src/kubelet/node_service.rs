@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use super::socket::{SocketError, bind_private_socket, serve_then_remove};
 use crate::claim::prepare::{PrepareError, Preparer};
 use crate::kube::claims::ClaimReader;
+use crate::metrics::metrics;
 use crate::state::ClaimRecord;
 
 struct Inner {
@@ -66,6 +67,13 @@ impl NodeService {
     }
 
     async fn prepare_claim(&self, claim: v1::Claim) -> v1::NodePrepareResourceResponse {
+        let started = std::time::Instant::now();
+        let response = self.prepare_claim_untimed(claim).await;
+        metrics().operation("prepare", response.error.is_empty(), started.elapsed());
+        response
+    }
+
+    async fn prepare_claim_untimed(&self, claim: v1::Claim) -> v1::NodePrepareResourceResponse {
         // The guard moves into the blocking work: if the kubelet's deadline
         // drops this future, the lock stays held until the work is done, so
         // a retry cannot run beside it.
@@ -148,6 +156,13 @@ impl NodeService {
     }
 
     async fn unprepare_claim(&self, claim: v1::Claim) -> v1::NodeUnprepareResourceResponse {
+        let started = std::time::Instant::now();
+        let response = self.unprepare_claim_untimed(claim).await;
+        metrics().operation("unprepare", response.error.is_empty(), started.elapsed());
+        response
+    }
+
+    async fn unprepare_claim_untimed(&self, claim: v1::Claim) -> v1::NodeUnprepareResourceResponse {
         let guard = self.inner.preparer.lock_claim(&claim.uid).await;
         let preparer = self.inner.preparer.clone();
         let uid = claim.uid.clone();

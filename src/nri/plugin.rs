@@ -272,6 +272,7 @@ async fn session<H: PodHandler>(
         "NRI plugin registered"
     );
     connected.send_replace(true);
+    crate::metrics::metrics().nri_connected();
     // `runtime` stays alive with the session: conn 2 is ours until the end.
     let ended = serving.await;
     drop(runtime);

@@ -308,20 +308,31 @@ impl<C: PodClaims> PodHandler for PodNetworkHandler<C> {
     type Error = PodError;
 
     async fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
-        self.attach(pod).await
+        timed("attach", self.attach(pod)).await
     }
 
     async fn stop_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
-        self.detach(pod).await
+        timed("detach", self.detach(pod)).await
     }
 
     async fn remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
-        self.detach(pod).await
+        timed("detach", self.detach(pod)).await
     }
 
     async fn synchronize(&self, pods: &[PodSandbox]) -> Result<(), PodError> {
-        self.reconcile(pods).await
+        timed("reconcile", self.reconcile(pods)).await
     }
+}
+
+/// Runs a pod operation, counting it and its latency.
+async fn timed(
+    operation: &str,
+    work: impl std::future::Future<Output = Result<(), PodError>>,
+) -> Result<(), PodError> {
+    let started = std::time::Instant::now();
+    let result = work.await;
+    crate::metrics::metrics().operation(operation, result.is_ok(), started.elapsed());
+    result
 }
 
 #[cfg(test)]

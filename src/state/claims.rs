@@ -212,7 +212,10 @@ pub fn init(db: &Database) -> Result<(), StateError> {
 pub fn commit(mut txn: WriteTransaction) -> Result<(), StateError> {
     txn.set_durability(redb::Durability::Immediate)
         .map_err(store_err("set durability"))?;
-    txn.commit().map_err(store_err("commit"))
+    let started = std::time::Instant::now();
+    let committed = txn.commit().map_err(store_err("commit"));
+    crate::metrics::metrics().store_commit(started.elapsed());
+    committed
 }
 
 fn decode(uid: &str, bytes: &[u8]) -> Result<ClaimRecord, StateError> {

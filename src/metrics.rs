@@ -1,0 +1,256 @@
+//! What operators graph and alert on, served at `/metrics` on the debug API
+//! in the Prometheus text format.
+//!
+//! Events (prepares, attaches, NRI connections, recovery repairs, store
+//! commits) are counted where they happen, in one process-wide registry;
+//! state (devices by state, addresses per pool, unreadable records) is read
+//! from the store when scraped, so it can never drift from the records.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// An operation and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `prepare`, `unprepare`, `attach`, `detach`, `reconcile`.
+    pub operation: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// An operation, for its latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Operation {
+    /// As in [`Outcome`].
+    pub operation: String,
+}
+
+/// Devices by state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceState {
+    /// `prepared` (held by a claim), `attached` (in a pod).
+    pub state: String,
+}
+
+/// One address family of one pool, and which count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolCount {
+    /// Pool name.
+    pub pool: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// `size`, `used` or `free`.
+    pub kind: String,
+}
+
+/// A table of the state store.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Table {
+    /// `prepared_claims` or `pod_attachments`.
+    pub table: String,
+}
+
+type Latency = Family<Operation, Histogram, fn() -> Histogram>;
+
+/// The driver's metrics.
+pub struct Metrics {
+    registry: Registry,
+    operations: Family<Outcome, Counter>,
+    latency: Latency,
+    nri_connections: Counter,
+    recovery_unprepared: Counter,
+    recovery_released: Counter,
+    store_commit: Histogram,
+    devices: Family<DeviceState, Gauge>,
+    addresses: Family<PoolCount, Gauge>,
+    unreadable: Family<Table, Gauge>,
+}
+
+fn latency_buckets() -> Histogram {
+    // 1 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sriov_dra");
+        let operations = Family::<Outcome, Counter>::default();
+        registry.register(
+            "operations",
+            "Claim and pod operations, by operation and outcome",
+            operations.clone(),
+        );
+        let latency: Latency = Family::new_with_constructor(latency_buckets);
+        registry.register(
+            "operation_seconds",
+            "Latency of claim and pod operations",
+            latency.clone(),
+        );
+        let nri_connections = Counter::default();
+        registry.register(
+            "nri_connections",
+            "Registrations with the runtime's NRI socket (1 + reconnects)",
+            nri_connections.clone(),
+        );
+        let recovery_unprepared = Counter::default();
+        registry.register(
+            "recovery_unprepared_claims",
+            "Claims recovery unprepared because the API no longer allocates them",
+            recovery_unprepared.clone(),
+        );
+        let recovery_released = Counter::default();
+        registry.register(
+            "recovery_released_owners",
+            "Address owners recovery released because no record holds them",
+            recovery_released.clone(),
+        );
+        let store_commit = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "store_commit_seconds",
+            "Durable commits of claim and attachment records",
+            store_commit.clone(),
+        );
+        let devices = Family::<DeviceState, Gauge>::default();
+        registry.register("devices", "Devices by state", devices.clone());
+        let addresses = Family::<PoolCount, Gauge>::default();
+        registry.register(
+            "ipam_addresses",
+            "Addresses per pool and family: size, used, free",
+            addresses.clone(),
+        );
+        let unreadable = Family::<Table, Gauge>::default();
+        registry.register(
+            "unreadable_records",
+            "Records of the state store that do not decode (see /unreadable)",
+            unreadable.clone(),
+        );
+        Metrics {
+            registry,
+            operations,
+            latency,
+            nri_connections,
+            recovery_unprepared,
+            recovery_released,
+            store_commit,
+            devices,
+            addresses,
+            unreadable,
+        }
+    }
+
+    /// Counts one operation and its latency.
+    pub fn operation(&self, operation: &str, ok: bool, took: Duration) {
+        self.operations
+            .get_or_create(&Outcome {
+                operation: operation.into(),
+                outcome: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&Operation {
+                operation: operation.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a registration with the runtime.
+    pub fn nri_connected(&self) {
+        self.nri_connections.inc();
+    }
+
+    /// Counts what a recovery pass repaired.
+    pub fn recovered(&self, unprepared: usize, released: usize) {
+        self.recovery_unprepared.inc_by(unprepared as u64);
+        self.recovery_released.inc_by(released as u64);
+    }
+
+    /// Observes one durable commit.
+    pub fn store_commit(&self, took: Duration) {
+        self.store_commit.observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, after reading the state gauges from `store`.
+    /// A part of the store that cannot be read leaves its gauges as they
+    /// were and is logged; the scrape still answers.
+    pub fn render(&self, store: &ipam::Ipam) -> Result<String, std::fmt::Error> {
+        self.read_state(store);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    fn read_state(&self, store: &ipam::Ipam) {
+        use crate::state::{attachments, claims};
+        let db = store.database();
+        match claims::list_all(db) {
+            Ok(listing) => {
+                let held: usize = listing.records.iter().map(|r| r.devices.len()).sum();
+                self.set_device_state("prepared", held);
+                self.set_unreadable("prepared_claims", listing.unreadable.len());
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the claim records"),
+        }
+        match attachments::list_all(db) {
+            Ok(listing) => {
+                let attached: usize = listing.records.iter().map(|p| p.attachments.len()).sum();
+                self.set_device_state("attached", attached);
+                self.set_unreadable("pod_attachments", listing.unreadable.len());
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the pod attachments"),
+        }
+        match store.status() {
+            Ok(pools) => {
+                for pool in pools {
+                    for usage in &pool.usage {
+                        let family = match usage.family {
+                            ipam::Family::V4 => "ipv4",
+                            ipam::Family::V6 => "ipv6",
+                        };
+                        let used = usage.size.saturating_sub(usage.free);
+                        for (kind, n) in
+                            [("size", usage.size), ("used", used), ("free", usage.free)]
+                        {
+                            self.addresses
+                                .get_or_create(&PoolCount {
+                                    pool: pool.name.clone(),
+                                    family: family.into(),
+                                    kind: kind.into(),
+                                })
+                                .set(i64::try_from(n).unwrap_or(i64::MAX));
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the pools"),
+        }
+    }
+
+    fn set_device_state(&self, state: &str, n: usize) {
+        self.devices
+            .get_or_create(&DeviceState {
+                state: state.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    fn set_unreadable(&self, table: &str, n: usize) {
+        self.unreadable
+            .get_or_create(&Table {
+                table: table.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
