@@ -15,13 +15,9 @@ use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use serde_json::{Value, json};
 use sriov_dra::config::NodeConfig;
 
-fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sriov-dra")
-}
+mod common;
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use common::{chart_dir, example_values_files, read};
 
 fn yaml_file(path: &Path) -> Value {
     serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -33,22 +29,6 @@ fn schema() -> Value {
 
 fn default_values() -> Value {
     yaml_file(&chart_dir().join("values.yaml"))
-}
-
-/// The example values files (one per node pool).
-fn example_values_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("values-") && n.ends_with(".yaml"))
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 2, "two node pools: {files:?}");
-    files
 }
 
 /// Every example manifest (claim templates with their pods).

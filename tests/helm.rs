@@ -27,13 +27,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sriov_dra::config::NodeConfig;
 
-fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sriov-dra")
-}
+mod common;
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use common::{chart_dir, example_values_files, read, yaml_files};
 
 /// The helm binary, or None (after saying so loudly) when there is none
 /// and this is not CI: CI must never pass a chart it did not render.
@@ -86,17 +82,7 @@ fn helm_template(helm: &Path, args: &[&str]) -> Result<String, String> {
 /// The releases the chart documents: the defaults and each example node
 /// pool, as (name, values file).
 fn releases() -> Vec<(String, Option<PathBuf>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("values-") && n.ends_with(".yaml"))
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 2, "two node pools: {files:?}");
+    let files = example_values_files();
     let mut all = vec![("values.yaml".to_string(), None)];
     for f in files {
         all.push((f.file_name().unwrap().to_string_lossy().into(), Some(f)));
@@ -334,16 +320,7 @@ fn attribute_value(v: &k8s_openapi::api::resource::v1::DeviceAttribute) -> cel::
 /// slices-e810.yaml).
 fn fixture_devices() -> Vec<Device> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kube/testdata");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("slices-") && n.ends_with(".yaml"))
-        })
-        .collect();
-    files.sort();
+    let files = yaml_files(&dir, "slices-");
     let mut out = Vec::new();
     for file in files {
         let name = file.file_stem().unwrap().to_string_lossy();
