@@ -21,7 +21,6 @@ use crate::config::NodeConfig;
 use crate::debug_api::{self, DebugState};
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
-use crate::kube::node::node_owner;
 use crate::kube::publish::SlicePublisher;
 use crate::kube::republish::publish_loop;
 use crate::kubelet::node_service::{NodeService, serve_node_service};
@@ -57,7 +56,6 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     info!(node = %node, functions = inventory.devices.len(), "inventory read");
 
     let client = crate::kube::client::client().await?;
-    let owner = node_owner(&client, &node).await;
 
     let offered: Vec<String> = inventory.offered(&config).map(|d| d.name()).collect();
     let preparer = Preparer::new(
@@ -137,7 +135,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         stopped(),
     ));
     let publisher = tokio::spawn(publish_loop(
-        SlicePublisher::new(client.clone(), &config, &node, owner),
+        // The loop reads the Node (the slices' owner) before each publish.
+        SlicePublisher::new(client.clone(), &config, &node, None),
         client,
         node.clone(),
         preparer,
