@@ -27,7 +27,7 @@ use sriov_dra::pod::claims::StoreClaims;
 use sriov_dra::pod::handler::PodNetworkHandler;
 use sriov_dra::testing::device_ops::RecordingDeviceOps;
 use sriov_dra::testing::fake_api::FakeApi;
-use sriov_dra::testing::node::{NodeParts, pool};
+use sriov_dra::testing::node::{NodeParts, offered_vfs, pool};
 use sriov_dra::testing::nri_runtime::{FakeRuntime, pod};
 
 const CLAIMS: usize = 1000;
@@ -74,13 +74,7 @@ fn main() {
         boot_id: "bench-boot",
     }
     .preparer(Arc::new(RecordingDeviceOps::new()));
-    let offered: Vec<String> = NodeInventory::discover(&sysfs)
-        .expect("inventory")
-        .devices
-        .iter()
-        .filter(|d| d.function.is_vf())
-        .map(|d| d.name())
-        .collect();
+    let offered = offered_vfs(&NodeInventory::discover(&sysfs).expect("inventory"));
     assert!(
         offered.len() >= CLAIMS,
         "the fixture has {} VFs",

@@ -17,7 +17,7 @@ use sriov_dra::config::NodeConfig;
 
 mod common;
 
-use common::{chart_dir, example_values_files, read};
+use common::{chart_dir, example_manifests, example_values_files, read};
 
 fn yaml_file(path: &Path) -> Value {
     serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -29,21 +29,6 @@ fn schema() -> Value {
 
 fn default_values() -> Value {
     yaml_file(&chart_dir().join("values.yaml"))
-}
-
-/// Every example manifest (claim templates with their pods).
-fn example_manifests() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with("values-") && n.ends_with(".yaml"))
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// Helm's merge of a values file over the chart's defaults: maps merge key

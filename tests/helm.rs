@@ -29,7 +29,7 @@ use sriov_dra::config::NodeConfig;
 
 mod common;
 
-use common::{chart_dir, example_values_files, read, yaml_files};
+use common::{chart_dir, example_manifests, example_values_files, read, yaml_files};
 
 /// The helm binary, or None (after saying so loudly) when there is none
 /// and this is not CI: CI must never pass a chart it did not render.
@@ -553,18 +553,8 @@ struct ExampleClaim {
 
 /// Each example's claim templates.
 fn example_claims() -> Vec<ExampleClaim> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with("values-") && n.ends_with(".yaml"))
-        })
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for file in files {
+    for file in example_manifests() {
         let example = file.file_name().unwrap().to_string_lossy().into_owned();
         for doc in yaml_documents(&read(&file)) {
             if doc["kind"] != ResourceClaimTemplate::KIND {

@@ -21,7 +21,7 @@ use crate::kube::claims::ClaimReader;
 use crate::kubelet::socket::connect_unix;
 use crate::testing::device_ops::{DeviceCall, RecordingDeviceOps};
 use crate::testing::fake_api::FakeApi;
-use crate::testing::node::{DRIVER, NodeParts, pool};
+use crate::testing::node::{DRIVER, NodeParts, offered_vfs, pool};
 
 const FRONTHAUL: &str = include_str!("../kube/testdata/claim-fronthaul-rdma.json");
 const FRONTHAUL_UID: &str = "5d1c2f0a-8e4b-4f7e-9a61-3c2b7d9e0f11";
@@ -1082,13 +1082,7 @@ async fn a_refreshed_inventory_is_what_prepare_sees() {
 
     // They are back, as the publish loop's next scan sees.
     let inventory = NodeInventory::discover(&node.sysfs()).expect("inventory");
-    let offered: Vec<String> = inventory
-        .devices
-        .iter()
-        .filter(|d| d.function.is_vf())
-        .map(|d| d.name())
-        .collect();
-    preparer.refresh(&inventory, offered);
+    preparer.refresh(&inventory, offered_vfs(&inventory));
     preparer
         .prepare(&allocated)
         .expect("prepared after the refresh");

@@ -29,6 +29,16 @@ pub fn pool(name: &str, subnet: &str) -> PoolConfig {
     }
 }
 
+/// The device names of every VF in `inventory`: what a test node offers.
+pub fn offered_vfs(inventory: &NodeInventory) -> Vec<String> {
+    inventory
+        .devices
+        .iter()
+        .filter(|d| d.function.is_vf())
+        .map(|d| d.name())
+        .collect()
+}
+
 /// Where a test node keeps things and what it calls itself.
 pub struct NodeParts<'a> {
     /// The fixture sysfs tree.
@@ -50,12 +60,7 @@ impl NodeParts<'_> {
     /// tree, with `ops` standing in for the NIC.
     pub fn preparer(&self, ops: Arc<dyn DeviceOps>) -> (Arc<Ipam>, Preparer) {
         let inventory = NodeInventory::discover(self.sysfs).expect("inventory");
-        let offered: Vec<String> = inventory
-            .devices
-            .iter()
-            .filter(|d| d.function.is_vf())
-            .map(|d| d.name())
-            .collect();
+        let offered = offered_vfs(&inventory);
         let ipam = Arc::new(Ipam::open(self.state_dir, self.pools).expect("ipam"));
         let preparer = Preparer::new(
             PrepareConfig {
