@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod debug_api;
 pub mod driver;
+pub mod failpoints;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;

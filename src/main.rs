@@ -76,6 +76,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    // Test builds only: FAILPOINTS names where the driver is to die.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = sriov_dra::failpoints::setup();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Discover(args) => cli::discover::run(&args).and_then(|out| write_stdout(&out)),

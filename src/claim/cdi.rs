@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::apis::Mode;
+use crate::failpoints::failpoint;
 use crate::state::PreparedDevice;
 
 /// `cdiVersion` of the specs we write.
@@ -217,6 +218,7 @@ impl CdiWriter {
             let mut file = std::fs::File::create(&tmp).map_err(err("create", &tmp))?;
             file.write_all(&json).map_err(err("write", &tmp))?;
             file.sync_all().map_err(err("fsync", &tmp))?;
+            failpoint!("cdi::rename");
             std::fs::rename(&tmp, &path).map_err(err("rename into place", &path))
         })();
         if let Err(e) = written {
