@@ -44,6 +44,8 @@ const OPS_PER_RUN: usize = 12;
 const SETTLE: Duration = Duration::from_secs(20);
 /// The latest random kill, after the restarted driver settled.
 const KILL_WITHIN_MS: u64 = 600;
+/// The latest random kill that falls into a restart, after the start.
+const KILL_IN_RESTART_MS: u64 = 400;
 
 /// What the harness saw.
 #[derive(Default)]
@@ -200,17 +202,36 @@ async fn run(target: usize, seed: u64) -> Tally {
         // A fresh runtime socket for each driver: a connection a dead
         // driver left in the backlog is never taken for the new one's.
         let runtime = FakeRuntime::listen(&node.nri_socket());
+        // Some random kills fall into the restart itself: recovery, the
+        // kubelet's retries, the runtime's Synchronize.
+        let kill_in_restart = (armed.is_none() && !recovery_crashed && rng.chance(30))
+            .then(|| Instant::now() + Duration::from_millis(rng.below(KILL_IN_RESTART_MS)));
         let mut driver = Driver::start(&node, armed);
-        match restart(
-            &node,
-            &runtime,
-            &mut driver,
-            &mut world,
-            &mut rng,
-            &mut tally,
-        )
-        .await
-        {
+        let restarted = {
+            let restarting = restart(
+                &node,
+                &runtime,
+                &mut driver,
+                &mut world,
+                &mut rng,
+                &mut tally,
+            );
+            match kill_in_restart {
+                Some(at) => tokio::select! {
+                    r = restarting => Some(r),
+                    _ = tokio::time::sleep_until(at.into()) => None,
+                },
+                None => Some(restarting.await),
+            }
+        };
+        let restarted = match restarted {
+            Some(r) => r,
+            None => {
+                driver.kill().await;
+                Err(Broke::Crashed)
+            }
+        };
+        match restarted {
             Ok(conn) => {
                 recovery_crashed = false;
                 let kill_at = armed
