@@ -112,7 +112,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
         .pods
         .iter()
         .filter(|p| p.stage != Stage::Idle)
-        .map(|p| p.claim_uid.as_str())
+        .flat_map(|p| p.claims.iter().map(|c| c.uid.as_str()))
         .collect();
     for a in &ipam.allocations {
         if !prepared.contains(a.owner.claim_uid.as_str()) {
@@ -179,16 +179,21 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     };
     for (i, pod) in world.pods.iter().enumerate() {
         let netns = node.netns[i].path();
-        let record = claims.iter().find(|r| r.uid == pod.claim_uid);
+        let record_of = |claim: usize| {
+            let uid = &pod.claims[claim].uid;
+            claims.iter().find(|r| &r.uid == uid)
+        };
         if pod.stage != Stage::Idle {
-            match record {
-                Some(r) if r.phase == Phase::Prepared => {}
-                other => out.push(format!(
-                    "pod {}: claim {} is prepared for the kubelet, its record is {:?}",
-                    pod.spec.name,
-                    pod.claim_uid,
-                    other.map(|r| r.phase)
-                )),
+            for (n, claim) in pod.claims.iter().enumerate() {
+                match record_of(n) {
+                    Some(r) if r.phase == Phase::Prepared => {}
+                    other => out.push(format!(
+                        "pod {}: claim {} is prepared for the kubelet, its record is {:?}",
+                        pod.spec.name,
+                        claim.uid,
+                        other.map(|r| r.phase)
+                    )),
+                }
             }
         }
         let attached = pods.iter().find(|p| p.pod_uid == pod.spec.uid());
@@ -215,7 +220,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
                     continue;
                 }
             };
-            let allocated: BTreeSet<IpNetwork> = record
+            let allocated: BTreeSet<IpNetwork> = record_of(d.claim)
                 .and_then(|r| r.devices.iter().find(|x| x.device == device))
                 .and_then(|x| x.addresses.as_ref())
                 .map(|a| a.addresses.iter().map(|x| x.address).collect())

@@ -2,6 +2,7 @@
 //! node's kubelet does: registration, then Prepare / Unprepare over the DRA
 //! socket; plus reads of its debug API.
 
+use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use sriov_dra::kubelet::socket::connect_unix;
 use std::process::{Child, Command};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::model::ClaimId;
 use crate::node::{NAMESPACE, Node};
 
 /// How long a start may take before the harness calls it a failure.
@@ -181,59 +183,66 @@ pub async fn register(node: &Node, driver: &mut Driver) -> Result<(), String> {
 }
 
 /// A claim as the kubelet names it.
-fn claim_ref(name: &str, uid: &str) -> v1::Claim {
+fn claim_ref(claim: &ClaimId) -> v1::Claim {
     v1::Claim {
         namespace: NAMESPACE.into(),
-        uid: uid.into(),
-        name: name.into(),
+        uid: claim.uid.clone(),
+        name: claim.name.clone(),
     }
 }
 
-/// `NodePrepareResources` for one claim: `Ok` with its devices' names, or
-/// the claim's error / the transport's.
-pub async fn prepare(node: &Node, name: &str, uid: &str) -> Result<Vec<String>, String> {
+/// The claims' errors in one answer, empty when all succeeded.
+fn errors(claims: &[ClaimId], mut answers: HashMap<String, String>) -> Result<(), String> {
+    let failed: Vec<String> = claims
+        .iter()
+        .filter_map(|c| match answers.remove(&c.uid) {
+            None => Some(format!("claim {}: no entry in the answer", c.uid)),
+            Some(e) if !e.is_empty() => Some(format!("claim {}: {e}", c.uid)),
+            Some(_) => None,
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// `NodePrepareResources` for a pod's claims, in one call as the kubelet
+/// makes it; `Err` names each claim that failed, or the transport's error.
+pub async fn prepare(node: &Node, claims: &[ClaimId]) -> Result<(), String> {
     let channel = connect_unix(&node.dra_socket())
         .await
         .map_err(|e| format!("dialing the DRA socket: {e}"))?;
-    let mut resp = v1::dra_plugin_client::DraPluginClient::new(channel)
+    let resp = v1::dra_plugin_client::DraPluginClient::new(channel)
         .node_prepare_resources(v1::NodePrepareResourcesRequest {
-            claims: vec![claim_ref(name, uid)],
+            claims: claims.iter().map(claim_ref).collect(),
         })
         .await
         .map_err(|e| format!("NodePrepareResources: {e}"))?
         .into_inner();
-    let one = resp
-        .claims
-        .remove(uid)
-        .ok_or_else(|| format!("no entry for claim {uid} in {resp:?}"))?;
-    if one.error.is_empty() {
-        Ok(one.devices.into_iter().map(|d| d.device_name).collect())
-    } else {
-        Err(one.error)
-    }
+    errors(
+        claims,
+        resp.claims.into_iter().map(|(k, v)| (k, v.error)).collect(),
+    )
 }
 
-/// `NodeUnprepareResources` for one claim.
-pub async fn unprepare(node: &Node, name: &str, uid: &str) -> Result<(), String> {
+/// `NodeUnprepareResources` for a pod's claims, in one call.
+pub async fn unprepare(node: &Node, claims: &[ClaimId]) -> Result<(), String> {
     let channel = connect_unix(&node.dra_socket())
         .await
         .map_err(|e| format!("dialing the DRA socket: {e}"))?;
-    let mut resp = v1::dra_plugin_client::DraPluginClient::new(channel)
+    let resp = v1::dra_plugin_client::DraPluginClient::new(channel)
         .node_unprepare_resources(v1::NodeUnprepareResourcesRequest {
-            claims: vec![claim_ref(name, uid)],
+            claims: claims.iter().map(claim_ref).collect(),
         })
         .await
         .map_err(|e| format!("NodeUnprepareResources: {e}"))?
         .into_inner();
-    let one = resp
-        .claims
-        .remove(uid)
-        .ok_or_else(|| format!("no entry for claim {uid} in {resp:?}"))?;
-    if one.error.is_empty() {
-        Ok(())
-    } else {
-        Err(one.error)
-    }
+    errors(
+        claims,
+        resp.claims.into_iter().map(|(k, v)| (k, v.error)).collect(),
+    )
 }
 
 /// `GET <path>` of the driver's debug API, decoded from JSON.

@@ -302,7 +302,7 @@ fn while_down(world: &mut World, node: &Node, rng: &mut Rng, missed_stop: bool) 
                 || p.pending == Some(Pending::Prepare)
         })
     {
-        world.replace_claim(i, &node.api);
+        world.replace_claims(i, &node.api);
     }
 }
 
@@ -384,12 +384,8 @@ async fn retry_kubelet(node: &Node, driver: &mut Driver, world: &mut World) -> R
         let deadline = Instant::now() + SETTLE;
         loop {
             let result = match op {
-                Pending::Prepare => driver::prepare(node, &pod.claim_name, &pod.claim_uid)
-                    .await
-                    .map(drop),
-                Pending::Unprepare => {
-                    driver::unprepare(node, &pod.claim_name, &pod.claim_uid).await
-                }
+                Pending::Prepare => driver::prepare(node, &pod.claims).await,
+                Pending::Unprepare => driver::unprepare(node, &pod.claims).await,
             };
             match result {
                 Ok(()) => {
@@ -410,8 +406,8 @@ async fn retry_kubelet(node: &Node, driver: &mut Driver, world: &mut World) -> R
                     }
                     if Instant::now() > deadline {
                         return Err(Broke::Wrong(format!(
-                            "the kubelet's {op:?} of claim {} still fails after {SETTLE:?}: {e}",
-                            pod.claim_uid
+                            "the kubelet's {op:?} of pod {}'s claims still fails after {SETTLE:?}: {e}",
+                            pod.spec.name
                         )));
                     }
                 }
@@ -503,9 +499,7 @@ async fn workload(
         let sandbox = sandbox(node, i, pod.spec.name, &pod.spec.uid());
         let call = async {
             match pod.stage {
-                Stage::Idle => driver::prepare(node, &pod.claim_name, &pod.claim_uid)
-                    .await
-                    .map(drop),
+                Stage::Idle => driver::prepare(node, &pod.claims).await,
                 Stage::Prepared => conn
                     .call::<nri::RunPodSandboxResponse>(
                         plugin_methods::RUN_POD_SANDBOX,
@@ -522,7 +516,7 @@ async fn workload(
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),
-                Stage::Stopped => driver::unprepare(node, &pod.claim_name, &pod.claim_uid).await,
+                Stage::Stopped => driver::unprepare(node, &pod.claims).await,
             }
         };
         let result = match kill_at {

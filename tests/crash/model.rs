@@ -28,15 +28,23 @@ pub enum Pending {
     Unprepare,
 }
 
-/// One pod and its current claim.
+/// A claim as the kubelet names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimId {
+    /// Its name (a new one after a deletion).
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+}
+
+/// One pod and its current claims.
 #[derive(Debug, Clone)]
 pub struct PodState {
     /// What the pod asks for.
     pub spec: PodSpec,
-    /// Its claim's name (a new one after a deletion).
-    pub claim_name: String,
-    /// Its claim's UID.
-    pub claim_uid: String,
+    /// Its claims, by the claim numbers of its devices. The kubelet
+    /// prepares and unprepares them together.
+    pub claims: Vec<ClaimId>,
     generation: u32,
     /// Where it is.
     pub stage: Stage,
@@ -54,20 +62,19 @@ pub struct World {
 }
 
 impl World {
-    /// Each pod idle with its first claim in the API.
+    /// Each pod idle with its first claims in the API.
     pub fn new(specs: Vec<PodSpec>, api: &FakeApi) -> World {
         let pods = specs
             .into_iter()
             .map(|spec| {
-                let pod = PodState {
-                    claim_name: format!("{}-claim-0", spec.name),
-                    claim_uid: format!("uid-{}-0", spec.name),
+                let mut pod = PodState {
+                    claims: Vec::new(),
                     spec,
                     generation: 0,
                     stage: Stage::Idle,
                     pending: None,
                 };
-                api.put_claim(&claim_json(&pod.spec, &pod.claim_name, &pod.claim_uid));
+                pod.new_claims(api);
                 pod
             })
             .collect();
@@ -77,18 +84,34 @@ impl World {
         }
     }
 
-    /// Pod `i`'s claim is deleted from the API while still prepared, and
-    /// the pod gets a new claim (the kubelet never unprepares the old one).
-    pub fn replace_claim(&mut self, i: usize, api: &FakeApi) {
+    /// Pod `i`'s claims are deleted from the API while still prepared,
+    /// and the pod gets new ones (the kubelet never unprepares the old).
+    pub fn replace_claims(&mut self, i: usize, api: &FakeApi) {
         let pod = &mut self.pods[i];
-        api.delete_claim(crate::node::NAMESPACE, &pod.claim_name);
-        self.deleted.push(pod.claim_uid.clone());
+        for claim in &pod.claims {
+            api.delete_claim(crate::node::NAMESPACE, &claim.name);
+            self.deleted.push(claim.uid.clone());
+        }
         pod.generation += 1;
-        pod.claim_name = format!("{}-claim-{}", pod.spec.name, pod.generation);
-        pod.claim_uid = format!("uid-{}-{}", pod.spec.name, pod.generation);
         pod.stage = Stage::Idle;
         pod.pending = None;
-        api.put_claim(&claim_json(&pod.spec, &pod.claim_name, &pod.claim_uid));
+        pod.new_claims(api);
+    }
+}
+
+impl PodState {
+    /// Claims of this generation, put in the API.
+    fn new_claims(&mut self, api: &FakeApi) {
+        self.claims = (0..self.spec.claims())
+            .map(|n| {
+                let id = ClaimId {
+                    name: format!("{}-{n}-claim-{}", self.spec.name, self.generation),
+                    uid: format!("uid-{}-{n}-{}", self.spec.name, self.generation),
+                };
+                api.put_claim(&claim_json(&self.spec, n, &id.name, &id.uid));
+                id
+            })
+            .collect();
     }
 }
 

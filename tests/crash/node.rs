@@ -31,9 +31,11 @@ pub const POOL_V6: &str = "fd00:77::/64";
 /// The pool's route (destination, gateway), added in each pod.
 pub const ROUTE: (&str, &str) = ("10.78.0.0/16", "10.77.0.1");
 
-/// One device of a pod's claim.
+/// One device of one of a pod's claims.
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {
+    /// Which of the pod's claims (0, 1, …) it belongs to.
+    pub claim: usize,
     /// The request it answers.
     pub request: &'static str,
     /// Which stand-in VF.
@@ -46,12 +48,12 @@ pub struct DeviceSpec {
     pub mtu: Option<u32>,
 }
 
-/// A pod and what its claim asks for.
+/// A pod and what its claims ask for.
 #[derive(Debug, Clone)]
 pub struct PodSpec {
     /// Pod name (its UID is `pod-<name>`).
     pub name: &'static str,
-    /// The claim's devices.
+    /// Its claims' devices.
     pub devices: Vec<DeviceSpec>,
 }
 
@@ -60,16 +62,24 @@ impl PodSpec {
     pub fn uid(&self) -> String {
         format!("pod-{}", self.name)
     }
+
+    /// How many claims it has.
+    pub fn claims(&self) -> usize {
+        self.devices.iter().map(|d| d.claim + 1).max().unwrap_or(0)
+    }
 }
 
-/// The pods of the harness: one with two VFs (so a crash can fall between
-/// them), one relying on the default name, one with its own name and MTU.
+/// The pods of the harness: one with two VFs of two claims from one pool
+/// (so a crash can fall between them, and an unprepare of one claim leaves
+/// the other's VF in the pod record), one relying on the default name, one
+/// with its own name and MTU.
 pub fn pod_specs() -> Vec<PodSpec> {
     vec![
         PodSpec {
             name: "du-0",
             devices: vec![
                 DeviceSpec {
+                    claim: 0,
                     request: "fronthaul",
                     vf: 0,
                     if_name: Some("fh0"),
@@ -77,6 +87,7 @@ pub fn pod_specs() -> Vec<PodSpec> {
                     mtu: Some(1400),
                 },
                 DeviceSpec {
+                    claim: 1,
                     request: "midhaul",
                     vf: 1,
                     if_name: Some("mh0"),
@@ -88,6 +99,7 @@ pub fn pod_specs() -> Vec<PodSpec> {
         PodSpec {
             name: "cu-0",
             devices: vec![DeviceSpec {
+                claim: 0,
                 request: "f1",
                 vf: 2,
                 if_name: None,
@@ -98,6 +110,7 @@ pub fn pod_specs() -> Vec<PodSpec> {
         PodSpec {
             name: "upf-0",
             devices: vec![DeviceSpec {
+                claim: 0,
                 request: "n3",
                 vf: 3,
                 if_name: Some("n3"),
@@ -275,14 +288,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The ResourceClaim object for `pod`'s claim `name` (UID `uid`), as the
-/// scheduler leaves it: allocated on this node, reserved for the pod, each
+/// The ResourceClaim object for `pod`'s claim number `claim`, named `name`
+/// (UID `uid`), as the scheduler leaves it: allocated on this node, reserved for the pod, each
 /// request with an opaque `VfConfig` that asks only for what a tenant may
 /// (name, MTU, a pool address); no PF-side settings, which stand-ins
 /// cannot take.
-pub fn claim_json(pod: &PodSpec, name: &str, uid: &str) -> Value {
-    let requests: Vec<Value> = pod
-        .devices
+pub fn claim_json(pod: &PodSpec, claim: usize, name: &str, uid: &str) -> Value {
+    let devices: Vec<&DeviceSpec> = pod.devices.iter().filter(|d| d.claim == claim).collect();
+    let requests: Vec<Value> = devices
         .iter()
         .map(|d| {
             json!({"name": d.request, "exactly": {
@@ -290,16 +303,14 @@ pub fn claim_json(pod: &PodSpec, name: &str, uid: &str) -> Value {
                 "allocationMode": "ExactCount", "count": 1}})
         })
         .collect();
-    let results: Vec<Value> = pod
-        .devices
+    let results: Vec<Value> = devices
         .iter()
         .map(|d| {
             json!({"request": d.request, "driver": DRIVER, "pool": NODE,
                    "device": pci(d.vf).device_name()})
         })
         .collect();
-    let configs: Vec<Value> = pod
-        .devices
+    let configs: Vec<Value> = devices
         .iter()
         .map(|d| {
             let mut parameters = json!({
