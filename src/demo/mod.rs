@@ -17,7 +17,7 @@ pub mod node;
 pub mod peers;
 pub mod show;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sriov::vf_config::VfTarget;
@@ -55,6 +55,11 @@ struct Session {
 
 fn say(line: &str) {
     println!("{line}");
+}
+
+/// Milliseconds since `started`, for people (a figure, not a check).
+fn ms(started: Instant) -> String {
+    format!("{:.1} ms", started.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Runs the demo. Signal handlers are installed before anything is made,
@@ -159,8 +164,13 @@ async fn bring_up(parts: &mut Parts) -> anyhow::Result<Session> {
         vf.index
     ));
     let mut kubelet = kubelet;
+    let started = Instant::now();
     let cdi = kubelet.prepare().await?;
-    say(&format!("   prepared; CDI devices: {}", cdi.join(", ")));
+    say(&format!(
+        "   prepared in {}; CDI devices: {}",
+        ms(started),
+        cdi.join(", ")
+    ));
     let target = VfTarget {
         pf: PF_NAME.into(),
         vf: vf.index,
@@ -178,7 +188,12 @@ async fn bring_up(parts: &mut Parts) -> anyhow::Result<Session> {
         "== 4/6 runtime: RunPodSandbox for pod {NAMESPACE}/{POD}, network namespace {}",
         netns.display()
     ));
+    let started = Instant::now();
     runtime.run_pod(&pod).await?;
+    say(&format!(
+        "   the runtime's RunPodSandbox was answered in {} (VF moved, renamed, addressed, up)",
+        ms(started)
+    ));
     let names = &parts.node.names;
     say(&format!(
         "   $ ip -n {} addr      (the pod's view)",
@@ -221,7 +236,9 @@ async fn bring_down(parts: &mut Parts, session: Session) -> anyhow::Result<()> {
     say(&format!(
         "== 5/6 runtime: StopPodSandbox and RemovePodSandbox for pod {NAMESPACE}/{POD}"
     ));
+    let started = Instant::now();
     runtime.stop_pod(&pod).await?;
+    say(&format!("   both answered in {}", ms(started)));
     say(&format!(
         "   $ ip -br link show dev {}      (the VF is back in the host, under its own name)",
         vf.if_name
@@ -235,7 +252,9 @@ async fn bring_down(parts: &mut Parts, session: Session) -> anyhow::Result<()> {
     say(&format!(
         "== 6/6 kubelet: NodeUnprepareResources for claim {NAMESPACE}/{CLAIM}"
     ));
+    let started = Instant::now();
     kubelet.unprepare().await?;
+    say(&format!("   unprepared in {}", ms(started)));
     let state = driver.ops.vf_state(&VfTarget {
         pf: PF_NAME.into(),
         vf: vf.index,
