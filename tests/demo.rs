@@ -218,3 +218,24 @@ fn keep_runs_until_ctrl_c_then_stops_the_pod_and_cleans_up() {
     assert!(out.contains("== 6/6"), "{out}");
     assert_eq!(leftovers(pid), Vec::<String>::new());
 }
+
+#[test]
+fn without_root_the_demo_says_it_needs_root_and_makes_nothing() {
+    if !have_root("without_root_the_demo_says_it_needs_root_and_makes_nothing") {
+        return;
+    }
+    // Drop to nobody for the child (setpriv is util-linux, always there on Debian).
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_sriov-dra"))
+        .arg("demo")
+        .output()
+        .expect("setpriv runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: sriov-dra demo needs root"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
