@@ -1,10 +1,12 @@
 //! The driver's real parts, started in-process on the demo node as
 //! `driver::run` wires them on a real one: state store, preparer, the DRA
 //! node service and plugin registration on the kubelet sockets, the NRI
-//! plugin with the pod network handler, and the debug API. What is not
+//! plugin with the pod network handler, one round of slice publishing,
+//! and the debug API. What is not
 //! real: the API server (`FakeApi`) and the PF side of the NIC
 //! (`SimulatedNicOps`).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +21,12 @@ use super::claim::{NODE, pools};
 use super::node::{DemoNode, PF_NAME, VF_COUNT};
 use crate::attach::Attacher;
 use crate::claim::prepare::{PrepareConfig, Preparer};
+use crate::config::NodeConfig;
 use crate::debug_api::{DebugState, Limits, router, with_limits};
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
+use crate::kube::node::node_owner;
+use crate::kube::publish::SlicePublisher;
 use crate::kubelet::node_service::{NodeService, serve_node_service};
 use crate::kubelet::registration::{PluginPaths, RegistrationState, serve_registration};
 use crate::nri::plugin::{NriPlugin, NriPluginConfig};
@@ -174,8 +179,17 @@ impl DemoDriver {
                         .await;
             }),
         ));
-        // Slices are not published in the demo (`discover -o slices` shows
-        // them); readiness would otherwise wait for them forever.
+        // One publish round, as the driver's loop starts with: the slices
+        // the scheduler would allocate the claim's device from.
+        let config = NodeConfig {
+            sysfs_root: sysfs.clone(),
+            ..NodeConfig::default()
+        };
+        let owner = node_owner(&api.client(), NODE).await;
+        SlicePublisher::new(api.client(), &config, NODE, owner)
+            .publish(&inventory, &config, &BTreeSet::new())
+            .await
+            .context("publishing the ResourceSlices")?;
         readiness.set_slices_published();
         Ok(DemoDriver {
             stop,

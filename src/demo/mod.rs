@@ -107,8 +107,8 @@ async fn run_stages(
             driver.debug_url
         ));
         say(&format!(
-            "   pod netns:  {}   (ip -n {} addr; ip netns exec {} ping ...)",
-            parts.node.names.base, parts.node.names.base, parts.node.names.base
+            "   pod netns:  {0}   (ip -n {0} addr; ip -n {0} route; ip netns exec {0} sh)",
+            parts.node.names.base
         ));
         parts.stage = "waiting for Ctrl-C (--keep)";
         let signal = interrupt.after(0).await;
@@ -149,6 +149,13 @@ async fn bring_up(parts: &mut Parts) -> anyhow::Result<Session> {
         driver.paths.dra_socket.display(),
         driver.debug_url
     ));
+    for (name, slice) in driver.api.slices() {
+        let devices = slice["spec"]["devices"].as_array().map_or(0, Vec::len);
+        say(&format!(
+            "   published ResourceSlice {name}: {devices} devices in pool {}",
+            slice["spec"]["pool"]["name"].as_str().unwrap_or("?")
+        ));
+    }
 
     parts.stage = "preparing the claim";
     let vf = parts
