@@ -236,15 +236,30 @@ impl DemoNode {
     }
 
     /// Creates the pod's netns at `/run/netns/<base>`.
+    ///
+    /// Another demo ending at the same moment may remove `/run/netns` if it
+    /// made it and found it empty; the directory is then made again.
     pub fn create_netns(&mut self) -> anyhow::Result<&Path> {
-        if !Path::new(NETNS_DIR).exists() {
-            std::fs::create_dir_all(NETNS_DIR)
-                .with_context(|| format!("cannot create {NETNS_DIR}"))?;
-            self.made_netns_dir = true;
-        }
         let path = self.names.netns_path();
-        let ns = PinnedNetns::create(&path)
-            .with_context(|| format!("cannot create network namespace {}", path.display()))?;
+        let mut attempts = 0;
+        let ns = loop {
+            if !Path::new(NETNS_DIR).exists() {
+                std::fs::create_dir_all(NETNS_DIR)
+                    .with_context(|| format!("cannot create {NETNS_DIR}"))?;
+                self.made_netns_dir = true;
+            }
+            attempts += 1;
+            match PinnedNetns::create(&path) {
+                Ok(ns) => break ns,
+                Err(_) if attempts < 3 && !Path::new(NETNS_DIR).exists() => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot create network namespace {}",
+                        path.display()
+                    )));
+                }
+            }
+        };
         Ok(self.netns.insert(ns).path())
     }
 
