@@ -94,15 +94,14 @@ impl Pair {
             run("ip", &["-n", &ns, "link", "set", "dev", "lo", "up"])?;
             run("ip", &["-n", &ns, "link", "set", "dev", &vf, "up"])?;
             if let Some(peer) = &nic.peer {
-                for list in [&peer.ipv4, &peer.ipv6] {
-                    if let Some(addr) = list.get(i) {
-                        let addr = addr.to_string();
-                        let mut args = vec!["-n", &ns, "addr", "add", &addr, "dev", &vf];
-                        if list == &peer.ipv6 {
-                            args.push("nodad");
-                        }
-                        run("ip", &args)?;
+                for addr in [peer.ipv4.get(i), peer.ipv6.get(i)].into_iter().flatten() {
+                    let text = addr.to_string();
+                    let mut args = vec!["-n", &ns, "addr", "add", &text, "dev", &vf];
+                    if addr.is_ipv6() {
+                        // No duplicate address detection: ping at once.
+                        args.push("nodad");
                     }
+                    run("ip", &args)?;
                 }
             }
         }
