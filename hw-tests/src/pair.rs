@@ -58,16 +58,20 @@ impl Pair {
         ];
         let rdma = if rdma {
             need_tools(&["rdma"]).map_err(Blocked::Needs)?;
-            let system = run("rdma", &["system"]).map_err(Blocked::Failed)?;
+            let devices = [
+                vf_rdma_device(sysfs_root, pf, a).map_err(Blocked::Needs)?,
+                vf_rdma_device(sysfs_root, pf, b).map_err(Blocked::Needs)?,
+            ];
+            // No RDMA netlink at all (ib_core not loaded) is missing hardware
+            // support, not a failure of the case.
+            let system = run("rdma", &["system"])
+                .map_err(|e| Blocked::Needs(format!("no RDMA netlink ({e})")))?;
             if !rdma_netns_exclusive(&system) {
                 return Err(Blocked::Needs(
                     "rdma system is in shared netns mode; `rdma system set netns exclusive` (with no other netns open) to run it".into(),
                 ));
             }
-            Some([
-                vf_rdma_device(sysfs_root, pf, a).map_err(Blocked::Needs)?,
-                vf_rdma_device(sysfs_root, pf, b).map_err(Blocked::Needs)?,
-            ])
+            Some(devices)
         } else {
             None
         };

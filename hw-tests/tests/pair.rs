@@ -84,3 +84,45 @@ ipv6 = ["2001:db8:17::1/64", "2001:db8:17::2/64"]
         "the namespaces are gone"
     );
 }
+
+#[test]
+fn rdma_cases_on_vfs_without_rdma_devices_need_hardware() {
+    if !have_root("rdma_cases_on_vfs_without_rdma_devices_need_hardware") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    sysfs_with_vfs(root.path(), "pf0", &["nosuchvf0", "nosuchvf1"]);
+    let profile = Profile::parse(
+        r#"
+[node]
+name = "no rdma"
+[[nic]]
+model = "plain"
+vendor_id = "0000"
+device_id = "0000"
+driver = "none"
+pfs = ["pf0"]
+num_vfs = 2
+cases = ["rdma-exclusive", "rdma-perf"]
+[nic.peer]
+ipv4 = ["192.0.2.1/24", "192.0.2.2/24"]
+"#,
+        "test",
+    )
+    .unwrap();
+    let moved = hw_tests::pair::rdma_move_case(root.path(), &profile.nics[0]);
+    assert!(
+        matches!(&moved.outcome, Outcome::NeedsHardware(r)
+            if r.contains("rdma") || r.contains("RDMA")),
+        "{:?}",
+        moved.outcome
+    );
+    for perf in hw_tests::pair::perf_cases(root.path(), &profile.nics[0]) {
+        assert!(
+            matches!(perf.outcome, Outcome::NeedsHardware(_)),
+            "{}: {:?}",
+            perf.case,
+            perf.outcome
+        );
+    }
+}
