@@ -9,3 +9,4 @@ pub mod netns;
 pub mod node;
 pub mod nri_runtime;
 pub mod records;
+pub mod sim_nic;
