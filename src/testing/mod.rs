@@ -3,10 +3,15 @@
 //! `test-support` feature: the release binary carries none of them.
 
 pub mod device_ops;
+pub mod driver_home;
+pub mod driver_process;
 pub mod fake_api;
 pub mod fake_api_http;
 pub mod netns;
 pub mod node;
 pub mod nri_runtime;
 pub mod records;
+pub mod rng;
+pub mod runtime_handshake;
 pub mod sim_nic;
+pub mod vf_place;

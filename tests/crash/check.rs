@@ -6,21 +6,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::model::{Stage, World};
+use crate::node::{DRIVER, Node, POOL_V4, POOL_V6, ROUTE, pci};
 use ipam::Allocation;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use sriov::netlink::RouteSocket;
-use sriov::netlink::address::dump_addresses;
-use sriov::netlink::link::{LinkFacts, dump_links};
-use sriov::netlink::route::dump_routes;
-use sriov_dra::attach::netns::run_in_netns;
 use sriov_dra::state::attachments::{AttachState, PodAttachments};
 use sriov_dra::state::{ClaimRecord, Phase};
+use sriov_dra::testing::driver_process::debug_get;
 use sriov_dra::testing::netns::facts;
-
-use crate::driver::debug_get;
-use crate::model::{Stage, World};
-use crate::node::{DRIVER, Node, POOL_V4, POOL_V6, ROUTE, pci};
+use sriov_dra::testing::vf_place::{look, look_in};
 
 /// What `/ipam` shows.
 #[derive(Deserialize)]
@@ -29,63 +25,22 @@ struct IpamView {
     orphans: Vec<Allocation>,
 }
 
-/// A VF as one namespace sees it.
-struct Seen {
-    link: LinkFacts,
-    /// Global addresses (link-local ones come with any IPv6 link).
-    addresses: BTreeSet<IpNetwork>,
-    /// Routes out of it: (destination, gateway).
-    routes: BTreeSet<(IpNetwork, Option<IpAddr>)>,
-}
-
-/// The link with `mac` in the namespace the socket lives in.
-fn look(socket: &mut RouteSocket, mac: &[u8]) -> Result<Option<Seen>, String> {
-    let links = dump_links(socket, "harness: links").map_err(|e| e.to_string())?;
-    let Some(link) = links.into_iter().find(|l| l.mac == mac) else {
-        return Ok(None);
-    };
-    let addresses = dump_addresses(socket, "harness: addresses", link.index)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|a| a.index == link.index && !is_link_local(a.address))
-        .filter_map(|a| IpNetwork::new(a.address, a.prefix_len).ok())
-        .collect();
-    let routes = dump_routes(socket, "harness: routes")
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|r| r.oif == Some(link.index) && r.gateway.is_some())
-        .filter_map(|r| Some((IpNetwork::new(r.destination, r.prefix_len).ok()?, r.gateway)))
-        .collect();
-    Ok(Some(Seen {
-        link,
-        addresses,
-        routes,
-    }))
-}
-
-fn is_link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-        IpAddr::V4(v4) => v4.is_link_local(),
-    }
-}
-
 /// Every invariant that does not hold now, each naming what and where.
 pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     let mut out = Vec::new();
-    let claims: Vec<ClaimRecord> = match debug_get(node, "/claims").await {
+    let claims: Vec<ClaimRecord> = match debug_get(&node.home, "/claims").await {
         Ok(c) => c,
         Err(e) => return vec![e],
     };
-    let pods: Vec<PodAttachments> = match debug_get(node, "/attachments").await {
+    let pods: Vec<PodAttachments> = match debug_get(&node.home, "/attachments").await {
         Ok(p) => p,
         Err(e) => return vec![e],
     };
-    let ipam: IpamView = match debug_get(node, "/ipam").await {
+    let ipam: IpamView = match debug_get(&node.home, "/ipam").await {
         Ok(i) => i,
         Err(e) => return vec![e],
     };
-    let unreadable: Vec<serde_json::Value> = match debug_get(node, "/unreadable").await {
+    let unreadable: Vec<serde_json::Value> = match debug_get(&node.home, "/unreadable").await {
         Ok(u) => u,
         Err(e) => return vec![e],
     };
@@ -141,7 +96,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     }
 
     // The CDI directory holds one spec per prepared claim, nothing else.
-    let files: BTreeSet<String> = std::fs::read_dir(node.cdi_dir())
+    let files: BTreeSet<String> = std::fs::read_dir(node.home.cdi_dir())
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -202,21 +157,10 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
             let vf = &node.vfs[d.vf];
             let device = pci(d.vf).device_name();
             let where_ = format!("pod {}, device {device} ({})", pod.spec.name, vf.link.name);
-            let in_pod = match run_in_netns(netns, {
-                let mac = vf.original.mac.clone();
-                move || {
-                    RouteSocket::new()
-                        .map_err(|e| e.to_string())
-                        .and_then(|mut s| look(&mut s, &mac))
-                }
-            }) {
-                Ok(Ok(seen)) => seen,
-                Ok(Err(e)) => {
-                    out.push(format!("{where_}: reading the pod netns: {e}"));
-                    continue;
-                }
+            let in_pod = match look_in(netns, &vf.original.mac) {
+                Ok(seen) => seen,
                 Err(e) => {
-                    out.push(format!("{where_}: entering the pod netns: {e}"));
+                    out.push(format!("{where_}: reading the pod netns: {e}"));
                     continue;
                 }
             };

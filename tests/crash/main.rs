@@ -17,22 +17,22 @@
 //! (network namespaces); fails under `CI=true` without it.
 
 mod check;
-mod driver;
 mod model;
 mod node;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use model::{Pending, PodState, Rng, Stage, World};
+use node::{NAMESPACE, Node};
 use proto::nri;
 use proto::nri::plugin_methods;
 use sriov_dra::failpoints::{ALL, Needs};
+use sriov_dra::testing::driver_process::{self as driver, Driver, Ending};
 use sriov_dra::testing::netns::have_root;
 use sriov_dra::testing::nri_runtime::{FakeRuntime, RuntimeConn, pod as wire_pod};
-
-use driver::{Driver, Ending};
-use model::{Pending, PodState, Rng, Stage, World};
-use node::{NAMESPACE, Node};
+use sriov_dra::testing::runtime_handshake::{self, HandshakeError};
 
 /// Crashes when `CRASH_HARNESS_CRASHES` is not set.
 const DEFAULT_CRASHES: u64 = 200;
@@ -77,12 +77,9 @@ impl Tally {
     }
 
     fn violation(&mut self, node: &Node, what: String) {
-        let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         eprintln!(
             "VIOLATION: {what}\n--- driver log (last 40 lines) ---\n{}\n---",
-            tail.join("\n")
+            node.home.log_tail(40)
         );
         self.violations.push(what);
     }
@@ -102,12 +99,7 @@ fn crash_harness() {
         return;
     }
     let target = env_number("CRASH_HARNESS_CRASHES").unwrap_or(DEFAULT_CRASHES) as usize;
-    let seed = env_number("CRASH_HARNESS_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    });
+    let seed = env_number("CRASH_HARNESS_SEED").unwrap_or_else(Rng::clock_seed);
     eprintln!("crash harness: seed {seed}, aiming at {target} crashes");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -173,7 +165,7 @@ async fn run(target: usize, seed: u64) -> Tally {
         .max()
         .unwrap_or(0);
     let node = Node::new(vf_count, specs.len()).await;
-    let mut world = World::new(specs, &node.api);
+    let mut world = World::new(specs, &node.home.api);
     let mut rng = Rng::new(seed);
     let arms: Vec<&'static str> = ALL
         .iter()
@@ -201,12 +193,12 @@ async fn run(target: usize, seed: u64) -> Tally {
         }
         // A fresh runtime socket for each driver: a connection a dead
         // driver left in the backlog is never taken for the new one's.
-        let runtime = FakeRuntime::listen(&node.nri_socket());
+        let runtime = FakeRuntime::listen(&node.home.nri_socket());
         // Some random kills fall into the restart itself: recovery, the
         // kubelet's retries, the runtime's Synchronize.
         let kill_in_restart = (armed.is_none() && !recovery_crashed && rng.chance(30))
             .then(|| Instant::now() + Duration::from_millis(rng.below(KILL_IN_RESTART_MS)));
-        let mut driver = Driver::start(&node, armed);
+        let mut driver = start(&node, armed);
         let restarted = {
             let restarting = restart(
                 &node,
@@ -259,8 +251,8 @@ async fn run(target: usize, seed: u64) -> Tally {
 /// A last start without failpoints: it must settle, and stop cleanly on
 /// SIGTERM, removing its kubelet sockets.
 async fn last_clean_run(node: &Node, world: &mut World, rng: &mut Rng, tally: &mut Tally) {
-    let runtime = FakeRuntime::listen(&node.nri_socket());
-    let mut driver = Driver::start(node, None);
+    let runtime = FakeRuntime::listen(&node.home.nri_socket());
+    let mut driver = start(node, None);
     let settled = restart(node, &runtime, &mut driver, world, rng, tally).await;
     if let Err(broke) = settled {
         let what = match broke {
@@ -273,7 +265,7 @@ async fn last_clean_run(node: &Node, world: &mut World, rng: &mut Rng, tally: &m
         Ending::Stopped => {}
         other => tally.violation(node, format!("SIGTERM: the driver ended {other:?}")),
     }
-    for socket in [node.dra_socket(), node.registration_socket()] {
+    for socket in [node.home.dra_socket(), node.home.registration_socket()] {
         if socket.exists() {
             tally.violation(
                 node,
@@ -302,7 +294,7 @@ fn while_down(world: &mut World, node: &Node, rng: &mut Rng, missed_stop: bool) 
                 || p.pending == Some(Pending::Prepare)
         })
     {
-        world.replace_claims(i, &node.api);
+        world.replace_claims(i, &node.home.api);
     }
 }
 
@@ -336,7 +328,7 @@ async fn restart(
     rng: &mut Rng,
     tally: &mut Tally,
 ) -> Result<RuntimeConn, Broke> {
-    if let Err(e) = driver::register(node, driver).await {
+    if let Err(e) = driver::register(&node.home, driver).await {
         return Err(crashed_or(driver, format!("registration: {e}")).await);
     }
     let kubelet_first = driver.armed.is_some_and(needs_missed_stop) || rng.chance(50);
@@ -384,8 +376,8 @@ async fn retry_kubelet(node: &Node, driver: &mut Driver, world: &mut World) -> R
         let deadline = Instant::now() + SETTLE;
         loop {
             let result = match op {
-                Pending::Prepare => driver::prepare(node, &pod.claims).await,
-                Pending::Unprepare => driver::unprepare(node, &pod.claims).await,
+                Pending::Prepare => driver::prepare(&node.home, &pod.claims).await,
+                Pending::Unprepare => driver::unprepare(&node.home, &pod.claims).await,
             };
             match result {
                 Ok(()) => {
@@ -425,31 +417,6 @@ async fn handshake(
     driver: &mut Driver,
     world: &World,
 ) -> Result<RuntimeConn, Broke> {
-    let mut conn = tokio::select! {
-        conn = runtime.accept() => conn,
-        _ = driver.ended_within(Duration::from_secs(3600)) => return Err(Broke::Crashed),
-    };
-    let registered = tokio::select! {
-        r = conn.try_registration() => r,
-        _ = driver.ended_within(Duration::from_secs(3600)) => return Err(Broke::Crashed),
-    };
-    if registered.is_none() {
-        return Err(crashed_or(driver, "the NRI plugin did not register".into()).await);
-    }
-    let configure = nri::ConfigureRequest {
-        runtime_name: "fake-containerd".into(),
-        runtime_version: "v2.1.0".into(),
-        registration_timeout: 5000,
-        request_timeout: 20_000,
-        ..Default::default()
-    };
-    if let Err(e) = conn
-        .call::<nri::ConfigureResponse>(plugin_methods::CONFIGURE, &configure)
-        .await
-    {
-        return Err(crashed_or(driver, format!("Configure: {e}")).await);
-    }
-    conn.release_registration();
     let pods = world
         .pods
         .iter()
@@ -457,17 +424,21 @@ async fn handshake(
         .filter(|(_, p)| p.stage == Stage::Running)
         .map(|(i, p)| sandbox(node, i, p.spec.name, &p.spec.uid()))
         .collect();
-    let request = nri::SynchronizeRequest {
-        pods,
-        containers: Vec::new(),
-        more: false,
-    };
-    // An error (or a reconcile that outlasts the runtime's deadline) is
-    // judged by what the settle loop finds.
-    let _ = conn
-        .call::<nri::SynchronizeResponse>(plugin_methods::SYNCHRONIZE, &request)
-        .await;
-    Ok(conn)
+    match runtime_handshake::handshake(runtime, driver, pods).await {
+        Ok(conn) => Ok(conn),
+        Err(HandshakeError::Died) => Err(Broke::Crashed),
+        Err(HandshakeError::Failed(what)) => Err(crashed_or(driver, what).await),
+    }
+}
+
+/// The binary under test, started on `node` with `armed`.
+fn start(node: &Node, armed: Option<&'static str>) -> Driver {
+    Driver::start(
+        Path::new(env!("CARGO_BIN_EXE_sriov-dra")),
+        &node.home,
+        armed,
+    )
+    .expect("sriov-dra starts")
 }
 
 /// Pod `i`'s sandbox as the runtime describes it.
@@ -499,7 +470,7 @@ async fn workload(
         let sandbox = sandbox(node, i, pod.spec.name, &pod.spec.uid());
         let call = async {
             match pod.stage {
-                Stage::Idle => driver::prepare(node, &pod.claims).await,
+                Stage::Idle => driver::prepare(&node.home, &pod.claims).await,
                 Stage::Prepared => conn
                     .call::<nri::RunPodSandboxResponse>(
                         plugin_methods::RUN_POD_SANDBOX,
@@ -516,7 +487,7 @@ async fn workload(
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),
-                Stage::Stopped => driver::unprepare(node, &pod.claims).await,
+                Stage::Stopped => driver::unprepare(&node.home, &pod.claims).await,
             }
         };
         let result = match kill_at {

@@ -2,8 +2,10 @@
 //! harness's model of the world, against which the driver's state is
 //! checked after every restart.
 
-use crate::node::{PodSpec, claim_json};
+use crate::node::{NAMESPACE, PodSpec, claim_json};
+pub use sriov_dra::testing::driver_process::ClaimId;
 use sriov_dra::testing::fake_api::FakeApi;
+pub use sriov_dra::testing::rng::Rng;
 
 /// Where a pod is in its life, as the kubelet and the runtime see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +28,6 @@ pub enum Pending {
     Prepare,
     /// NodeUnprepareResources of the pod's claim.
     Unprepare,
-}
-
-/// A claim as the kubelet names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimId {
-    /// Its name (a new one after a deletion).
-    pub name: String,
-    /// Its UID.
-    pub uid: String,
 }
 
 /// One pod and its current claims.
@@ -89,7 +82,7 @@ impl World {
     pub fn replace_claims(&mut self, i: usize, api: &FakeApi) {
         let pod = &mut self.pods[i];
         for claim in &pod.claims {
-            api.delete_claim(crate::node::NAMESPACE, &claim.name);
+            api.delete_claim(NAMESPACE, &claim.name);
             self.deleted.push(claim.uid.clone());
         }
         pod.generation += 1;
@@ -105,6 +98,7 @@ impl PodState {
         self.claims = (0..self.spec.claims())
             .map(|n| {
                 let id = ClaimId {
+                    namespace: NAMESPACE.into(),
                     name: format!("{}-{n}-claim-{}", self.spec.name, self.generation),
                     uid: format!("uid-{}-{n}-{}", self.spec.name, self.generation),
                 };
@@ -112,29 +106,5 @@ impl PodState {
                 id
             })
             .collect();
-    }
-}
-
-/// A small deterministic generator (xorshift64*), so a failing run can be
-/// repeated with its printed seed.
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded; a zero seed is moved off zero.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    /// The next number below `n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
     }
 }

@@ -7,15 +7,12 @@
 //! macvlan in whatever namespace it is), every namespace and every file,
 //! also when the test fails.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::{Value, json};
 use sriov::PciAddress;
 use sriov::netlink::link::{self, LinkFacts};
 use sriov::netlink::{RouteSocket, RouteTransport};
 use sriov_dra::attach::netns::PinnedNetns;
-use sriov_dra::testing::fake_api::FakeApi;
-use sriov_dra::testing::fake_api_http::FakeApiServer;
+use sriov_dra::testing::driver_home::DriverHome;
 use sriov_dra::testing::netns::{StandIn, facts, stand_in_tree};
 
 /// The driver name the node config sets.
@@ -134,22 +131,18 @@ pub struct Vf {
     pub original: LinkFacts,
 }
 
-/// Everything the driver touches, in one temporary directory.
+/// Everything the driver touches: its home (config, state, sockets, the
+/// test API) and the node's stand-ins and pod namespaces.
 pub struct Node {
     /// The stand-in VFs. Declared before the namespaces: their links go
     /// first.
     pub vfs: Vec<Vf>,
     /// Each pod's network namespace, by the order of [`pod_specs`].
     pub netns: Vec<PinnedNetns>,
-    /// The test API, served over HTTP.
-    pub api: FakeApi,
-    _server: FakeApiServer,
     /// The fixture sysfs (its own scratch directory).
     _sysfs: tempfile::TempDir,
-    /// State, kubelet, CDI, sockets, config. Last: removed after the rest.
-    pub dir: tempfile::TempDir,
-    /// The debug API's port.
-    pub debug_port: u16,
+    /// The driver's home and the test API. Last: removed after the rest.
+    pub home: DriverHome,
 }
 
 impl Node {
@@ -174,47 +167,30 @@ impl Node {
             .map(|(n, v)| (pci(n), Some(v.link.name.as_str())))
             .collect();
         let sysfs = stand_in_tree(&entries);
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("netns")).expect("netns dir");
+        let home = DriverHome::new(DRIVER, NODE).await.expect("driver home");
+        std::fs::create_dir_all(home.dir.path().join("netns")).expect("netns dir");
         let netns = (0..pod_count)
             .map(|i| {
-                PinnedNetns::create(&dir.path().join(format!("netns/pod{i}"))).expect("pod netns")
+                PinnedNetns::create(&home.dir.path().join(format!("netns/pod{i}")))
+                    .expect("pod netns")
             })
             .collect();
-        let api = FakeApi::new();
-        api.put_node(NODE, "node-uid-1");
-        let server = FakeApiServer::start(api.clone())
-            .await
-            .expect("fake API serves");
-        server
-            .write_kubeconfig(&dir.path().join("kubeconfig"))
-            .expect("kubeconfig");
-        let debug_port = free_port();
-        let node = Node {
+        home.write_config(sysfs.path(), &config())
+            .expect("node config");
+        Node {
             vfs,
             netns,
-            api,
-            _server: server,
             _sysfs: sysfs,
-            dir,
-            debug_port,
-        };
-        std::fs::write(node.config_path(), node.config(node._sysfs.path())).expect("node config");
-        node
+            home,
+        }
     }
+}
 
-    fn config(&self, sysfs: &Path) -> String {
-        let d = self.dir.path();
-        format!(
-            "driverName: {DRIVER}
-nodeName: {NODE}
-sysfsRoot: {sysfs}
-stateDir: {state}
-kubeletDir: {kubelet}
-nriSocket: {nri}
-cdiDir: {cdi}
-debugAddress: 127.0.0.1:{port}
-offerPfs: true
+/// The node config beyond the home's paths: stand-ins are offered as they
+/// are, and one dual-stack pool with a route.
+fn config() -> String {
+    format!(
+        "offerPfs: true
 ipam:
   pools:
     - name: fronthaul
@@ -226,66 +202,9 @@ ipam:
         - dst: {dst}
           gw: {gw}
 ",
-            sysfs = sysfs.display(),
-            state = d.join("state").display(),
-            kubelet = d.join("kubelet").display(),
-            nri = self.nri_socket().display(),
-            cdi = self.cdi_dir().display(),
-            port = self.debug_port,
-            dst = ROUTE.0,
-            gw = ROUTE.1,
-        )
-    }
-
-    /// The node config file.
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("node.yaml")
-    }
-
-    /// The kubeconfig for the test API.
-    pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-
-    /// The runtime's NRI socket.
-    pub fn nri_socket(&self) -> PathBuf {
-        self.dir.path().join("nri.sock")
-    }
-
-    /// Where the driver writes CDI specs.
-    pub fn cdi_dir(&self) -> PathBuf {
-        self.dir.path().join("cdi")
-    }
-
-    /// The DRA service socket.
-    pub fn dra_socket(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("kubelet/plugins")
-            .join(DRIVER)
-            .join("dra.sock")
-    }
-
-    /// The registration socket.
-    pub fn registration_socket(&self) -> PathBuf {
-        self.dir
-            .path()
-            .join("kubelet/plugins_registry")
-            .join(format!("{DRIVER}-reg.sock"))
-    }
-
-    /// The driver's log (every run appended).
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("driver.log")
-    }
-}
-
-/// A port nobody listens on now (the debug API binds it at each start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+        dst = ROUTE.0,
+        gw = ROUTE.1,
+    )
 }
 
 /// The ResourceClaim object for `pod`'s claim number `claim`, named `name`

@@ -1,23 +1,24 @@
-//! The driver as a process, and the two callers that talk to it the way a
+//! The driver as a process, and the callers that talk to it the way a
 //! node's kubelet does: registration, then Prepare / Unprepare over the DRA
-//! socket; plus reads of its debug API.
+//! socket; plus reads of its debug API. The crash harness and the lab's
+//! crash cases start the real `sriov-dra run` binary through this, kill it
+//! and start it again.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proto::dra::v1;
 use proto::pluginregistration::registration_client::RegistrationClient;
 use proto::pluginregistration::{InfoRequest, RegistrationStatus};
-use sriov_dra::kubelet::socket::connect_unix;
-use std::process::{Child, Command};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::model::ClaimId;
-use crate::node::{NAMESPACE, Node};
+use super::driver_home::DriverHome;
+use crate::kubelet::socket::connect_unix;
 
-/// How long a start may take before the harness calls it a failure.
+/// How long a start may take before it counts as a failure.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How the driver ended.
@@ -25,12 +26,21 @@ const START_PATIENCE: Duration = Duration::from_secs(30);
 pub enum Ending {
     /// Aborted at a failpoint (SIGABRT, after naming it on stderr).
     Failpoint,
-    /// Killed by the harness (SIGKILL).
+    /// Killed by the test (SIGKILL).
     Killed,
     /// Stopped cleanly on SIGTERM.
     Stopped,
     /// Anything else: a panic that took the process, an error exit.
     Unexpected(String),
+}
+
+fn ending(status: std::process::ExitStatus) -> Ending {
+    match (status.signal(), status.code()) {
+        (Some(libc::SIGABRT), _) => Ending::Failpoint,
+        (Some(libc::SIGKILL), _) => Ending::Killed,
+        (_, Some(0)) => Ending::Stopped,
+        (signal, code) => Ending::Unexpected(format!("signal {signal:?}, exit code {code:?}")),
+    }
 }
 
 /// A running `sriov-dra run`.
@@ -43,33 +53,27 @@ pub struct Driver {
     pub armed: Option<&'static str>,
 }
 
-fn ending(status: std::process::ExitStatus) -> Ending {
-    match (status.signal(), status.code()) {
-        (Some(libc::SIGABRT), _) => Ending::Failpoint,
-        (Some(libc::SIGKILL), _) => Ending::Killed,
-        (_, Some(0)) => Ending::Stopped,
-        (signal, code) => Ending::Unexpected(format!("signal {signal:?}, exit code {code:?}")),
-    }
-}
-
 impl Driver {
-    /// Starts the binary on `node`'s config, `FAILPOINTS=<armed>=return`
-    /// when armed, its stderr appended to the node's log.
-    pub fn start(node: &Node, armed: Option<&'static str>) -> Driver {
+    /// Starts `binary run` on `home`'s config, `FAILPOINTS=<armed>=return`
+    /// when armed, its stderr appended to the home's log.
+    pub fn start(
+        binary: &Path,
+        home: &DriverHome,
+        armed: Option<&'static str>,
+    ) -> std::io::Result<Driver> {
         use std::io::Write;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(node.log_path())
-            .expect("driver log");
-        let _ = writeln!(log, "===== start, failpoint {armed:?}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sriov-dra"));
+            .open(home.log_path())?;
+        writeln!(log, "===== start, failpoint {armed:?}")?;
+        let mut command = Command::new(binary);
         command
             .arg("run")
             .arg("--config")
-            .arg(node.config_path())
-            .env("KUBECONFIG", node.kubeconfig())
-            .env("HOME", node.dir.path())
+            .arg(home.config_path())
+            .env("KUBECONFIG", home.kubeconfig())
+            .env("HOME", home.dir.path())
             .env("SRIOV_DRA_LOG", "info")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
@@ -81,14 +85,14 @@ impl Driver {
             Some(name) => command.env("FAILPOINTS", format!("{name}=return")),
             None => command.env_remove("FAILPOINTS"),
         };
-        let child = command.spawn().expect("sriov-dra starts");
+        let child = command.spawn()?;
         let pid = child.id() as i32;
-        Driver {
+        Ok(Driver {
             child,
             pid,
             ending: None,
             armed,
-        }
+        })
     }
 
     /// Whether it has exited (reaping it if so).
@@ -119,7 +123,7 @@ impl Driver {
         }
         self.ended_within(Duration::from_secs(30))
             .await
-            .expect("a SIGKILLed driver ends")
+            .unwrap_or_else(|| Ending::Unexpected("still running 30 s after SIGKILL".into()))
     }
 
     /// SIGTERM, and how it ended within 30 s.
@@ -148,21 +152,23 @@ impl Drop for Driver {
 /// Plays the kubelet's plugin watcher: waits for the registration socket
 /// of a new driver, asks `GetInfo` and accepts the plugin. Fails when the
 /// driver dies or does not come up.
-pub async fn register(node: &Node, driver: &mut Driver) -> Result<(), String> {
+pub async fn register(home: &DriverHome, driver: &mut Driver) -> Result<(), String> {
     let deadline = Instant::now() + START_PATIENCE;
     loop {
         if driver.exited() {
             return Err("the driver exited before serving its registration socket".into());
         }
-        if let Ok(channel) = connect_unix(&node.registration_socket()).await {
+        if let Ok(channel) = connect_unix(&home.registration_socket()).await {
             let mut kubelet = RegistrationClient::new(channel);
             if let Ok(info) = kubelet.get_info(InfoRequest {}).await {
                 let info = info.into_inner();
-                assert_eq!(
-                    std::path::Path::new(&info.endpoint),
-                    node.dra_socket(),
-                    "GetInfo names the DRA socket"
-                );
+                if Path::new(&info.endpoint) != home.dra_socket() {
+                    return Err(format!(
+                        "GetInfo names {} as the DRA socket, expected {}",
+                        info.endpoint,
+                        home.dra_socket().display()
+                    ));
+                }
                 kubelet
                     .notify_registration_status(RegistrationStatus {
                         plugin_registered: true,
@@ -183,9 +189,19 @@ pub async fn register(node: &Node, driver: &mut Driver) -> Result<(), String> {
 }
 
 /// A claim as the kubelet names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimId {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+}
+
 fn claim_ref(claim: &ClaimId) -> v1::Claim {
     v1::Claim {
-        namespace: NAMESPACE.into(),
+        namespace: claim.namespace.clone(),
         uid: claim.uid.clone(),
         name: claim.name.clone(),
     }
@@ -210,8 +226,8 @@ fn errors(claims: &[ClaimId], mut answers: HashMap<String, String>) -> Result<()
 
 /// `NodePrepareResources` for a pod's claims, in one call as the kubelet
 /// makes it; `Err` names each claim that failed, or the transport's error.
-pub async fn prepare(node: &Node, claims: &[ClaimId]) -> Result<(), String> {
-    let channel = connect_unix(&node.dra_socket())
+pub async fn prepare(home: &DriverHome, claims: &[ClaimId]) -> Result<(), String> {
+    let channel = connect_unix(&home.dra_socket())
         .await
         .map_err(|e| format!("dialing the DRA socket: {e}"))?;
     let resp = v1::dra_plugin_client::DraPluginClient::new(channel)
@@ -228,8 +244,8 @@ pub async fn prepare(node: &Node, claims: &[ClaimId]) -> Result<(), String> {
 }
 
 /// `NodeUnprepareResources` for a pod's claims, in one call.
-pub async fn unprepare(node: &Node, claims: &[ClaimId]) -> Result<(), String> {
-    let channel = connect_unix(&node.dra_socket())
+pub async fn unprepare(home: &DriverHome, claims: &[ClaimId]) -> Result<(), String> {
+    let channel = connect_unix(&home.dra_socket())
         .await
         .map_err(|e| format!("dialing the DRA socket: {e}"))?;
     let resp = v1::dra_plugin_client::DraPluginClient::new(channel)
@@ -247,10 +263,10 @@ pub async fn unprepare(node: &Node, claims: &[ClaimId]) -> Result<(), String> {
 
 /// `GET <path>` of the driver's debug API, decoded from JSON.
 pub async fn debug_get<T: serde::de::DeserializeOwned>(
-    node: &Node,
+    home: &DriverHome,
     path: &str,
 ) -> Result<T, String> {
-    let address = format!("127.0.0.1:{}", node.debug_port);
+    let address = format!("127.0.0.1:{}", home.debug_port);
     let mut s = tokio::net::TcpStream::connect(&address)
         .await
         .map_err(|e| format!("debug API {address}: {e}"))?;
@@ -268,4 +284,44 @@ pub async fn debug_get<T: serde::de::DeserializeOwned>(
         return Err(format!("debug API {path}: {head}: {body}"));
     }
     serde_json::from_str(body).map_err(|e| format!("debug API {path}: {e}: {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(uid: &str) -> ClaimId {
+        ClaimId {
+            namespace: "ran".into(),
+            name: format!("{uid}-name"),
+            uid: uid.into(),
+        }
+    }
+
+    #[test]
+    fn an_answer_is_ok_only_when_every_claim_has_an_empty_error() {
+        let claims = [claim("a"), claim("b")];
+        let ok = HashMap::from([("a".into(), String::new()), ("b".into(), String::new())]);
+        assert_eq!(errors(&claims, ok), Ok(()));
+        let one_failed = HashMap::from([("a".into(), "no VF".into())]);
+        assert_eq!(
+            errors(&claims, one_failed),
+            Err("claim a: no VF; claim b: no entry in the answer".into())
+        );
+    }
+
+    #[test]
+    fn exit_statuses_read_as_endings() {
+        use std::process::ExitStatus;
+        assert_eq!(
+            ending(ExitStatus::from_raw(libc::SIGABRT)),
+            Ending::Failpoint
+        );
+        assert_eq!(ending(ExitStatus::from_raw(libc::SIGKILL)), Ending::Killed);
+        assert_eq!(ending(ExitStatus::from_raw(0)), Ending::Stopped);
+        assert!(matches!(
+            ending(ExitStatus::from_raw(1 << 8)),
+            Ending::Unexpected(_)
+        ));
+    }
 }
