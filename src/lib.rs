@@ -8,6 +8,7 @@
 pub mod apis;
 pub mod attach;
 pub mod blocking;
+pub mod build_info;
 pub mod claim;
 pub mod cli;
 pub mod config;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use sriov_dra::cli;
 
 /// Kubernetes DRA node driver for SR-IOV virtual functions and RDMA devices.
@@ -83,7 +83,11 @@ fn main() -> ExitCode {
     // Test builds only: FAILPOINTS names where the driver is to die.
     #[cfg(feature = "failpoints")]
     let _failpoints = sriov_dra::failpoints::setup();
-    let cli = Cli::parse();
+    // `--version` names the features compiled in (build_info), so a test
+    // build with failpoints is told from a release build by asking it.
+    let version: &'static str = sriov_dra::build_info::version().leak();
+    let matches = Cli::command().version(version).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(&args),
         Command::Discover(args) => cli::discover::run(&args).and_then(|out| write_stdout(&out)),
