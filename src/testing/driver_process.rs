@@ -75,6 +75,8 @@ impl Driver {
             .env("KUBECONFIG", home.kubeconfig())
             .env("HOME", home.dir.path())
             .env("SRIOV_DRA_LOG", "info")
+            // A log file, read by people after a failure: no colour codes.
+            .env("NO_COLOR", "1")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
             .env_remove("NODE_NAME")
