@@ -198,6 +198,7 @@ mod tests {
             pair_vfs: [0, 1],
             cases: vec![CaseKind::Discovery],
             allow_resize: false,
+            allow_dpdk: false,
             peer: None,
         }
     }

@@ -10,6 +10,7 @@
 //! that checks the harness and the encode/decode round trip, not hardware.
 
 pub mod cases;
+pub mod crash;
 pub mod discovery;
 pub mod iproute;
 pub mod pair;

@@ -42,6 +42,10 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// A `sriov-dra` binary built with failpoints, for the crash cases
+    /// (overrides the profile's `driver_binary`).
+    #[arg(long, value_name = "FILE")]
+    driver_binary: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -58,9 +62,13 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<Report> {
     let report = if args.simulate {
         let scratch = TempDir::new()?;
-        runner::run_simulated(scratch.path()).map_err(anyhow::Error::msg)?
+        runner::run_simulated(scratch.path(), args.driver_binary.as_deref())
+            .map_err(anyhow::Error::msg)?
     } else if let Some(path) = &args.profile {
-        let profile = Profile::load(path).map_err(anyhow::Error::msg)?;
+        let mut profile = Profile::load(path).map_err(anyhow::Error::msg)?;
+        if args.driver_binary.is_some() {
+            profile.node.driver_binary = args.driver_binary.clone();
+        }
         runner::run_on_node(&profile, &args.sysfs_root)
     } else {
         let Some(pf) = args.pf.clone() else {
@@ -103,6 +111,7 @@ fn ad_hoc(args: &Args, pf: &str) -> anyhow::Result<Profile> {
         node: NodeInfo {
             name: format!("PF {pf}, VF {}", args.vf),
             description: String::new(),
+            driver_binary: None,
         },
         nics: vec![NicProfile {
             model: format!("PF {pf} ({}:{})", id("vendor"), id("device")),
@@ -115,6 +124,7 @@ fn ad_hoc(args: &Args, pf: &str) -> anyhow::Result<Profile> {
             pair_vfs: [0, 1],
             cases,
             allow_resize: args.allow_resize,
+            allow_dpdk: false,
             peer: None,
         }],
     })

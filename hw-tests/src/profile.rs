@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
@@ -29,6 +29,10 @@ pub struct NodeInfo {
     /// Free text (kernel, firmware, BIOS settings worth knowing).
     #[serde(default)]
     pub description: String,
+    /// A `sriov-dra` binary built with failpoints, for the crash cases
+    /// (`--driver-binary` overrides it).
+    #[serde(default)]
+    pub driver_binary: Option<PathBuf>,
 }
 
 /// One NIC model of the node and what to check on it.
@@ -58,6 +62,9 @@ pub struct NicProfile {
     /// Let `policy/numvfs-resize` destroy and recreate the PF's VFs.
     #[serde(default)]
     pub allow_resize: bool,
+    /// Let the crash cases bind a pair VF to vfio-pci with a `dpdk` claim.
+    #[serde(default)]
+    pub allow_dpdk: bool,
     /// Addresses the pair cases give the two VFs.
     #[serde(default)]
     pub peer: Option<PeerAddresses>,
@@ -98,11 +105,14 @@ pub enum CaseKind {
     RdmaExclusive,
     /// `ib_write_bw` and `ib_send_lat` between the pair's RDMA devices.
     RdmaPerf,
+    /// The driver killed mid-prepare and mid-attach and restarted, with
+    /// nothing stranded.
+    Crash,
 }
 
 impl CaseKind {
     /// Every kind, in report order.
-    pub const ALL: [CaseKind; 7] = [
+    pub const ALL: [CaseKind; 8] = [
         CaseKind::Discovery,
         CaseKind::VfPolicy,
         CaseKind::VfSettings,
@@ -110,6 +120,7 @@ impl CaseKind {
         CaseKind::PingPair,
         CaseKind::RdmaExclusive,
         CaseKind::RdmaPerf,
+        CaseKind::Crash,
     ];
 }
 
@@ -123,6 +134,7 @@ impl fmt::Display for CaseKind {
             CaseKind::PingPair => "ping-pair",
             CaseKind::RdmaExclusive => "rdma-exclusive",
             CaseKind::RdmaPerf => "rdma-perf",
+            CaseKind::Crash => "crash",
         })
     }
 }

@@ -15,7 +15,10 @@ use sriov::testing::RecordingSysfsWriter;
 use sriov::testing::sim_pf::{DriverProfile, SimulatedPf};
 use sriov::vf_config::VfTarget;
 
+use sriov_dra::testing::rng::Rng;
+
 use crate::cases::{self, CaseResult, NoIndependentReader, Outcome};
+use crate::crash::{self, Site};
 use crate::discovery;
 use crate::iproute::IpLinkReader;
 use crate::pair;
@@ -26,6 +29,7 @@ use crate::tools::need_root;
 
 /// Runs `profile` on this node (sysfs at `sysfs_root`, devices at `/dev`).
 pub fn run_on_node(profile: &Profile, sysfs_root: &Path) -> Report {
+    let binary = profile.node.driver_binary.as_deref();
     Report {
         node: profile.node.name.clone(),
         simulated: false,
@@ -35,7 +39,7 @@ pub fn run_on_node(profile: &Profile, sysfs_root: &Path) -> Report {
             .map(|nic| NicReport {
                 model: nic.model.clone(),
                 pfs: nic.pfs.clone(),
-                entries: nic_on_node(nic, sysfs_root),
+                entries: nic_on_node(nic, sysfs_root, binary),
             })
             .collect(),
     }
@@ -53,7 +57,7 @@ fn pf_address(sysfs_root: &Path, pf: &str) -> Result<PciAddress, String> {
         .map_err(|e| format!("{}: {e}", link.display()))
 }
 
-fn nic_on_node(nic: &NicProfile, sysfs_root: &Path) -> Vec<Entry> {
+fn nic_on_node(nic: &NicProfile, sysfs_root: &Path, binary: Option<&Path>) -> Vec<Entry> {
     let pf = &nic.pfs[0];
     // Without the PF there is nothing to run: every case says so.
     let missing: Vec<&String> = nic
@@ -159,6 +163,11 @@ fn nic_on_node(nic: &NicProfile, sysfs_root: &Path) -> Vec<Entry> {
             CaseKind::PingPair => entries.extend(pair::ping_cases(sysfs_root, nic)),
             CaseKind::RdmaExclusive => entries.push(pair::rdma_move_case(sysfs_root, nic)),
             CaseKind::RdmaPerf => entries.extend(pair::perf_cases(sysfs_root, nic)),
+            CaseKind::Crash => entries.extend(crash::cases(
+                binary,
+                Site::Lab { nic, sysfs_root },
+                Rng::clock_seed(),
+            )),
         }
     }
     entries
@@ -200,6 +209,7 @@ pub fn simulated_profile() -> Profile {
         node: NodeInfo {
             name: "a simulated node".into(),
             description: "CI: simulated mlx5 PF and fixture sysfs".into(),
+            driver_binary: None,
         },
         nics: vec![NicProfile {
             model: "simulated mlx5 (ConnectX-6 Dx, legacy eswitch)".into(),
@@ -212,6 +222,7 @@ pub fn simulated_profile() -> Profile {
             pair_vfs: [0, 1],
             cases: CaseKind::ALL.to_vec(),
             allow_resize: true,
+            allow_dpdk: false,
             peer: None,
         }],
     }
@@ -219,8 +230,9 @@ pub fn simulated_profile() -> Profile {
 
 /// Runs the simulated profile: the PF-side settings against a
 /// [`SimulatedPf`], binding and VF counts on the E810 fixture with a
-/// kernel-like writer. Nothing here is reported as a pass.
-pub fn run_simulated(scratch: &Path) -> Result<Report, String> {
+/// kernel-like writer, the crash cases with `driver_binary` on a macvlan
+/// stand-in (skipped without one). Nothing here is reported as a pass.
+pub fn run_simulated(scratch: &Path, driver_binary: Option<&Path>) -> Result<Report, String> {
     let profile = simulated_profile();
     let nic = &profile.nics[0];
     let mut entries = Vec::new();
@@ -306,6 +318,11 @@ pub fn run_simulated(scratch: &Path) -> Result<Report, String> {
                     ));
                 }
             }
+            CaseKind::Crash => entries.extend(crash::cases(
+                driver_binary,
+                Site::Simulated,
+                Rng::clock_seed(),
+            )),
         }
     }
     Ok(Report {
@@ -340,7 +357,7 @@ mod tests {
     #[test]
     fn a_simulated_run_never_passes_and_lists_every_case() {
         let dir = tempfile::tempdir().unwrap();
-        let report = run_simulated(dir.path()).unwrap();
+        let report = run_simulated(dir.path(), None).unwrap();
         let entries = &report.nics[0].entries;
         assert!(
             report.simulated && !report.failed(),
@@ -361,6 +378,8 @@ mod tests {
             "traffic/ping-v6",
             "rdma/exclusive-move",
             "rdma/ib_send_lat",
+            "crash/mid-prepare",
+            "crash/mid-attach",
         ] {
             assert!(entries.iter().any(|e| e.case == case), "{case} missing");
         }

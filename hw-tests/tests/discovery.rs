@@ -22,6 +22,7 @@ fn this_hosts_inventory_agrees_with_lspci_and_ip_link() {
         pair_vfs: [0, 1],
         cases: vec![CaseKind::Discovery],
         allow_resize: false,
+        allow_dpdk: false,
         peer: None,
     };
     match check(Path::new("/sys"), &nic) {
