@@ -65,7 +65,7 @@ impl Reach {
             // The lifecycle stops the pod before it unprepares; these fire
             // only when the driver missed the stop (tests/crash does that).
             "unprepare::detach_from_pod" | "unprepare::pod_record_commit" => {
-                return Err("only after a pod stop the driver missed (the driver's crash harness)");
+                return Err("only after a pod stop the driver missed; tests/crash covers it");
             }
             // A claim MAC would hide the VF from the check, which finds it
             // by its MAC in whichever namespace it is.
