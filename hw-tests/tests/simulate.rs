@@ -61,6 +61,13 @@ fn simulated_run_reports_every_case() {
             "{case}:\n{stdout}"
         );
     }
+    // Without --driver-binary (or root) the crash cases say why they did not run.
+    for case in ["crash/mid-prepare", "crash/mid-attach"] {
+        assert!(
+            stdout.contains(&format!("| `{case}` | skipped | ")),
+            "{case}:\n{stdout}"
+        );
+    }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(json["simulated"], true);
