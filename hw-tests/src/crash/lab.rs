@@ -167,10 +167,7 @@ impl LabNode {
             pf: Some(PfSide::read(pf, nic.test_vf)?),
         };
         let mut vfs = vec![nic.test_vf];
-        let dpdk = match dpdk
-            .then(|| nic.pair_vfs.into_iter().find(|v| *v != nic.test_vf))
-            .flatten()
-        {
+        let dpdk = match dpdk.then(|| dpdk_vf(nic)).flatten() {
             None => None,
             Some(vf) => {
                 vfs.push(vf);
@@ -228,6 +225,25 @@ impl LabNode {
             home,
         })
     }
+}
+
+/// The VF a DPDK request uses: the first pair VF that is not `test_vf`.
+pub fn dpdk_vf(nic: &NicProfile) -> Option<u32> {
+    nic.pair_vfs.into_iter().find(|v| *v != nic.test_vf)
+}
+
+/// Whether the DPDK VF can be bound to vfio-pci on this node: the driver
+/// is loaded and the VF has an IOMMU group.
+pub fn vfio_ready(nic: &NicProfile, sysfs_root: &Path) -> bool {
+    let Some(vf) = dpdk_vf(nic) else {
+        return false;
+    };
+    sysfs_root.join("bus/pci/drivers/vfio-pci").is_dir()
+        && sysfs_root
+            .join("class/net")
+            .join(&nic.pfs[0])
+            .join(format!("device/virtfn{vf}/iommu_group"))
+            .exists()
 }
 
 /// The PCI address of VF `vf` of the PF called `pf`.
@@ -381,6 +397,39 @@ mod tests {
         assert_eq!(net.if_name.as_deref(), Some(IF_NAME));
         let dpdk = config_of(json, "dpdk").config;
         assert_eq!((dpdk.mode, dpdk.settings.vlan()), (Mode::Dpdk, None));
+    }
+
+    #[test]
+    fn the_dpdk_vf_is_the_other_pair_vf_and_needs_vfio_pci_and_an_iommu_group() {
+        let profile = crate::profile::Profile::parse(
+            r#"
+[node]
+name = "n"
+[[nic]]
+model = "m"
+vendor_id = "8086"
+device_id = "1592"
+driver = "ice"
+pfs = ["pf0"]
+num_vfs = 4
+test_vf = 0
+pair_vfs = [0, 2]
+allow_dpdk = true
+cases = ["crash"]
+"#,
+            "test",
+        )
+        .unwrap();
+        let nic = &profile.nics[0];
+        assert_eq!(dpdk_vf(nic), Some(2));
+        let root = tempfile::tempdir().unwrap();
+        let group = root.path().join("class/net/pf0/device/virtfn2/iommu_group");
+        std::fs::create_dir_all(&group).unwrap();
+        assert!(!vfio_ready(nic, root.path()), "vfio-pci is not loaded");
+        std::fs::create_dir_all(root.path().join("bus/pci/drivers/vfio-pci")).unwrap();
+        assert!(vfio_ready(nic, root.path()));
+        std::fs::remove_dir(&group).unwrap();
+        assert!(!vfio_ready(nic, root.path()), "no IOMMU group");
     }
 
     #[test]

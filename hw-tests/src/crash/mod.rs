@@ -80,7 +80,7 @@ pub fn cases(binary: Option<&Path>, site: Site, seed: u64) -> Vec<Entry> {
         Site::Simulated => Reach::STAND_INS,
         Site::Lab { nic, sysfs_root } => Reach {
             pf_netlink: true,
-            vfio: nic.allow_dpdk && sysfs_root.join("bus/pci/drivers/vfio-pci").is_dir(),
+            vfio: nic.allow_dpdk && lab::vfio_ready(nic, sysfs_root),
             physical: true,
         },
     };
@@ -152,7 +152,13 @@ async fn run_case(
                     not_reached.push(name);
                 }
             }
-            Err(e) => return Outcome::Fail(format!("{death} (seed {seed}): {e}")),
+            Err(e) => {
+                let back = match rounds::put_back(&node, binary).await {
+                    Ok(()) => "the VF was put back".to_string(),
+                    Err(b) => format!("putting the VF back failed too: {b}"),
+                };
+                return Outcome::Fail(format!("{death} (seed {seed}): {e}; {back}"));
+            }
         }
     }
     let mut summary = format!(

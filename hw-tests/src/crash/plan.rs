@@ -77,7 +77,7 @@ impl Reach {
             Needs::PfNetlink if self.pf_netlink => Ok(()),
             Needs::PfNetlink => Err("PF-side VF settings need a real PF"),
             Needs::Vfio if self.vfio => Ok(()),
-            Needs::Vfio => Err("a DPDK claim needs vfio-pci and allow_dpdk"),
+            Needs::Vfio => Err("a DPDK claim needs allow_dpdk, vfio-pci and an IOMMU group"),
             Needs::Rdma => Err("the crash claims move no RDMA device"),
             Needs::PhysicalNetdev if self.physical => Ok(()),
             Needs::PhysicalNetdev => Err("needs a physical netdev"),
@@ -155,7 +155,7 @@ mod tests {
             p.left_out
                 .contains(&("prepare::vf_setting", "PF-side VF settings need a real PF"))
         );
-        assert!(p.left_out_text().contains("prepare::record_plan, prepare::vfio_bind, unprepare::driver_restore (a DPDK claim needs vfio-pci and allow_dpdk)"), "{}", p.left_out_text());
+        assert!(p.left_out_text().contains("prepare::record_plan, prepare::vfio_bind, unprepare::driver_restore (a DPDK claim needs allow_dpdk, vfio-pci and an IOMMU group)"), "{}", p.left_out_text());
         let a = plan(CrashCase::MidAttach, Reach::STAND_INS, 2);
         assert!(a.armed.contains(&"attach::netns_move") && a.armed.contains(&"detach::up"));
         assert!(!a.armed.iter().any(|n| n.starts_with("prepare")));

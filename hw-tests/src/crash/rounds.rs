@@ -214,6 +214,25 @@ pub async fn round(node: &LabNode, binary: &Path, death: Death) -> Result<Surviv
     }
 }
 
+/// After a failed round: a driver without failpoints, told by the
+/// runtime that no pod runs, and the kubelet's unprepare put the VF back
+/// (on a lab node a VF left in the pod's namespace would come home under
+/// the pod's name when the namespace goes). `Err` names what still is not
+/// as it was.
+pub async fn put_back(node: &LabNode, binary: &Path) -> Result<(), String> {
+    let runtime = FakeRuntime::listen(&node.home.nri_socket());
+    let mut d = start(node, binary, None)?;
+    let conn = connect(node, &runtime, &mut d, Vec::new()).await?;
+    let _ = call(node, &conn, Step::Stop).await;
+    let put = match retry_until_ok(node, &mut d, Step::Unprepare).await {
+        Ok(()) => settle(node, &mut d, Stage::Idle, "putting the VF back").await,
+        Err(e) => Err(e),
+    };
+    d.stop().await;
+    runtime.stop();
+    put
+}
+
 fn start(node: &LabNode, binary: &Path, armed: Option<&'static str>) -> Result<Driver, String> {
     Driver::start(binary, &node.home, armed)
         .map_err(|e| format!("starting {}: {e}", binary.display()))
