@@ -69,10 +69,12 @@ pub fn assemble(
 ) -> Vec<ResourceSlice> {
     // Devices are moved into their slice, not cloned: 22 attributes each
     // make a copy of a large node's devices cost as much as building them.
+    let devices: Vec<Device> = devices.into_iter().collect();
+    let per_slice = devices_per_slice(&devices);
     let mut devices = devices.into_iter().peekable();
     let mut chunks: Vec<Vec<Device>> = Vec::new();
     while devices.peek().is_some() {
-        chunks.push(devices.by_ref().take(MAX_DEVICES_PER_SLICE).collect());
+        chunks.push(devices.by_ref().take(per_slice).collect());
     }
     if chunks.is_empty() {
         chunks.push(Vec::new());
@@ -100,6 +102,24 @@ pub fn assemble(
             },
         })
         .collect()
+}
+
+/// How many devices go in each slice of a pool: 128, or 64 once any
+/// device carries a taint (the API server's lower limit for those).
+pub fn devices_per_slice(devices: &[Device]) -> usize {
+    if devices
+        .iter()
+        .any(|d| d.taints.as_ref().is_some_and(|t| !t.is_empty()))
+    {
+        crate::kube::taints::MAX_TAINTED_DEVICES_PER_SLICE
+    } else {
+        MAX_DEVICES_PER_SLICE
+    }
+}
+
+/// How many slices a pool of `devices` takes (at least one).
+pub fn slice_count(devices: &[Device]) -> usize {
+    devices.len().div_ceil(devices_per_slice(devices)).max(1)
 }
 
 /// `<node>-<driver with dots as dashes>-<index>`, within the 253-character
