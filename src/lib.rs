@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 pub mod debug_api;
 pub mod driver;
+pub mod events;
+pub mod health;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;
