@@ -270,3 +270,25 @@ pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
     &METRICS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_by_state_count_free_as_offered_less_prepared_and_the_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ipam::Ipam::open(dir.path(), &[]).unwrap();
+        crate::state::claims::init(store.database()).unwrap();
+        let m = Metrics::new();
+        m.inventory(16, 3);
+        let text = m.render(&store).unwrap();
+        for line in [
+            r#"sriov_dra_devices{state="free"} 16"#,
+            r#"sriov_dra_devices{state="prepared"} 0"#,
+            r#"sriov_dra_devices{state="unhealthy"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}
