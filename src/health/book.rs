@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(book.current().devices["vf"].since, at(10));
 
         assert!(book.update(BTreeMap::from([("vf".into(), down())]), at(30)));
-        assert!(book.update(BTreeMap::from([("vf".into(), down())]), at(40)) == false);
+        assert!(!book.update(BTreeMap::from([("vf".into(), down())]), at(40)));
         let report = book.current();
         assert_eq!(report.devices["vf"].since, at(30), "timeAdded stays put");
         assert_eq!(report.unhealthy(), 1);
