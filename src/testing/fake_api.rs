@@ -235,6 +235,17 @@ impl FakeApi {
         missing()
     }
 
+    /// The answer to any request, watches included (a watch waits for its
+    /// events, so this is async): what every transport in front of the
+    /// fake should call.
+    pub async fn respond(&self, call: ApiCall, body: &[u8]) -> (http::StatusCode, Vec<u8>) {
+        if call.path == SLICES && fake_watch::is_watch(&call.query) {
+            self.answer_slice_watch(call).await
+        } else {
+            self.answer(call, body)
+        }
+    }
+
     /// A watch of the ResourceSlices: the events after the requested
     /// version that the field selector picks (see [`fake_watch`]).
     async fn answer_slice_watch(&self, call: ApiCall) -> (http::StatusCode, Vec<u8>) {
@@ -276,11 +287,7 @@ impl FakeApi {
                         .map(str::to_string),
                 };
                 let bytes = body.collect_bytes().await.unwrap_or_default();
-                let (status, body) = if call.path == SLICES && fake_watch::is_watch(&call.query) {
-                    api.answer_slice_watch(call).await
-                } else {
-                    api.answer(call, &bytes)
-                };
+                let (status, body) = api.respond(call, &bytes).await;
                 let mut resp = http::Response::new(Body::from(body));
                 *resp.status_mut() = status;
                 resp.headers_mut().insert(
