@@ -11,6 +11,7 @@ const GRPC_PROTOS: &[&str] = &[
     "pluginregistration/v1/api.proto",
     "dra/v1/api.proto",
     "dra/v1beta1/api.proto",
+    "dra-health/v1alpha1/api.proto",
 ];
 
 /// NRI runs over ttrpc: messages only, our own transport dispatches methods.

@@ -22,8 +22,10 @@ use crate::debug_api::{self, DebugState};
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
 use crate::kube::publish::SlicePublisher;
-use crate::kube::republish::publish_loop;
-use crate::kubelet::node_service::{NodeService, serve_node_service};
+use crate::kube::republish::{PublishLoop, REPUBLISH_INTERVAL};
+use crate::kube::slice_watch::watch_slices;
+use crate::kubelet::health_service::HealthService;
+use crate::kubelet::node_service::{NodeService, serve_node_service_with_health};
 use crate::kubelet::registration::{PluginPaths, RegistrationState, serve_registration};
 use crate::nri::plugin::{NriPlugin, NriPluginConfig};
 use crate::pf_policies::apply_pf_policies;
@@ -89,7 +91,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     let paths = PluginPaths::new(&config.kubelet_dir, &config.driver_name);
     let service = NodeService::new(preparer.clone(), ClaimReader::new(client.clone()));
-    let dra = serve_node_service(&paths.dra_socket, service, stopped())?;
+    let health = Arc::new(crate::health::HealthBook::new(&node));
+    let dra = serve_node_service_with_health(
+        &paths.dra_socket,
+        service,
+        Some(HealthService::new(health.subscribe())),
+        stopped(),
+    )?;
     let registration = serve_registration(&paths, stopped())?;
     tokio::spawn(
         readiness
@@ -134,17 +142,33 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         RecoverySchedule::default(),
         stopped(),
     ));
-    let publisher = tokio::spawn(publish_loop(
-        // The loop reads the Node (the slices' owner) before each publish.
-        SlicePublisher::new(client.clone(), &config, &node, None),
-        client,
-        node.clone(),
-        preparer,
-        config.clone(),
-        registration.state.clone(),
-        readiness,
+    // Kernel link and PCI events, and changes to our slices in the API,
+    // bring the next publish round forward.
+    let (nudges, nudged) = crate::events::channel();
+    crate::events::kernel::spawn(nudges.clone());
+    // The loop reads the Node (the slices' owner) before each publish.
+    let slices = SlicePublisher::new(client.clone(), &config, &node, None);
+    tokio::spawn(watch_slices(
+        client.clone(),
+        slices.selector(),
+        nudges,
         stopped(),
     ));
+    let publisher = tokio::spawn(
+        PublishLoop {
+            publisher: slices,
+            client,
+            node: node.clone(),
+            preparer,
+            config: config.clone(),
+            registration: registration.state.clone(),
+            readiness,
+            nudges: nudged,
+            health,
+            period: REPUBLISH_INTERVAL,
+        }
+        .run(stopped()),
+    );
 
     shutdown_signal().await;
     info!("shutting down");

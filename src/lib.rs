@@ -16,7 +16,9 @@ pub mod debug_api;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod driver;
+pub mod events;
 pub mod failpoints;
+pub mod health;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;

@@ -58,17 +58,22 @@ fn run_driver(config: Option<std::path::PathBuf>, node_name: Option<String>) -> 
         .block_on(sriov_dra::driver::run(config))
 }
 
-/// Writes the command's output. A reader that went away (`discover | head
-/// -1`) is a normal end, not an error: `print!` would panic on EPIPE.
-fn write_stdout(out: &str) -> anyhow::Result<()> {
+/// `discover`, printed as it is produced (a large node's slices are
+/// megabytes of YAML); a reader that went away ends it quietly.
+fn discover(args: &cli::discover::DiscoverArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let done = cli::discover::run_to(args, &mut out).and_then(|()| Ok(out.flush()?));
+    match done {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -90,7 +95,7 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(&args),
-        Command::Discover(args) => cli::discover::run(&args).and_then(|out| write_stdout(&out)),
+        Command::Discover(args) => discover(&args),
         Command::Ipam(args) => cli::ipam::run(args),
         Command::Run { config, node_name } => run_driver(config, node_name),
         Command::Fixture { name, dir } => cli::discover::write_fixture(name, &dir),

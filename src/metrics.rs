@@ -35,7 +35,9 @@ pub struct Operation {
 /// Devices by state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceState {
-    /// `prepared` (held by a claim), `attached` (in a pod).
+    /// `free` (offered, not held by a claim), `prepared` (held by a
+    /// claim), `attached` (in a pod), `unhealthy` (offered or held, PF link
+    /// down or SR-IOV lost).
     pub state: String,
 }
 
@@ -71,6 +73,9 @@ pub struct Metrics {
     devices: Family<DeviceState, Gauge>,
     addresses: Family<PoolCount, Gauge>,
     unreadable: Family<Table, Gauge>,
+    /// Devices the last publish round offered; `free` is this less the
+    /// prepared ones, at scrape time.
+    offered: std::sync::atomic::AtomicUsize,
 }
 
 fn latency_buckets() -> Histogram {
@@ -142,6 +147,7 @@ impl Metrics {
             devices,
             addresses,
             unreadable,
+            offered: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -171,6 +177,14 @@ impl Metrics {
         self.recovery_released.inc_by(released as u64);
     }
 
+    /// What the last publish round found: how many devices it offered and
+    /// how many of those (or of the held ones) are unhealthy.
+    pub fn inventory(&self, offered: usize, unhealthy: usize) {
+        self.offered
+            .store(offered, std::sync::atomic::Ordering::Relaxed);
+        self.set_device_state("unhealthy", unhealthy);
+    }
+
     /// Observes one durable commit.
     pub fn store_commit(&self, took: Duration) {
         self.store_commit.observe(took.as_secs_f64());
@@ -193,6 +207,8 @@ impl Metrics {
             Ok(listing) => {
                 let held: usize = listing.records.iter().map(|r| r.devices.len()).sum();
                 self.set_device_state("prepared", held);
+                let offered = self.offered.load(std::sync::atomic::Ordering::Relaxed);
+                self.set_device_state("free", offered.saturating_sub(held));
                 self.set_unreadable("prepared_claims", listing.unreadable.len());
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the claim records"),
@@ -253,4 +269,26 @@ impl Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
     &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_by_state_count_free_as_offered_less_prepared_and_the_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ipam::Ipam::open(dir.path(), &[]).unwrap();
+        crate::state::claims::init(store.database()).unwrap();
+        let m = Metrics::new();
+        m.inventory(16, 3);
+        let text = m.render(&store).unwrap();
+        for line in [
+            r#"sriov_dra_devices{state="free"} 16"#,
+            r#"sriov_dra_devices{state="prepared"} 0"#,
+            r#"sriov_dra_devices{state="unhealthy"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
 }

@@ -1023,6 +1023,18 @@ async fn the_cluster_role_grants_exactly_the_calls_the_driver_makes() {
         "applied the new slice, deleted the stale one"
     );
 
+    // Watch the node's slices, so one deleted or changed from outside is
+    // re-applied at once: the first event is the slice just published.
+    let (nudges, mut nudged) = sriov_dra::events::channel();
+    let watch = tokio::spawn(sriov_dra::kube::slice_watch::watch_slices(
+        client.clone(),
+        publisher.selector(),
+        nudges,
+        std::future::pending(),
+    ));
+    assert!(nudged.recv().await.is_some());
+    watch.abort();
+
     // Prepare (and recovery): read the claim.
     let (ns, name, uid) = (
         claim["metadata"]["namespace"].as_str().unwrap(),

@@ -38,6 +38,20 @@ pub mod dra {
     mod compat;
 }
 
+/// DRA device health stream (`v1alpha1.DRAResourceHealth`, KEP-4680),
+/// served on the DRA socket beside the node service.
+pub mod dra_health {
+    /// The kubelet's `dra-health/v1alpha1` API (proto `package v1alpha1;`).
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1alpha1 {
+        tonic::include_proto!("v1alpha1");
+
+        /// Label advertised in `PluginInfo.supported_versions`, after the
+        /// DRAPlugin labels.
+        pub const SERVICE_LABEL: &str = "v1alpha1.DRAResourceHealth";
+    }
+}
+
 /// NRI API (`nri.pkg.api.v1alpha1`), messages only: NRI runs over ttrpc.
 #[allow(missing_docs, clippy::all)]
 pub mod nri {
@@ -157,6 +171,31 @@ mod tests {
         };
         let want = [len_field(1, b"r"), len_field(2, b"p"), len_field(4, b"c")].concat();
         assert_eq!(dev.encode_to_vec(), want);
+    }
+
+    #[test]
+    fn dra_health_device_fields_match_kubelet_numbers() {
+        use super::dra_health::v1alpha1::{DeviceHealth, DeviceIdentifier, HealthStatus};
+        let health = DeviceHealth {
+            device: Some(DeviceIdentifier {
+                pool_name: "p".into(),
+                device_name: "d".into(),
+            }),
+            health: HealthStatus::Unhealthy as i32,
+            last_updated_time: 7,
+            health_check_timeout_seconds: 9,
+            message: "m".into(),
+        };
+        let id = [len_field(1, b"p"), len_field(2, b"d")].concat();
+        let want = [
+            len_field(1, &id),
+            varint_field(2, 2),
+            varint_field(3, 7),
+            varint_field(4, 9),
+            len_field(5, b"m"),
+        ]
+        .concat();
+        assert_eq!(health.encode_to_vec(), want);
     }
 
     #[test]

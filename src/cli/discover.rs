@@ -1,6 +1,7 @@
 //! `sriov-dra discover`: what this node has, and what it would publish.
 
 use std::fmt::Write as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -48,6 +49,14 @@ pub enum Format {
 
 /// Runs `discover` and returns what to print.
 pub fn run(args: &DiscoverArgs) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    run_to(args, &mut out)?;
+    String::from_utf8(out).context("discover printed something that is not UTF-8")
+}
+
+/// Runs `discover`, writing what it prints to `out` as it goes: slices one
+/// at a time, so a large node's output is never held whole.
+pub fn run_to(args: &DiscoverArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => NodeConfig::load(path)?,
         None => NodeConfig::default(),
@@ -73,21 +82,23 @@ pub fn run(args: &DiscoverArgs) -> anyhow::Result<String> {
     for s in &inventory.skipped {
         tracing::warn!(entry = %s.entry, reason = %s.reason, "skipped a PCI device");
     }
-    Ok(match args.output {
-        Format::Table => table(&inventory),
-        Format::Json => serde_json::to_string_pretty(&inventory)? + "\n",
-        Format::Yaml => serde_yaml::to_string(&inventory)?,
+    match args.output {
+        Format::Table => out.write_all(table(&inventory).as_bytes())?,
+        Format::Json => {
+            out.write_all((serde_json::to_string_pretty(&inventory)? + "\n").as_bytes())?
+        }
+        Format::Yaml => out.write_all(serde_yaml::to_string(&inventory)?.as_bytes())?,
         Format::Slices => {
             let node = config.resolve_node_name()?;
             let params = SliceParams::new(&config, &node);
-            let mut out = String::new();
-            for s in slices::render(&inventory, &config, &params) {
-                out.push_str("---\n");
-                out.push_str(&serde_yaml::to_string(&s)?);
-            }
-            out
+            slices::render_each(&inventory, &config, &params, |s| {
+                out.write_all(b"---\n")?;
+                out.write_all(serde_yaml::to_string(&s)?.as_bytes())?;
+                Ok(())
+            })?;
         }
-    })
+    }
+    Ok(())
 }
 
 /// Writes a fixture tree into `dir`, which must be empty or absent.

@@ -6,4 +6,6 @@ pub mod client;
 pub mod node;
 pub mod publish;
 pub mod republish;
+pub mod slice_watch;
 pub mod slices;
+pub mod taints;

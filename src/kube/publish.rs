@@ -4,17 +4,25 @@
 //! what was last published, and only when the devices changed bump the pool
 //! generation, apply every slice with server-side apply and delete the
 //! slices the new render no longer has. Publishing the same inventory twice
-//! writes nothing, so a periodic republish never flaps.
+//! writes nothing, so a periodic republish never flaps; slices changed or
+//! deleted from outside differ from what was applied and are applied again.
+//!
+//! Unhealthy devices carry a `NoSchedule` taint, or the `unhealthy`
+//! attribute where the API server refuses or drops taints
+//! ([`crate::kube::taints`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use tracing::warn;
 
 use crate::config::NodeConfig;
+use crate::health::DeviceHealth;
 use crate::inventory::NodeInventory;
 use crate::kube::slices::{self, SliceParams};
+use crate::kube::taints::{self, TaintMode};
 
 /// Field manager of our server-side applies.
 pub const FIELD_MANAGER: &str = "sriov-dra";
@@ -46,8 +54,21 @@ pub struct SlicePublisher {
     owner: Option<OwnerReference>,
     /// Devices of the last successful publish, by name, and its generation.
     published: Option<(Vec<Device>, i64)>,
+    /// The same devices as the API server stored them (its replies): what
+    /// a list must show for the slices to be untouched since.
+    stored: Vec<Device>,
     /// Apply even when the devices are unchanged (the owner changed).
     force: bool,
+    /// Taints, until the API server refuses or drops them.
+    taint_mode: TaintMode,
+}
+
+/// Why applying the slices failed.
+enum ApplyError {
+    /// The API server refused or dropped the taints; the message says how.
+    TaintsRefused(String),
+    /// Anything else.
+    Other(anyhow::Error),
 }
 
 impl SlicePublisher {
@@ -65,13 +86,20 @@ impl SlicePublisher {
             node: node.to_string(),
             owner,
             published: None,
+            stored: Vec::new(),
             force: false,
+            taint_mode: TaintMode::Taints,
         }
     }
 
     /// Whether the slices carry the Node as their owner.
     pub fn has_owner(&self) -> bool {
         self.owner.is_some()
+    }
+
+    /// How unhealthy devices are marked now.
+    pub fn taint_mode(&self) -> TaintMode {
+        self.taint_mode
     }
 
     /// Sets the Node owner, learned after start or re-read because the
@@ -85,32 +113,46 @@ impl SlicePublisher {
         }
     }
 
-    fn selector(&self) -> ListParams {
-        ListParams::default().fields(&format!(
-            "spec.nodeName={},spec.driver={}",
-            self.node, self.driver
-        ))
+    /// The list selector of this node's and driver's slices (also what the
+    /// slice watch uses).
+    pub fn selector(&self) -> String {
+        format!("spec.nodeName={},spec.driver={}", self.node, self.driver)
     }
 
     /// Our slices as the API has them, sorted by name.
     async fn existing(&self) -> Result<Vec<ResourceSlice>, kube::Error> {
-        let mut items = self.api.list(&self.selector()).await?.items;
+        let params = ListParams::default().fields(&self.selector());
+        let mut items = self.api.list(&params).await?.items;
         items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         Ok(items)
     }
 
-    /// Makes the API's slices match `inventory` under `config`.
-    ///
-    /// Devices in `held` (prepared for a claim) keep the attributes they
-    /// were last published with: while a VF sits in a pod or on vfio-pci its
-    /// netdev name, MAC, MTU and driver are the pod's business, and
-    /// publishing them would bump the pool on every pod start and stop (and
-    /// a `drivers` selector would hide the VF while it is in use).
+    /// [`Self::publish_with_health`] with every device healthy.
     pub async fn publish(
         &mut self,
         inventory: &NodeInventory,
         config: &NodeConfig,
         held: &BTreeSet<String>,
+    ) -> anyhow::Result<PublishOutcome> {
+        self.publish_with_health(inventory, config, held, &BTreeMap::new())
+            .await
+    }
+
+    /// Makes the API's slices match `inventory` under `config`, with the
+    /// devices `health` finds unhealthy tainted.
+    ///
+    /// Devices in `held` (prepared for a claim) keep the attributes they
+    /// were last published with: while a VF sits in a pod or on vfio-pci its
+    /// netdev name, MAC, MTU and driver are the pod's business, and
+    /// publishing them would bump the pool on every pod start and stop (and
+    /// a `drivers` selector would hide the VF while it is in use). Their
+    /// health is still current.
+    pub async fn publish_with_health(
+        &mut self,
+        inventory: &NodeInventory,
+        config: &NodeConfig,
+        held: &BTreeSet<String>,
+        health: &BTreeMap<String, DeviceHealth>,
     ) -> anyhow::Result<PublishOutcome> {
         // One list per cycle: the kubelet deletes a driver's slices while no
         // plugin is registered (at its own restart, say), and an unchanged
@@ -121,43 +163,100 @@ impl SlicePublisher {
             .map(|s| s.spec.pool.generation)
             .max()
             .unwrap_or(0);
+        let in_api = flat_devices(&existing);
         if self.published.is_none() {
             // After our own restart, learn what is published from the API.
-            self.published = Some((flat_devices(&existing), api_generation));
+            self.published = Some((in_api.clone(), api_generation));
+            self.stored = in_api.clone();
         }
         let (last_devices, last_generation) = self.published.clone().unwrap_or_default();
-        let mut params = SliceParams::new(config, &self.node);
-        params.owner = self.owner.clone();
-        let devices = current_devices(inventory, config, &params.driver, held, &last_devices);
+        loop {
+            let mut params = SliceParams::new(config, &self.node);
+            params.owner = self.owner.clone();
+            let mut devices =
+                current_devices(inventory, config, &params.driver, held, &last_devices);
+            for device in &mut devices {
+                taints::mark(
+                    device,
+                    health.get(&device.name),
+                    self.taint_mode,
+                    &params.driver,
+                );
+            }
 
-        let slice_count = devices.len().div_ceil(slices::MAX_DEVICES_PER_SLICE).max(1);
-        let expected: Vec<String> = (0..slice_count)
-            .map(|i| slices::slice_name(&self.node, &params.driver, i))
-            .collect();
-        let in_api = existing.len() == slice_count
-            && existing.iter().all(|s| {
-                s.spec.pool.generation == last_generation
-                    && s.metadata
-                        .name
-                        .as_ref()
-                        .is_some_and(|n| expected.contains(n))
-            });
-        if last_devices == devices && last_generation > 0 && in_api && !self.force {
-            return Ok(PublishOutcome::Unchanged {
-                generation: last_generation,
-            });
+            let slice_count = slices::slice_count(&devices);
+            let expected: Vec<String> = (0..slice_count)
+                .map(|i| slices::slice_name(&self.node, &params.driver, i))
+                .collect();
+            let untouched = existing.len() == slice_count
+                && in_api == self.stored
+                && existing.iter().all(|s| {
+                    s.spec.pool.generation == last_generation
+                        && s.metadata
+                            .name
+                            .as_ref()
+                            .is_some_and(|n| expected.contains(n))
+                });
+            if last_devices == devices && last_generation > 0 && untouched && !self.force {
+                return Ok(PublishOutcome::Unchanged {
+                    generation: last_generation,
+                });
+            }
+
+            params.generation = last_generation.max(api_generation) + 1;
+            match self.apply(devices, &existing, params).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(ApplyError::TaintsRefused(why)) if self.taint_mode == TaintMode::Taints => {
+                    warn!(
+                        %why,
+                        attribute = %taints::taint_key(&self.driver, taints::UNHEALTHY_ATTRIBUTE),
+                        "the API server does not take device taints (feature gate DRADeviceTaints off?); \
+                         marking unhealthy devices with an attribute instead"
+                    );
+                    self.taint_mode = TaintMode::Attribute;
+                }
+                Err(ApplyError::TaintsRefused(why)) => return Err(anyhow::anyhow!(why)),
+                Err(ApplyError::Other(e)) => return Err(e),
+            }
         }
+    }
 
-        let generation = last_generation.max(api_generation) + 1;
-        params.generation = generation;
+    /// Applies the slices of `devices` at `params.generation`, then deletes
+    /// the slices of `existing` the render no longer has.
+    async fn apply(
+        &mut self,
+        devices: Vec<Device>,
+        existing: &[ResourceSlice],
+        params: SliceParams,
+    ) -> Result<PublishOutcome, ApplyError> {
+        let generation = params.generation;
         let rendered = slices::assemble(devices.clone(), &params);
         let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let mut stored = Vec::with_capacity(devices.len());
         for slice in &rendered {
             let name = slice.metadata.name.clone().unwrap_or_default();
-            self.api
-                .patch(&name, &apply, &Patch::Apply(slice))
-                .await
-                .map_err(|e| anyhow::anyhow!("applying ResourceSlice {name}: {e}"))?;
+            let sent = slice.spec.devices.as_deref().unwrap_or_default();
+            match self.api.patch(&name, &apply, &Patch::Apply(slice)).await {
+                Ok(back) => {
+                    let back = back.spec.devices.unwrap_or_default();
+                    if self.taint_mode == TaintMode::Taints && taints::taints_dropped(sent, &back) {
+                        return Err(ApplyError::TaintsRefused(format!(
+                            "ResourceSlice {name} was stored without the taints it was sent"
+                        )));
+                    }
+                    stored.extend(back);
+                }
+                Err(e) if taints::refuses_taints(&e) => {
+                    return Err(ApplyError::TaintsRefused(format!(
+                        "applying ResourceSlice {name}: {e}"
+                    )));
+                }
+                Err(e) => {
+                    return Err(ApplyError::Other(anyhow::anyhow!(
+                        "applying ResourceSlice {name}: {e}"
+                    )));
+                }
+            }
         }
         // Delete only after the new generation is in place: the scheduler
         // ignores older generations of a pool once a newer one exists.
@@ -171,10 +270,16 @@ impl SlicePublisher {
                 self.api
                     .delete(stale, &DeleteParams::default())
                     .await
-                    .map_err(|e| anyhow::anyhow!("deleting stale ResourceSlice {stale}: {e}"))?;
+                    .map_err(|e| {
+                        ApplyError::Other(anyhow::anyhow!(
+                            "deleting stale ResourceSlice {stale}: {e}"
+                        ))
+                    })?;
                 deleted += 1;
             }
         }
+        stored.sort_by(|a, b| a.name.cmp(&b.name));
+        self.stored = stored;
         self.published = Some((devices, generation));
         self.force = false;
         Ok(PublishOutcome::Published {
@@ -232,6 +337,9 @@ mod tests {
     struct SliceApi {
         objects: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
         writes: Arc<Mutex<Vec<String>>>,
+        /// How an API server without device taints answers a slice with
+        /// taints: `Some(true)` refuses it (422), `Some(false)` drops them.
+        no_taints: Arc<Mutex<Option<bool>>>,
     }
 
     impl SliceApi {
@@ -265,7 +373,26 @@ mod tests {
                         query.contains("fieldManager=sriov-dra") && query.contains("force=true"),
                         "{query}"
                     );
-                    let obj: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    let mut obj: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    let tainted = obj["spec"]["devices"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|d| d.get("taints").is_some()));
+                    match *self.no_taints.lock().unwrap() {
+                        Some(true) if tainted => {
+                            return (
+                                422,
+                                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422,
+                                    "reason": "Invalid",
+                                    "message": format!("ResourceSlice.resource.k8s.io \"{name}\" is invalid: spec.devices[0].taints: Forbidden: disabled by feature gate")}),
+                            );
+                        }
+                        Some(false) => {
+                            for d in obj["spec"]["devices"].as_array_mut().into_iter().flatten() {
+                                d.as_object_mut().map(|d| d.remove("taints"));
+                            }
+                        }
+                        _ => {}
+                    }
                     self.writes.lock().unwrap().push(format!("apply {name}"));
                     objects.insert(name, obj.clone());
                     (200, obj)
@@ -536,5 +663,113 @@ mod tests {
         assert_eq!(writes[0], "apply node-a-sriov-dra-dev-0");
         assert!(writes[1..].iter().all(|w| w.starts_with("delete ")));
         assert_eq!(api.generations(), [2]);
+    }
+
+    fn link_down(inv: &NodeInventory, pf: &str) -> BTreeMap<String, DeviceHealth> {
+        inv.devices
+            .iter()
+            .filter(|d| d.pf_name.as_deref() == Some(pf))
+            .map(|d| {
+                let problem = crate::health::Problem::PfLinkDown {
+                    pf: pf.into(),
+                    operstate: "down".into(),
+                };
+                let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+                (
+                    d.name(),
+                    DeviceHealth {
+                        problem: Some(problem),
+                        since,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn attribute(api: &SliceApi, device: &str) -> Option<serde_json::Value> {
+        let objects = api.objects.lock().unwrap();
+        objects
+            .values()
+            .flat_map(|s| s["spec"]["devices"].as_array().cloned().unwrap_or_default())
+            .find(|d| d["name"] == device)
+            .map(|d| d["attributes"]["sriov.dra.dev/unhealthy"].clone())
+    }
+
+    #[tokio::test]
+    async fn unhealthy_devices_are_tainted_once_and_a_tainted_pool_packs_64_per_slice() {
+        let api = SliceApi::default();
+        let config = NodeConfig::default();
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+        let scale = inventory(Fixture::Scale2048);
+        let pf = scale
+            .devices
+            .iter()
+            .find_map(|d| d.pf_name.clone())
+            .unwrap();
+        let health = link_down(&scale, &pf);
+        assert!(!health.is_empty());
+        let held = BTreeSet::new();
+        let out = p
+            .publish_with_health(&scale, &config, &held, &health)
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, PublishOutcome::Published { applied: 32, .. }),
+            "{out:?}"
+        );
+        assert_eq!(
+            p.publish_with_health(&scale, &config, &held, &health)
+                .await
+                .unwrap(),
+            PublishOutcome::Unchanged { generation: 1 },
+            "the same health writes nothing: timeAdded does not move"
+        );
+        // Recovery: back to 128 per slice, the extra slices deleted.
+        let out = p.publish(&scale, &config, &held).await.unwrap();
+        assert_eq!(
+            out,
+            PublishOutcome::Published {
+                generation: 2,
+                applied: 16,
+                deleted: 16
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_api_server_refusing_or_dropping_taints_gets_the_attribute_instead() {
+        for refuses in [true, false] {
+            let api = SliceApi::default();
+            *api.no_taints.lock().unwrap() = Some(refuses);
+            let config = NodeConfig::default();
+            let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+            let inv = inventory(Fixture::ConnectX6Dx);
+            let health = link_down(&inv, "ens1f1np1");
+            let held = BTreeSet::new();
+            p.publish_with_health(&inv, &config, &held, &health)
+                .await
+                .unwrap();
+            assert_eq!(p.taint_mode(), TaintMode::Attribute, "refuses: {refuses}");
+            assert_eq!(
+                attribute(&api, "pci-0000-3b-02-1"),
+                Some(serde_json::json!({"string": "pf-link-down"}))
+            );
+            assert_eq!(
+                attribute(&api, "pci-0000-3b-00-2"),
+                Some(serde_json::Value::Null),
+                "a VF of the other PF"
+            );
+            assert_eq!(
+                p.publish_with_health(&inv, &config, &held, &health)
+                    .await
+                    .unwrap(),
+                PublishOutcome::Unchanged { generation: 1 }
+            );
+            p.publish(&inv, &config, &held).await.unwrap();
+            assert_eq!(
+                attribute(&api, "pci-0000-3b-02-1"),
+                Some(serde_json::Value::Null)
+            );
+        }
     }
 }

@@ -1,122 +1,221 @@
 //! When the node's slices are published again: at start, every
-//! [`REPUBLISH_INTERVAL`], and whenever the kubelet's registration verdict
-//! changes. Each round re-reads the inventory and hands it to the preparer
-//! first, so what is published is what can be prepared.
+//! [`REPUBLISH_INTERVAL`] (the safety net), whenever the kubelet's
+//! registration verdict changes, and shortly after a [`Nudge`] (a kernel
+//! link or PCI event, a change to our slices in the API), gathered by a
+//! [`Debouncer`]. Each round re-reads the inventory, hands it to the
+//! preparer first (what is published is what can be prepared), judges the
+//! devices' health, and publishes with the unhealthy ones tainted.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::claim::prepare::Preparer;
 use crate::config::NodeConfig;
+use crate::events::Nudge;
+use crate::events::changes::diff;
+use crate::events::debounce::Debouncer;
+use crate::health::{HealthBook, HealthReport, judge};
 use crate::inventory::NodeInventory;
 use crate::kube::node::node_owner;
 use crate::kube::publish::SlicePublisher;
 use crate::kubelet::registration::RegistrationState;
+use crate::metrics::metrics;
 use crate::readiness::Readiness;
 
 /// How often the inventory is re-read and the slices republished when
 /// nothing else triggers it.
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Re-reads the inventory (handing it to the preparer) and republishes at
-/// start, every [`REPUBLISH_INTERVAL`], and whenever the
-/// kubelet's registration verdict changes (it wipes our slices while we are
-/// not registered); unchanged inventories write nothing. The first round
-/// that succeeds makes the slices part of `readiness` ready.
-#[allow(clippy::too_many_arguments)]
-pub async fn publish_loop(
-    mut publisher: SlicePublisher,
-    client: kube::Client,
-    node: String,
-    preparer: Arc<Preparer>,
-    config: NodeConfig,
-    mut registration: watch::Receiver<RegistrationState>,
-    readiness: Readiness,
-    stopped: impl Future<Output = ()>,
-) {
-    tokio::pin!(stopped);
-    loop {
-        let (root, held_by) = (config.sysfs_root.clone(), preparer.clone());
+/// Everything the publish loop works with.
+pub struct PublishLoop {
+    /// Writes the slices.
+    pub publisher: SlicePublisher,
+    /// Reads the Node (the slices' owner) every round.
+    pub client: kube::Client,
+    /// This node's name.
+    pub node: String,
+    /// Gets each inventory, and says which devices are held by claims.
+    pub preparer: Arc<Preparer>,
+    /// Selectors, driver name, sysfs root.
+    pub config: NodeConfig,
+    /// The kubelet's registration verdict.
+    pub registration: watch::Receiver<RegistrationState>,
+    /// Told when the first publish succeeded.
+    pub readiness: Readiness,
+    /// Kernel and slice events.
+    pub nudges: mpsc::Receiver<Nudge>,
+    /// Where each round's health verdicts go (the kubelet's health stream
+    /// follows it).
+    pub health: Arc<HealthBook>,
+    /// The safety-net period, [`REPUBLISH_INTERVAL`] in the driver.
+    pub period: Duration,
+}
+
+/// The loop's memory between rounds.
+#[derive(Default)]
+struct Rounds {
+    last: Option<NodeInventory>,
+    debouncer: Debouncer,
+    nudges_open: bool,
+}
+
+impl PublishLoop {
+    /// Runs rounds until `stopped` completes or the registration server is
+    /// gone. The first round that succeeds makes the slices part of
+    /// `readiness` ready.
+    pub async fn run(mut self, stopped: impl Future<Output = ()>) {
+        tokio::pin!(stopped);
+        let mut rounds = Rounds {
+            nudges_open: true,
+            ..Default::default()
+        };
+        loop {
+            self.round(&mut rounds).await;
+            if !self.next_round(&mut stopped, &mut rounds).await {
+                return;
+            }
+        }
+    }
+
+    async fn round(&mut self, rounds: &mut Rounds) {
+        let (root, held_by) = (self.config.sysfs_root.clone(), self.preparer.clone());
         let scanned = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let inventory = NodeInventory::discover(&root)?;
             let held = held_by.held_devices()?;
             Ok((inventory, held))
         });
-        match scanned.await {
-            Ok(Ok((inventory, held))) => {
-                // Every round: a Node deleted and re-created has a new UID,
-                // and slices owned by the old one would be collected.
-                if let Some(owner) = node_owner(&client, &node).await {
-                    publisher.set_owner(owner);
-                }
-                // What is published is what can be prepared.
-                preparer.refresh(&inventory, inventory.offered(&config).map(|d| d.name()));
-                match publisher.publish(&inventory, &config, &held).await {
-                    Ok(outcome) => {
-                        info!(?outcome, "ResourceSlices published");
-                        readiness.set_slices_published();
-                    }
-                    Err(e) => {
-                        warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
-                    }
-                }
+        let (inventory, held) = match scanned.await {
+            Ok(Ok(scanned)) => scanned,
+            Ok(Err(e)) => return error!(error = %format!("{e:#}"), "inventory failed"),
+            Err(e) => return error!(error = %e, "inventory task failed"),
+        };
+        if let Some(last) = &rounds.last {
+            let changes = diff(last, &inventory);
+            if !changes.is_empty() {
+                info!(
+                    added = ?changes.added,
+                    removed = ?changes.removed,
+                    changed = ?changes.changed,
+                    "inventory changed"
+                );
             }
-            Ok(Err(e)) => error!(error = %format!("{e:#}"), "inventory failed"),
-            Err(e) => error!(error = %e, "inventory task failed"),
         }
-        if !next_round(&mut stopped, &mut registration, REPUBLISH_INTERVAL).await {
-            return;
+        // Every round: a Node deleted and re-created has a new UID,
+        // and slices owned by the old one would be collected.
+        if let Some(owner) = node_owner(&self.client, &self.node).await {
+            self.publisher.set_owner(owner);
+        }
+        // What is published is what can be prepared.
+        let offered: Vec<String> = inventory.offered(&self.config).map(|d| d.name()).collect();
+        self.preparer.refresh(&inventory, offered.iter().cloned());
+        let report = self.judge_health(&inventory, &offered, &held);
+        metrics().inventory(offered.len(), report.unhealthy());
+        match self
+            .publisher
+            .publish_with_health(&inventory, &self.config, &held, &report.devices)
+            .await
+        {
+            Ok(outcome) => {
+                info!(?outcome, taints = ?self.publisher.taint_mode(), "ResourceSlices published");
+                self.readiness.set_slices_published();
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
+            }
+        }
+        rounds.last = Some(inventory);
+    }
+
+    /// Judges the offered and held devices, logs each device whose health
+    /// changed, and returns the report.
+    fn judge_health(
+        &self,
+        inventory: &NodeInventory,
+        offered: &[String],
+        held: &BTreeSet<String>,
+    ) -> Arc<HealthReport> {
+        let names: BTreeSet<&str> = offered
+            .iter()
+            .map(String::as_str)
+            .chain(held.iter().map(String::as_str))
+            .collect();
+        let verdicts = judge(inventory, names);
+        let before = self.health.current();
+        if self.health.update(verdicts, SystemTime::now()) {
+            let after = self.health.current();
+            log_transitions(&before.devices, &after.devices);
+        }
+        self.health.current()
+    }
+
+    /// Waits for the next round: the period, a change of the kubelet's
+    /// registration verdict, or nudges gone quiet. False when the driver
+    /// stops, or when the registration server is gone (its channel closed:
+    /// the driver is shutting down, and a closed channel is "changed" at
+    /// once, which would republish in a burst).
+    async fn next_round(
+        &mut self,
+        stopped: &mut (impl Future<Output = ()> + Unpin),
+        rounds: &mut Rounds,
+    ) -> bool {
+        let period_end = Instant::now() + self.period;
+        loop {
+            let due = rounds.debouncer.due().map(Instant::from_std);
+            tokio::select! {
+                _ = &mut *stopped => return false,
+                _ = tokio::time::sleep_until(period_end) => return true,
+                _ = tokio::time::sleep_until(due.unwrap_or(period_end)), if due.is_some() => {
+                    if let Some(nudges) = rounds.debouncer.take_due(std::time::Instant::now()) {
+                        let sample: Vec<&Nudge> = nudges.iter().take(8).collect();
+                        info!(nudges = nudges.len(), ?sample, "rescanning after events");
+                        return true;
+                    }
+                }
+                nudge = self.nudges.recv(), if rounds.nudges_open => match nudge {
+                    Some(n) => rounds.debouncer.note(std::time::Instant::now(), n),
+                    None => rounds.nudges_open = false,
+                },
+                changed = self.registration.changed() => return match changed {
+                    Ok(()) => {
+                        info!(state = ?*self.registration.borrow(), "kubelet registration changed; republishing");
+                        true
+                    }
+                    Err(_) => {
+                        info!("kubelet registration server stopped; no more republishing");
+                        false
+                    }
+                },
+            }
         }
     }
 }
 
-/// Waits for the next round: the period, or a change of the kubelet's
-/// registration verdict. False when the driver stops, or when the
-/// registration server is gone (its channel closed: the driver is shutting
-/// down, and a closed channel is "changed" at once, which would republish
-/// in a burst).
-async fn next_round(
-    stopped: &mut (impl Future<Output = ()> + Unpin),
-    registration: &mut watch::Receiver<RegistrationState>,
-    period: Duration,
-) -> bool {
-    tokio::select! {
-        _ = stopped => false,
-        _ = tokio::time::sleep(period) => true,
-        changed = registration.changed() => match changed {
-            Ok(()) => {
-                info!(state = ?*registration.borrow(), "kubelet registration changed; republishing");
-                true
+/// One log line per device whose health changed, naming the device.
+fn log_transitions(
+    before: &BTreeMap<String, crate::health::DeviceHealth>,
+    after: &BTreeMap<String, crate::health::DeviceHealth>,
+) {
+    for (device, now) in after {
+        let was = before.get(device).and_then(|h| h.problem.as_ref());
+        match (was, now.problem.as_ref()) {
+            (None, Some(p)) => {
+                warn!(%device, reason = p.reason(), message = %p.message(), "device unhealthy")
             }
-            Err(_) => {
-                info!("kubelet registration server stopped; no more republishing");
-                false
+            (Some(_), None) => info!(%device, "device healthy again"),
+            (Some(a), Some(b)) if a != b => {
+                warn!(%device, reason = b.reason(), message = %b.message(), "device unhealthy")
             }
-        },
+            _ => {}
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_closed_registration_channel_ends_the_loop_instead_of_a_burst() {
-        let (tx, mut rx) = watch::channel(RegistrationState::Pending);
-        let mut never = std::pin::pin!(std::future::pending::<()>());
-        tx.send_replace(RegistrationState::Registered);
-        assert!(next_round(&mut never, &mut rx, Duration::from_secs(3600)).await);
-        drop(tx);
-        let ended = tokio::time::timeout(
-            Duration::from_secs(5),
-            next_round(&mut never, &mut rx, Duration::from_secs(3600)),
-        )
-        .await
-        .expect("no wait for the period");
-        assert!(!ended);
-    }
-}
+#[path = "republish_tests.rs"]
+mod tests;

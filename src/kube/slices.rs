@@ -69,37 +69,88 @@ pub fn assemble(
 ) -> Vec<ResourceSlice> {
     // Devices are moved into their slice, not cloned: 22 attributes each
     // make a copy of a large node's devices cost as much as building them.
+    let devices: Vec<Device> = devices.into_iter().collect();
+    let per_slice = devices_per_slice(&devices);
     let mut devices = devices.into_iter().peekable();
     let mut chunks: Vec<Vec<Device>> = Vec::new();
     while devices.peek().is_some() {
-        chunks.push(devices.by_ref().take(MAX_DEVICES_PER_SLICE).collect());
+        chunks.push(devices.by_ref().take(per_slice).collect());
     }
     if chunks.is_empty() {
         chunks.push(Vec::new());
     }
-    let count = chunks.len() as i64;
+    let count = chunks.len();
     chunks
         .into_iter()
         .enumerate()
-        .map(|(i, chunk)| ResourceSlice {
-            metadata: ObjectMeta {
-                name: Some(slice_name(&params.node, &params.driver, i)),
-                owner_references: params.owner.clone().map(|o| vec![o]),
-                ..Default::default()
-            },
-            spec: ResourceSliceSpec {
-                driver: params.driver.clone(),
-                node_name: Some(params.node.clone()),
-                pool: ResourcePool {
-                    name: params.node.clone(),
-                    generation: params.generation,
-                    resource_slice_count: count,
-                },
-                devices: Some(chunk),
-                ..Default::default()
-            },
-        })
+        .map(|(i, chunk)| slice_of(params, i, count, chunk))
         .collect()
+}
+
+/// [`render`] one slice at a time, handing each to `each` and letting it
+/// go: the same slices in the same order, without holding a large node's
+/// devices all at once (the CLI prints them as they come).
+pub fn render_each(
+    inventory: &NodeInventory,
+    config: &NodeConfig,
+    params: &SliceParams,
+    mut each: impl FnMut(ResourceSlice) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let offered: Vec<&NodeDevice> = inventory.offered(config).collect();
+    let count = offered.len().div_ceil(MAX_DEVICES_PER_SLICE).max(1);
+    if offered.is_empty() {
+        return each(slice_of(params, 0, count, Vec::new()));
+    }
+    for (i, chunk) in offered.chunks(MAX_DEVICES_PER_SLICE).enumerate() {
+        let devices = chunk.iter().map(|d| device(d, &params.driver)).collect();
+        each(slice_of(params, i, count, devices))?;
+    }
+    Ok(())
+}
+
+/// Slice `index` of `count` of the pool, holding `devices`.
+fn slice_of(
+    params: &SliceParams,
+    index: usize,
+    count: usize,
+    devices: Vec<Device>,
+) -> ResourceSlice {
+    ResourceSlice {
+        metadata: ObjectMeta {
+            name: Some(slice_name(&params.node, &params.driver, index)),
+            owner_references: params.owner.clone().map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: ResourceSliceSpec {
+            driver: params.driver.clone(),
+            node_name: Some(params.node.clone()),
+            pool: ResourcePool {
+                name: params.node.clone(),
+                generation: params.generation,
+                resource_slice_count: i64::try_from(count).unwrap_or(i64::MAX),
+            },
+            devices: Some(devices),
+            ..Default::default()
+        },
+    }
+}
+
+/// How many devices go in each slice of a pool: 128, or 64 once any
+/// device carries a taint (the API server's lower limit for those).
+pub fn devices_per_slice(devices: &[Device]) -> usize {
+    if devices
+        .iter()
+        .any(|d| d.taints.as_ref().is_some_and(|t| !t.is_empty()))
+    {
+        crate::kube::taints::MAX_TAINTED_DEVICES_PER_SLICE
+    } else {
+        MAX_DEVICES_PER_SLICE
+    }
+}
+
+/// How many slices a pool of `devices` takes (at least one).
+pub fn slice_count(devices: &[Device]) -> usize {
+    devices.len().div_ceil(devices_per_slice(devices)).max(1)
 }
 
 /// `<node>-<driver with dots as dashes>-<index>`, within the 253-character
@@ -354,6 +405,24 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names, before, "names unique and already in order");
+    }
+
+    #[test]
+    fn rendering_one_slice_at_a_time_gives_the_same_slices() {
+        for f in [Fixture::Scale2048, Fixture::Virtio] {
+            let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+            f.build(dir.path()).unwrap();
+            let inv = NodeInventory::discover(dir.path()).unwrap();
+            let config = NodeConfig::default();
+            let params = SliceParams::new(&config, "node-a");
+            let mut each = Vec::new();
+            render_each(&inv, &config, &params, |s| {
+                each.push(s);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(each, render(&inv, &config, &params), "{f}");
+        }
     }
 
     #[test]

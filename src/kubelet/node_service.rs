@@ -16,11 +16,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
+use super::health_service::HealthService;
 use super::socket::{SocketError, bind_private_socket, serve_then_remove};
 use crate::claim::prepare::{PrepareError, Preparer};
 use crate::kube::claims::ClaimReader;
 use crate::metrics::metrics;
 use crate::state::ClaimRecord;
+use proto::dra_health::v1alpha1::dra_resource_health_server::DraResourceHealthServer;
 
 struct Inner {
     preparer: Arc<Preparer>,
@@ -266,13 +268,30 @@ pub fn serve_node_service(
     service: NodeService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, SocketError> {
+    serve_node_service_with_health(socket, service, None, shutdown)
+}
+
+/// [`serve_node_service`] that also serves the device health stream
+/// (`v1alpha1.DRAResourceHealth`) on the same socket.
+pub fn serve_node_service_with_health(
+    socket: &Path,
+    service: NodeService,
+    health: Option<HealthService>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, SocketError> {
     let listener = bind_private_socket(socket)?;
-    tracing::info!(socket = %socket.display(), "serving the DRA node service (v1, v1beta1)");
+    tracing::info!(
+        socket = %socket.display(),
+        health = health.is_some(),
+        "serving the DRA node service (v1, v1beta1)"
+    );
+    let health = health.map(DraResourceHealthServer::new);
     Ok(tokio::spawn(serve_then_remove(
         socket.to_path_buf(),
         tonic::transport::Server::builder()
             .add_service(v1::dra_plugin_server::DraPluginServer::new(service.clone()))
             .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(service))
+            .add_optional_service(health)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown),
     )))
 }

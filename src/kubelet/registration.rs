@@ -17,10 +17,13 @@ use tonic::{Request, Response, Status};
 use super::socket::{SocketError, bind_private_socket, serve_then_remove};
 
 /// Service labels we serve, in preference order: the kubelet takes the first
-/// one it knows, so 1.34+ kubelets use v1 and older ones fall back to v1beta1.
-pub const SUPPORTED_VERSIONS: [&str; 2] = [
+/// DRAPlugin one it knows, so 1.34+ kubelets use v1 and older ones fall
+/// back to v1beta1; the health stream's label comes after them, as the
+/// kubelet's own helper sends it.
+pub const SUPPORTED_VERSIONS: [&str; 3] = [
     proto::dra::v1::SERVICE_LABEL,
     proto::dra::v1beta1::SERVICE_LABEL,
+    proto::dra_health::v1alpha1::SERVICE_LABEL,
 ];
 
 /// Where the kubelet looks for plugins and where our DRA socket goes, both
@@ -221,7 +224,11 @@ mod tests {
         );
         assert_eq!(
             info.supported_versions,
-            ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
+            [
+                "v1.DRAPlugin",
+                "v1beta1.DRAPlugin",
+                "v1alpha1.DRAResourceHealth"
+            ]
         );
         assert_eq!(*handle.state.borrow(), RegistrationState::Pending);
 

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::client::Body;
 
+use super::fake_watch::{self, WatchLog};
+
 /// Path prefix of namespaced `resource.k8s.io/v1` objects.
 const PREFIX: &str = "/apis/resource.k8s.io/v1/namespaces/";
 /// The cluster-scoped ResourceSlice collection.
@@ -46,6 +48,8 @@ pub struct FakeApi {
     nodes: Arc<Mutex<HashMap<String, serde_json::Value>>>,
     calls: Arc<Mutex<Vec<ApiCall>>>,
     requests: Arc<AtomicUsize>,
+    /// Every ResourceSlice write, for watches.
+    slice_events: WatchLog,
 }
 
 /// Locks `m`, carrying on after a panic elsewhere (the fake's data stays
@@ -97,7 +101,28 @@ impl FakeApi {
     /// `metadata.name`: a slice some earlier run left behind.
     pub fn put_slice(&self, slice: &serde_json::Value) {
         let name = slice["metadata"]["name"].as_str().unwrap_or_default();
-        lock(&self.slices).insert(name.to_string(), slice.clone());
+        let mut slice = slice.clone();
+        let mut slices = lock(&self.slices);
+        let kind = if slices.contains_key(name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.slice_events.record(kind, &mut slice);
+        slices.insert(name.to_string(), slice);
+    }
+
+    /// Deletes a ResourceSlice as someone else would (an operator, the
+    /// kubelet); watchers see it.
+    pub fn delete_slice(&self, name: &str) -> Option<serde_json::Value> {
+        let mut gone = lock(&self.slices).remove(name)?;
+        self.slice_events.record("DELETED", &mut gone);
+        Some(gone)
+    }
+
+    /// Deletes a Node (a node re-created gets a new UID with [`Self::put_node`]).
+    pub fn delete_node(&self, name: &str) {
+        lock(&self.nodes).remove(name);
     }
 
     /// The ResourceSlices in the fake, by name.
@@ -181,12 +206,22 @@ impl FakeApi {
                     }))
                 }
                 ("PATCH", false) => {
-                    let slice: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+                    let mut slice: serde_json::Value =
+                        serde_json::from_slice(body).unwrap_or_default();
+                    let kind = if slices.contains_key(name) {
+                        "MODIFIED"
+                    } else {
+                        "ADDED"
+                    };
+                    self.slice_events.record(kind, &mut slice);
                     slices.insert(name.to_string(), slice.clone());
                     ok(&slice)
                 }
                 ("DELETE", false) => match slices.remove(name) {
-                    Some(slice) => ok(&slice),
+                    Some(mut slice) => {
+                        self.slice_events.record("DELETED", &mut slice);
+                        ok(&slice)
+                    }
                     None => missing(),
                 },
                 _ => missing(),
@@ -199,6 +234,39 @@ impl FakeApi {
             return ok(node);
         }
         missing()
+    }
+
+    /// The answer to any request, watches included (a watch waits for its
+    /// events, so this is async): what every transport in front of the
+    /// fake should call.
+    pub async fn respond(&self, call: ApiCall, body: &[u8]) -> (http::StatusCode, Vec<u8>) {
+        if call.path == SLICES && fake_watch::is_watch(&call.query) {
+            self.answer_slice_watch(call).await
+        } else {
+            self.answer(call, body)
+        }
+    }
+
+    /// A watch of the ResourceSlices: the events after the requested
+    /// version that the field selector picks (see [`fake_watch`]).
+    async fn answer_slice_watch(&self, call: ApiCall) -> (http::StatusCode, Vec<u8>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let wanted = field_selector(&call.query);
+        let query = call.query.clone();
+        lock(&self.calls).push(call);
+        let selected = move |s: &serde_json::Value| {
+            wanted.iter().all(|(field, value)| {
+                field
+                    .split('.')
+                    .fold(s, |v, part| &v[part])
+                    .as_str()
+                    .is_some_and(|v| v == value)
+            })
+        };
+        let slices = self.slices.clone();
+        let current = move || lock(&slices).values().cloned().collect();
+        let body = self.slice_events.answer(&query, current, selected).await;
+        (http::StatusCode::OK, body)
     }
 
     /// A client whose every request this fake answers. Must be called
@@ -220,7 +288,7 @@ impl FakeApi {
                         .map(str::to_string),
                 };
                 let bytes = body.collect_bytes().await.unwrap_or_default();
-                let (status, body) = api.answer(call, &bytes);
+                let (status, body) = api.respond(call, &bytes).await;
                 let mut resp = http::Response::new(Body::from(body));
                 *resp.status_mut() = status;
                 resp.headers_mut().insert(

@@ -97,7 +97,7 @@ async fn handle(State(api): State<FakeApi>, request: Request) -> Response {
                 .into_response();
         }
     };
-    let (status, body) = api.answer(call, &bytes);
+    let (status, body) = api.respond(call, &bytes).await;
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -392,13 +392,16 @@ fn read_function(
     // port set to Ethernet): ask its netdev's ARPHRD type; the rest are
     // Ethernet, which saves a read per function on large nodes.
     let ib_class = class >> 8 == SUBCLASS_INFINIBAND;
-    let netdev = read_netdev(dir, ib_class)?;
+    // The role first: a VF's own link speed and state are neither published
+    // nor judged (its health is its PF's link), so they are not read.
+    let role = read_role(dir)?;
+    let is_vf = matches!(role, Role::Vf { .. });
+    let netdev = read_netdev(dir, ib_class, !is_vf)?;
     let link_type = match &netdev {
         Some((_, Some(ty))) if *ty != ARPHRD_INFINIBAND => LinkType::Ethernet,
         _ if ib_class => LinkType::Infiniband,
         _ => LinkType::Ethernet,
     };
-    let role = read_role(dir)?;
     // A VF reports its PF's mode (filled in by `link_vfs_to_pfs`).
     let eswitch_mode = match (&netdev, &role) {
         (Some((nd, _)), Role::Pf { .. }) => read_eswitch_mode(dir, &nd.name),
@@ -416,7 +419,13 @@ fn read_function(
         driver: dir.link_target_name("driver")?,
         numa_node,
         iommu_group,
-        pcie_root: pcie_root(devices, entry)?,
+        // A VF sits under its PF's root complex: filled in from the PF by
+        // `link_vfs_to_pfs`, which saves a link read per VF.
+        pcie_root: if is_vf {
+            None
+        } else {
+            pcie_root(devices, entry)?
+        },
         role,
         netdev: netdev.map(|(nd, _)| nd),
         link_type,
@@ -476,11 +485,11 @@ fn read_virtfns(pf_dir: &SysDir) -> Result<Vec<PciAddress>, SysfsError> {
 /// mode from the PF. A VF whose PF does not list it is a sysfs oddity (a VF
 /// being torn down): it is moved to `skipped`.
 fn link_vfs_to_pfs(inventory: &mut Inventory) {
-    let mut by_vf: HashMap<PciAddress, (u32, EswitchMode)> = HashMap::new();
+    let mut by_vf: HashMap<PciAddress, (u32, EswitchMode, Option<String>)> = HashMap::new();
     for f in &inventory.functions {
         if let Role::Pf { vfs, .. } = &f.role {
             for (i, vf) in vfs.iter().enumerate() {
-                by_vf.insert(*vf, (i as u32, f.eswitch_mode));
+                by_vf.insert(*vf, (i as u32, f.eswitch_mode, f.pcie_root.clone()));
             }
         }
     }
@@ -490,9 +499,10 @@ fn link_vfs_to_pfs(inventory: &mut Inventory) {
             return true;
         };
         match by_vf.get(&f.address) {
-            Some((i, mode)) => {
+            Some((i, mode, root)) => {
                 *index = *i;
                 f.eswitch_mode = *mode;
+                f.pcie_root.clone_from(root);
                 true
             }
             None => {
@@ -534,7 +544,14 @@ fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError
 /// `<dev>/virtioN/net/`. A switchdev PF also lists its VF representors
 /// there, which carry a `phys_port_name` like `pf0vf3`: the uplink is the
 /// one with no port name or a `pN` one.
-fn read_netdev(dir: &SysDir, read_type: bool) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
+///
+/// `link_facts`: read the link's speed and `operstate` too (PFs and plain
+/// functions; a VF's are `None`).
+fn read_netdev(
+    dir: &SysDir,
+    read_type: bool,
+    link_facts: bool,
+) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
     // Listing `net` also answers whether it exists.
     let (net_dirs, listed) = match dir.list_present("net")? {
         Some(ifaces) => (vec!["net".to_string()], Some(ifaces)),
@@ -578,11 +595,16 @@ fn read_netdev(dir: &SysDir, read_type: bool) -> Result<Option<(NetDev, Option<u
             mtu: dir.read_optional_decimal(&attr("mtu"))?,
             // The kernel answers EINVAL for the speed of a down link and
             // prints -1 when unknown: neither is an error for us.
-            speed_mbps: dir
-                .read_lenient(&attr("speed"))
+            speed_mbps: link_facts
+                .then(|| dir.read_lenient(&attr("speed")))
+                .flatten()
                 .and_then(|s| s.parse::<i64>().ok())
                 .and_then(|s| u32::try_from(s).ok()),
-            operstate: dir.read_optional(&attr("operstate"))?,
+            operstate: if link_facts {
+                dir.read_optional(&attr("operstate"))?
+            } else {
+                None
+            },
         };
         let arp_type = if read_type {
             dir.read_optional_decimal(&attr("type"))?
@@ -662,11 +684,22 @@ mod tests {
         assert_eq!(vf.iommu_group, Some(38));
         assert_eq!(vf.link_type, LinkType::Ethernet);
         let nd = vf.netdev.as_ref().unwrap();
+        // A VF's own speed and link state are not read: nothing uses them.
         assert_eq!(
-            (nd.name.as_str(), nd.mtu, nd.speed_mbps),
-            ("ens1f1v7", Some(1500), Some(100_000))
+            (
+                nd.name.as_str(),
+                nd.mtu,
+                nd.speed_mbps,
+                nd.operstate.as_deref()
+            ),
+            ("ens1f1v7", Some(1500), None, None)
         );
-        assert_eq!(nd.operstate.as_deref(), Some("up"));
+        let pf1 = get(&inv, "0000:3b:00.1").netdev.as_ref().unwrap();
+        assert_eq!(
+            (pf1.speed_mbps, pf1.operstate.as_deref()),
+            (Some(100_000), Some("up")),
+            "a PF's are: its link is its VFs' health"
+        );
     }
 
     #[test]

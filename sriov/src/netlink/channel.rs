@@ -203,7 +203,7 @@ impl Channel {
 
 /// Receives one whole datagram. Peeks with `MSG_TRUNC` for its size first:
 /// a GETLINK reply of a PF with many VFs is larger than any fixed buffer.
-fn recv_whole(socket: &Socket) -> io::Result<Vec<u8>> {
+pub(crate) fn recv_whole(socket: &Socket) -> io::Result<Vec<u8>> {
     let mut probe: Vec<u8> = Vec::with_capacity(64);
     let size = socket.recv(&mut probe, libc::MSG_PEEK | libc::MSG_TRUNC)?;
     let mut buf: Vec<u8> = Vec::with_capacity(size.max(64));

@@ -15,6 +15,7 @@
 pub mod address;
 pub mod channel;
 mod error;
+pub mod events;
 pub mod link;
 pub mod route;
 mod socket;
