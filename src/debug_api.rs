@@ -270,7 +270,7 @@ async fn ipam_handler(State(s): State<DebugState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipam::{Owner, PoolConfig, SubnetConfig};
+    use ipam::{Owner, PoolConfig, PoolScope, SubnetConfig};
     use sriov::fixture::Fixture;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -335,6 +335,8 @@ mod tests {
         let state_dir = tempfile::tempdir().unwrap();
         let pool = PoolConfig {
             name: "fronthaul".into(),
+            scope: Some(PoolScope::Node),
+            block_size: None,
             subnets: vec![SubnetConfig {
                 subnet: "10.1.0.0/24".parse().unwrap(),
                 range_start: None,

@@ -369,7 +369,7 @@ fn misspelt_and_mistyped_values_are_refused_naming_the_key() {
         ),
         (
             "pool subnet without prefix",
-            json!({"nodeConfig": {"ipam": {"pools": [{"name": "fh", "subnets": [{"subnet": "10.1.0.0"}]}]}}}),
+            json!({"nodeConfig": {"ipam": {"pools": [{"name": "fh", "scope": "node", "subnets": [{"subnet": "10.1.0.0"}]}]}}}),
             "nodeConfig.ipam.pools[0].subnets[0].subnet",
         ),
         (

@@ -335,7 +335,7 @@ mod tests {
 
     fn pools() -> Vec<ipam::PoolConfig> {
         serde_json::from_str(
-            r#"[{"name":"fronthaul","subnets":[{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"},{"subnet":"fd00:1::/64"}]}]"#,
+            r#"[{"name":"fronthaul","scope":"node","subnets":[{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"},{"subnet":"fd00:1::/64"}]}]"#,
         )
         .unwrap()
     }
