@@ -4,6 +4,7 @@
 
 pub mod device_ops;
 pub mod fake_api;
+pub mod fake_leases;
 pub mod netns;
 pub mod node;
 pub mod nri_runtime;
