@@ -7,7 +7,6 @@
 //! /64 in /120 blocks has 2^56 of them); callers walk lazily from a start.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
@@ -155,13 +154,6 @@ impl BlockSpace {
     }
 }
 
-/// The single-address block that leases a static address of a cluster
-/// pool (a /32 or /128).
-pub fn single_address_block(ip: IpAddr) -> IpNetwork {
-    let prefix = host_bits(Family::of(ip));
-    IpNetwork::new(ip, prefix).unwrap_or_else(|_| IpNetwork::from(ip))
-}
-
 /// Name of the API object that leases `block` of `pool`: pool name, then the
 /// block with `.` and `:` as `-`, then the prefix length, e.g.
 /// `fronthaul-10-20-0-64-26` or `fronthaul-fd00-1--40-120`. Deterministic,
@@ -230,10 +222,6 @@ mod tests {
         assert_eq!(
             lease_name("fronthaul", &"fd00:1::40/120".parse().unwrap()),
             "fronthaul-fd00-1--40-120"
-        );
-        assert_eq!(
-            lease_name("p", &single_address_block("10.0.0.7".parse().unwrap())),
-            "p-10-0-0-7-32"
         );
     }
 

@@ -441,3 +441,94 @@ mod tests {
         assert!(ipam.verify().unwrap().is_empty(), "{:?}", ipam.verify());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::test_support::{ipam, owner};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Lease(u8),
+        Return(u8),
+        Allocate(usize),
+        Release(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0u8..8).prop_map(Op::Lease),
+            1 => (0u8..8).prop_map(Op::Return),
+            4 => (0usize..40).prop_map(Op::Allocate),
+            2 => (0usize..40).prop_map(Op::Release),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+        /// Whatever blocks come and go, a cluster pool hands out only
+        /// addresses of blocks held at that moment, never one twice, and
+        /// runs dry exactly when its held blocks are full.
+        #[test]
+        fn a_cluster_pool_allocates_only_inside_held_blocks(ops in proptest::collection::vec(op(), 1..80)) {
+            // 10.0.0.0/26 in /29 blocks: 8 blocks; .0 and .63 are not hosts.
+            let (_dir, ipam) = ipam(
+                r#"[{"name":"c","scope":"cluster","blockSize":{"ipv4":29},"subnets":[{"subnet":"10.0.0.0/26"}]}]"#,
+            );
+            let block = |i: u8| -> IpNetwork { format!("10.0.0.{}/29", i * 8).parse().unwrap() };
+            let mut held: BTreeMap<u8, IpNetwork> = BTreeMap::new();
+            let mut model: BTreeMap<usize, std::net::IpAddr> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Lease(i) => {
+                        ipam.add_block("c", block(i), &format!("c-{i}")).unwrap();
+                        held.insert(i, block(i));
+                    }
+                    Op::Return(i) => {
+                        let in_use = model.values().any(|ip| block(i).contains(*ip));
+                        match ipam.remove_block("c", block(i), false) {
+                            Ok(_) => {
+                                prop_assert!(!in_use);
+                                held.remove(&i);
+                            }
+                            Err(IpamError::BlockInUse { .. }) => prop_assert!(in_use),
+                            Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                        }
+                    }
+                    Op::Allocate(n) => match ipam.allocate(&owner(n), "c") {
+                        Ok(a) => {
+                            let ip = a.ips()[0];
+                            if let Some(prev) = model.get(&n) {
+                                prop_assert_eq!(*prev, ip);
+                            } else {
+                                prop_assert!(held.values().any(|b| b.contains(ip)), "{} outside held blocks", ip);
+                                prop_assert!(!model.values().any(|x| *x == ip), "{} twice", ip);
+                                model.insert(n, ip);
+                            }
+                        }
+                        Err(IpamError::BlocksExhausted { .. }) => {
+                            let room: usize = held
+                                .values()
+                                .map(|b| b.iter().filter(|ip| ip.to_string() != "10.0.0.0" && ip.to_string() != "10.0.0.63").count())
+                                .sum();
+                            let used = model.values().filter(|ip| held.values().any(|b| b.contains(**ip))).count();
+                            prop_assert_eq!(used, room, "dry only when the held blocks are full");
+                        }
+                        Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                    },
+                    Op::Release(n) => {
+                        ipam.release(&owner(n)).unwrap();
+                        model.remove(&n);
+                    }
+                }
+            }
+            let problems = ipam.verify().unwrap();
+            prop_assert!(problems.is_empty(), "{:?}", problems);
+        }
+    }
+}

@@ -29,7 +29,7 @@ mod verify;
 
 pub use address::Family;
 pub use allocation::{Allocation, AssignedAddress};
-pub use block_space::{BlockSpace, lease_name, single_address_block, spread_start};
+pub use block_space::{BlockSpace, lease_name, spread_start};
 pub use blocks::{BlockUsage, HeldBlock};
 pub use config::{BlockSize, PoolConfig, PoolScope, RouteConfig, SubnetConfig};
 pub use demand::{BlockDemand, ClusterFull};

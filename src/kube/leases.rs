@@ -50,7 +50,7 @@ pub struct IpBlockSpec {
     /// Pool the block belongs to.
     #[serde(default)]
     pub pool: String,
-    /// The block in CIDR form (a single address for a static lease).
+    /// The block in CIDR form.
     #[serde(default)]
     pub cidr: String,
     /// The node holding it.
