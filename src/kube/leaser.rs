@@ -31,6 +31,11 @@ use crate::kube::leases::{Claimed, IpBlocks, Lease};
 const RELIST_AFTER_CONFLICTS: u32 = 8;
 /// Blocks one family of a pool may lease in one round.
 const MAX_LEASES_PER_ROUND: usize = 8;
+/// How often the running leaser reconciles again: a Node deleted and
+/// re-created under a running driver takes the old leases with it (garbage
+/// collection), and the blocks must be claimed again under the new UID
+/// before another node leases them.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 /// How the leaser behaves; from the node config's `ipam.blockLeasing`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +192,8 @@ impl Leaser {
     /// Brings the node's leases and its store in line, both ways.
     pub async fn reconcile(&mut self) -> anyhow::Result<Reconciled> {
         let node = self.config.node.clone();
+        // The Node may have been re-created: claim under its current UID.
+        self.owner = None;
         let leases = self.api.of_node(&node).await?;
         self.stats.lists += 1;
         let held = self.ipam.blocks()?;
@@ -416,7 +423,19 @@ impl Leaser {
                 _ = tokio::time::sleep(self.config.interval) => {}
             }
         }
+        let mut reconciled = Instant::now();
         loop {
+            if reconciled.elapsed() >= RECONCILE_EVERY {
+                match self.reconcile().await {
+                    Ok(done) if done != Reconciled::default() => {
+                        warn!(node = %self.config.node, ?done, "IPAM leases and store disagreed; reconciled");
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(node = %self.config.node, error = format!("{e:#}"),
+                        "cannot reconcile IPAM leases; retrying"),
+                }
+                reconciled = Instant::now();
+            }
             if let Err(e) = self.step(Instant::now()).await {
                 warn!(node = %self.config.node, error = format!("{e:#}"), "leasing IPAM blocks failed; retrying");
             }

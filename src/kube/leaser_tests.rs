@@ -325,6 +325,24 @@ async fn a_block_whose_lease_vanished_is_reclaimed_or_given_up_if_another_node_t
     );
 }
 
+#[tokio::test]
+async fn a_re_created_node_claims_its_blocks_again_under_the_new_uid() {
+    let api = FakeApi::new();
+    let mut a = new_node(&api, "node-a", MID);
+    a.leaser.step(Instant::now()).await.unwrap();
+    a.ipam.allocate(&owner(1), "mid").unwrap();
+    // The Node is deleted (the GC takes the lease) and registers again.
+    assert_eq!(api.delete_node("node-a").len(), 1);
+    api.put_node("node-a", "uid-node-a-2");
+    let done = a.leaser.reconcile().await.unwrap();
+    assert_eq!(done.reclaimed.len(), 1, "{done:?}");
+    let lease = api.ip_blocks().all().into_values().next().unwrap();
+    assert_eq!(
+        lease["metadata"]["ownerReferences"][0]["uid"],
+        "uid-node-a-2"
+    );
+}
+
 #[test]
 fn leaser_settings_come_from_the_node_config() {
     let config = NodeConfig::parse(
