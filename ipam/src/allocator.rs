@@ -260,15 +260,13 @@ pub(crate) fn allocate_static(
                     pool: pool.name().to_string(),
                 });
             }
-            if pool.is_allocatable(ip) {
-                if !free::take_exact(&mut t.free, pool.name(), fam, v)? {
-                    return Err(IpamError::Inconsistent {
-                        detail: format!(
-                            "{ip} is held by nobody but missing from the free map of pool {:?}",
-                            pool.name()
-                        ),
-                    });
-                }
+            if pool.is_allocatable(ip) && !free::take_exact(&mut t.free, pool.name(), fam, v)? {
+                return Err(IpamError::Inconsistent {
+                    detail: format!(
+                        "{ip} is held by nobody but missing from the free map of pool {:?}",
+                        pool.name()
+                    ),
+                });
             }
         }
         t.claim_address(ip, &key)?;

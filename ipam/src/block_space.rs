@@ -142,12 +142,11 @@ impl BlockSpace {
         let start = if len == 0 { 0 } else { start % len };
         (0..len)
             .map(move |i| {
-                let idx = if i < len - start {
+                if i < len - start {
                     start + i
                 } else {
                     i - (len - start)
-                };
-                idx
+                }
             })
             .filter_map(|i| self.block(i))
             .filter(move |b| !skip.contains(b) && Self::usable(pool, b))

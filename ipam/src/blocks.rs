@@ -21,6 +21,8 @@ use crate::store::{BLOCKS, BY_IP, FREE};
 
 /// The block table, open in a write transaction.
 pub(crate) type BlockTable<'t> = Table<'t, (&'static str, u8, u128), &'static [u8]>;
+/// The block table, open in a read transaction.
+type ReadBlockTable = redb::ReadOnlyTable<(&'static str, u8, u128), &'static [u8]>;
 
 /// A block of a cluster pool this node holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,9 +256,7 @@ pub(crate) fn remove(
 
 /// Opens the block table for reading; a file written before cluster pools
 /// has none, which means no blocks.
-fn open_read(
-    txn: &ReadTransaction,
-) -> Result<Option<redb::ReadOnlyTable<(&'static str, u8, u128), &'static [u8]>>, IpamError> {
+fn open_read(txn: &ReadTransaction) -> Result<Option<ReadBlockTable>, IpamError> {
     match txn.open_table(BLOCKS) {
         Ok(t) => Ok(Some(t)),
         Err(TableError::TableDoesNotExist(_)) => Ok(None),

@@ -35,7 +35,7 @@ pub fn blocks_to_return(blocks: &[BlockState], min_free: u128) -> Vec<IpNetwork>
         .filter(|b| b.in_pool)
         .fold(0, |acc, b| acc.saturating_add(b.free));
     let mut empty: Vec<&BlockState> = blocks.iter().filter(|b| b.used == 0).collect();
-    empty.sort_by(|a, b| b.cidr.ip().cmp(&a.cidr.ip()));
+    empty.sort_by_key(|b| std::cmp::Reverse(b.cidr.ip()));
     let mut out = Vec::new();
     for b in empty {
         if !b.in_pool {

@@ -305,7 +305,7 @@ async fn a_block_whose_lease_vanished_is_reclaimed_or_given_up_if_another_node_t
     // Someone deleted the lease: node-a claims it again.
     api.ip_blocks().collect_owned_by("uid-node-a");
     let done = a.leaser.reconcile().await.unwrap();
-    assert_eq!(done.reclaimed, [name.clone()]);
+    assert_eq!(done.reclaimed, std::slice::from_ref(&name));
     // Now node-b holds it (deleted again and taken before node-a looked).
     api.ip_blocks().collect_owned_by("uid-node-a");
     api.put_node("node-b", "uid-node-b");
