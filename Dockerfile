@@ -3,13 +3,15 @@
 #
 # Build stage: the Rust toolchain compiles the `sriov-dra` binary from the
 # locked dependency set (protobuf code is generated with protox, so no
-# system protoc is needed).
+# system protoc is needed). `--no-default-features` leaves out the `demo`
+# feature and with it the test doubles it runs on (fake API, fake runtime,
+# simulated PF): the image ships the driver only.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p sriov-dra --bin sriov-dra \
+    cargo build --release --locked -p sriov-dra --bin sriov-dra --no-default-features \
     && install -D -m 0755 target/release/sriov-dra /out/sriov-dra
 
 # Runtime stage: glibc and libgcc only. The driver needs no shell and no

@@ -12,7 +12,10 @@ pub mod claim;
 pub mod cli;
 pub mod config;
 pub mod debug_api;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod driver;
+pub mod failpoints;
 pub mod inventory;
 pub mod kube;
 pub mod kubelet;

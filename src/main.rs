@@ -15,6 +15,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole claim path on a simulated node: prepare a VF with a VLAN and
+    /// a pool address, move it into a pod's netns, show it, remove it all
+    /// (root).
+    Demo(cli::demo::DemoArgs),
     /// List this node's PCI network functions, or the slices it would publish.
     Discover(cli::discover::DiscoverArgs),
     /// Run the node driver: kubelet DRA plugin, NRI plugin, slice publisher.
@@ -76,8 +80,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    // Test builds only: FAILPOINTS names where the driver is to die.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = sriov_dra::failpoints::setup();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => cli::demo::run(&args),
         Command::Discover(args) => cli::discover::run(&args).and_then(|out| write_stdout(&out)),
         Command::Ipam(args) => cli::ipam::run(args),
         Command::Run { config, node_name } => run_driver(config, node_name),

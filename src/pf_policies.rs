@@ -11,6 +11,7 @@ use sriov::policy::{self, NumVfsPlan, PfStatus};
 use tracing::{error, info};
 
 use crate::config::NodeConfig;
+use crate::failpoints::failpoint;
 use crate::state::boot;
 
 /// Sets `sriov_numvfs` where a policy asks for a different count, never on
@@ -57,6 +58,7 @@ pub fn apply_pf_policies(config: &NodeConfig, ipam: &Ipam, boot_id: &str) {
                 return Ok(None);
             };
             let plan = policy::plan_num_vfs(policy, &status, &prepared)?;
+            failpoint!("startup::num_vfs");
             policy::apply_num_vfs(&mut writer, &status, &plan)?;
             Ok::<_, policy::PolicyError>(Some(plan))
         })();

@@ -1,54 +1,52 @@
-//! `hw-tests`: run the lab's cases on this node's NIC, or on a simulated one.
+//! `hw-tests`: run a lab profile's cases on this node's NICs, or the
+//! built-in profile on a simulated NIC; print the report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use hw_tests::cases::{self, CaseResult, NoIndependentReader, Outcome};
-use hw_tests::iproute::IpLinkReader;
-use hw_tests::sim::{DriverProfile, SimulatedPf};
-use hw_tests::sim_sysfs::SimSysfs;
-use sriov::PciAddress;
-use sriov::bind::{DriverBinder, FsSysfsWriter};
-use sriov::fixture::Fixture;
-use sriov::netlink::RouteSocket;
-use sriov::testing::RecordingSysfsWriter;
-use sriov::vf_config::VfTarget;
+use hw_tests::profile::{CaseKind, NicProfile, NodeInfo, Profile};
+use hw_tests::report::Report;
+use hw_tests::runner;
+use sriov::policy::PfStatus;
 
-/// Checks PF-side VF settings, vfio binding and VF creation on a real NIC.
-/// Every change is restored; run it on a lab node, not in production.
+/// Checks what sriov-dra relies on, on a lab node's real NICs. Every change
+/// is restored; run it on a lab node, not in production.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The PF's interface name (required unless --simulate).
-    #[arg(long)]
+    /// The lab profile (TOML, see hw-tests/README.md and hw-tests/profiles/).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pf", "simulate"])]
+    profile: Option<PathBuf>,
+    /// Without a profile: the PF's interface name to run the VF-settings
+    /// and vfio cases on.
+    #[arg(long, conflicts_with = "simulate")]
     pf: Option<String>,
-    /// The VF index to use.
+    /// Without a profile: the VF index to use.
     #[arg(long, default_value_t = 0)]
     vf: u32,
     /// sysfs root.
     #[arg(long, default_value = "/sys")]
     sysfs_root: PathBuf,
-    /// Also resize the PF's VFs (destroys and recreates every VF of the PF).
+    /// Without a profile: also resize the PF's VFs (destroys and recreates
+    /// every VF of the PF).
     #[arg(long)]
     allow_resize: bool,
-    /// Run on a simulated NIC and fixture sysfs instead (what CI does).
+    /// Run the built-in profile on a simulated NIC and fixture sysfs (what
+    /// CI does); no case is reported as a pass.
     #[arg(long)]
     simulate: bool,
     /// Write the Markdown report here as well as to stdout.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
-        Ok(results)
-            if results
-                .iter()
-                .any(|r| matches!(r.outcome, Outcome::Fail(_))) =>
-        {
-            ExitCode::FAILURE
-        }
+        Ok(report) if report.failed() => ExitCode::FAILURE,
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -57,105 +55,79 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<Vec<CaseResult>> {
-    let (title, results) = if args.simulate {
-        ("hw-tests on a simulated mlx5 NIC".to_string(), simulated()?)
+fn run(args: Args) -> anyhow::Result<Report> {
+    let report = if args.simulate {
+        let scratch = TempDir::new()?;
+        runner::run_simulated(scratch.path()).map_err(anyhow::Error::msg)?
+    } else if let Some(path) = &args.profile {
+        let profile = Profile::load(path).map_err(anyhow::Error::msg)?;
+        runner::run_on_node(&profile, &args.sysfs_root)
     } else {
         let Some(pf) = args.pf.clone() else {
-            bail!("--pf is required on real hardware (or use --simulate)");
+            bail!("--profile FILE or --pf NAME is required on real hardware (or use --simulate)");
         };
-        (
-            format!("hw-tests on PF {pf}, VF {}", args.vf),
-            real(&args, &pf)?,
-        )
+        runner::run_on_node(&ad_hoc(&args, &pf)?, &args.sysfs_root)
     };
-    let text = cases::report(&title, &results);
+    let text = report.markdown();
     print!("{text}");
     if let Some(path) = &args.report {
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(results)
-}
-
-fn real(args: &Args, pf: &str) -> anyhow::Result<Vec<CaseResult>> {
-    let pf_dev = args.sysfs_root.join("class/net").join(pf).join("device");
-    let pf_addr: PciAddress = link_name(&pf_dev)?.parse().context("PF device link")?;
-    let vf_addr: PciAddress = link_name(&pf_dev.join(format!("virtfn{}", args.vf)))?
-        .parse()
-        .context("VF device link")?;
-    let target = VfTarget {
-        pf: pf.to_string(),
-        vf: args.vf,
-    };
-    let mut socket = RouteSocket::new().context("cannot open a netlink socket (run as root)")?;
-    let mut results: Vec<CaseResult> = cases::setting_cases()
-        .iter()
-        .map(|c| cases::run_setting_case(&mut socket, &mut IpLinkReader, &target, c))
-        .collect();
-    let mut binder = DriverBinder::new(
-        &args.sysfs_root,
-        "/dev",
-        FsSysfsWriter::new(&args.sysfs_root),
-    );
-    results.push(cases::run_bind_case(&mut binder, vf_addr));
-    if args.allow_resize {
-        let mut writer = FsSysfsWriter::new(&args.sysfs_root);
-        results.push(cases::run_resize_case(
-            &mut writer,
-            &args.sysfs_root,
-            pf_addr,
-        ));
-    } else {
-        results.push(CaseResult {
-            name: "policy/numvfs-resize".into(),
-            outcome: Outcome::Skipped("needs --allow-resize".into()),
-        });
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report.json())?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(results)
+    Ok(report)
 }
 
-fn link_name(path: &std::path::Path) -> anyhow::Result<String> {
-    let target =
-        std::fs::read_link(path).with_context(|| format!("cannot read link {}", path.display()))?;
-    target
+/// A one-NIC profile for `--pf`: the VF settings and vfio cases (and the
+/// resize with `--allow-resize`) on that PF as it is now.
+fn ad_hoc(args: &Args, pf: &str) -> anyhow::Result<Profile> {
+    let device = args.sysfs_root.join("class/net").join(pf).join("device");
+    let address = std::fs::read_link(&device)
+        .with_context(|| format!("PF {pf}: cannot read {}", device.display()))?;
+    let address = address
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .with_context(|| format!("{} points nowhere", path.display()))
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("PF {pf}: {} is no PCI device", device.display()))?;
+    let status = PfStatus::read(&args.sysfs_root, address)?;
+    let id = |file: &str| read_id(&device.join(file));
+    let mut cases = vec![CaseKind::VfSettings, CaseKind::Vfio];
+    if args.allow_resize {
+        cases.push(CaseKind::VfPolicy);
+    }
+    Ok(Profile {
+        node: NodeInfo {
+            name: format!("PF {pf}, VF {}", args.vf),
+            description: String::new(),
+        },
+        nics: vec![NicProfile {
+            model: format!("PF {pf} ({}:{})", id("vendor"), id("device")),
+            vendor_id: id("vendor"),
+            device_id: id("device"),
+            driver: String::new(),
+            pfs: vec![pf.to_string()],
+            num_vfs: status.num_vfs,
+            test_vf: args.vf,
+            pair_vfs: [0, 1],
+            cases,
+            allow_resize: args.allow_resize,
+            peer: None,
+        }],
+    })
 }
 
-/// The cases on a simulated ConnectX (mlx5, legacy eswitch) and the E810 fixture.
-pub fn simulated() -> anyhow::Result<Vec<CaseResult>> {
-    let mut pf = SimulatedPf::new("ens1f0", 8, DriverProfile::mlx5_legacy());
-    let target = VfTarget {
-        pf: "ens1f0".into(),
-        vf: 3,
-    };
-    let mut results: Vec<CaseResult> = cases::setting_cases()
-        .iter()
-        .map(|c| cases::run_setting_case(&mut pf, &mut NoIndependentReader, &target, c))
-        .collect();
-    let dir = tempfile_dir()?;
-    Fixture::E810.build(dir.path()).context("fixture")?;
-    let vf: PciAddress = "0000:af:01.0".parse()?;
-    let dev = dir.path().join("dev");
-    std::fs::create_dir_all(&dev)?;
-    let writer = RecordingSysfsWriter::new(dir.path()).with_default_driver(vf, "iavf");
-    let mut binder = DriverBinder::new(dir.path(), &dev, SimSysfs::new(dir.path(), writer));
-    results.push(cases::run_bind_case(&mut binder, vf));
-    let mut writer = SimSysfs::new(dir.path(), RecordingSysfsWriter::new(dir.path()));
-    results.push(cases::run_resize_case(
-        &mut writer,
-        dir.path(),
-        "0000:af:00.0".parse()?,
-    ));
-    Ok(results)
+/// A sysfs ID file (`0x15b3`) as 4 hex digits, or `????`.
+fn read_id(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().trim_start_matches("0x").to_string())
+        .unwrap_or_else(|_| "????".into())
 }
 
-fn tempfile_dir() -> anyhow::Result<TempDir> {
-    TempDir::new()
-}
-
-/// A directory removed on drop (kept dependency-free for the binary).
+/// A directory removed on drop.
 struct TempDir(PathBuf);
 
 impl TempDir {
@@ -166,7 +138,7 @@ impl TempDir {
         Ok(TempDir(path))
     }
 
-    fn path(&self) -> &std::path::Path {
+    fn path(&self) -> &Path {
         &self.0
     }
 }

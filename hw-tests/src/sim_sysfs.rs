@@ -13,6 +13,7 @@ use sriov::testing::RecordingSysfsWriter;
 pub struct SimSysfs {
     root: PathBuf,
     inner: RecordingSysfsWriter,
+    dev: Option<PathBuf>,
 }
 
 impl SimSysfs {
@@ -21,7 +22,28 @@ impl SimSysfs {
         SimSysfs {
             root: root.to_path_buf(),
             inner,
+            dev: None,
         }
+    }
+
+    /// Also keeps `<dev>/vfio/<group>` as vfio-pci does: there while a
+    /// device of the group is bound to it.
+    pub fn with_dev(mut self, dev: &Path) -> Self {
+        self.dev = Some(dev.to_path_buf());
+        self
+    }
+
+    fn vfio_node(&self, address: &str) -> io::Result<Option<PathBuf>> {
+        let Some(dev) = &self.dev else {
+            return Ok(None);
+        };
+        let group = fs::read_link(
+            self.root
+                .join("bus/pci/devices")
+                .join(address.trim())
+                .join("iommu_group"),
+        )?;
+        Ok(group.file_name().map(|g| dev.join("vfio").join(g)))
     }
 
     /// Every write, as `path=value`.
@@ -45,7 +67,28 @@ impl SysfsWriter for SimSysfs {
             }
             fs::write(&path, format!("{wanted}\n"))?;
         }
-        self.inner.write(rel_path, value)
+        self.inner.write(rel_path, value)?;
+        let rebinding = rel_path
+            .file_name()
+            .is_some_and(|n| n == "bind" || n == "unbind" || n == "drivers_probe");
+        if rebinding && let Some(node) = self.vfio_node(value)? {
+            let driver = fs::read_link(
+                self.root
+                    .join("bus/pci/devices")
+                    .join(value.trim())
+                    .join("driver"),
+            )
+            .ok();
+            if driver.is_some_and(|d| d.file_name().is_some_and(|n| n == "vfio-pci")) {
+                if let Some(dir) = node.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+                fs::write(&node, "")?;
+            } else {
+                let _ = fs::remove_file(node);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@ use sriov::netlink::{NetlinkError, RouteTransport, address, route};
 use super::find;
 use super::plan::{self, AttachStep, DetachStep, HostState, MacAddress, PodDevice};
 use super::{AttachCause, AttachError, Attachment, DetachError};
+use crate::failpoints::failpoint;
 
 /// The two namespaces as open files: the pod's, target of the move in, and
 /// the host's, target of the move back.
@@ -97,6 +98,7 @@ pub(super) fn attach_with(
     };
 
     for step in &steps {
+        attach_failpoint(step);
         let op = format!("{step} ({} of claim {})", device.pci_address, device.claim);
         let done = match step {
             AttachStep::MoveAndRename { name } => host
@@ -305,6 +307,7 @@ pub(super) fn detach_with<P: RouteTransport>(
     let mut errors = Vec::new();
     let pci = attachment.pci_address;
     for step in plan::leave_pod_plan(&attachment.host, attachment.rdma_device.as_deref()) {
+        detach_failpoint(&step);
         match &step {
             DetachStep::ReturnRdma { device } => {
                 let Some(rdma) = rdma_pod.as_deref_mut() else {
@@ -369,6 +372,7 @@ pub(super) fn detach_with<P: RouteTransport>(
         }
     };
     for step in plan::restore_host_plan(&attachment.host, &current, !addresses.is_empty()) {
+        detach_failpoint(&step);
         let op = format!("{step} ({pci}, now {} in the host)", now.name);
         let result = match &step {
             DetachStep::RestoreName { name } => {
@@ -401,6 +405,32 @@ pub(super) fn detach_with<P: RouteTransport>(
         }
     }
     errors
+}
+
+/// The failpoint before an attach step ([`crate::failpoints`]).
+fn attach_failpoint(step: &AttachStep) {
+    match step {
+        AttachStep::MoveAndRename { .. } => failpoint!("attach::netns_move"),
+        AttachStep::MoveRdma { .. } => failpoint!("attach::rdma_move"),
+        AttachStep::SetMtu(_) => failpoint!("attach::mtu"),
+        AttachStep::SetMac(_) => failpoint!("attach::mac"),
+        AttachStep::AddAddress(_) => failpoint!("attach::address"),
+        AttachStep::Up => failpoint!("attach::up"),
+        AttachStep::AddRoute(_) => failpoint!("attach::route"),
+    }
+}
+
+/// The failpoint before a detach step ([`crate::failpoints`]).
+fn detach_failpoint(step: &DetachStep) {
+    match step {
+        DetachStep::ReturnRdma { .. } => failpoint!("detach::rdma_move"),
+        DetachStep::MoveToHost { .. } => failpoint!("detach::netns_move"),
+        DetachStep::RestoreName { .. } => failpoint!("detach::rename"),
+        DetachStep::FlushAddresses => failpoint!("detach::address_flush"),
+        DetachStep::RestoreMtu(_) => failpoint!("detach::mtu"),
+        DetachStep::RestoreMac(_) => failpoint!("detach::mac"),
+        DetachStep::RestoreUp => failpoint!("detach::up"),
+    }
 }
 
 /// Deletes each address; one already gone (`EADDRNOTAVAIL`) is fine.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::apis::Mode;
+use crate::failpoints::failpoint;
 use crate::state::PreparedDevice;
 
 /// `cdiVersion` of the specs we write.
@@ -209,14 +210,12 @@ impl CdiWriter {
             action: "encode",
             source: std::io::Error::other(e),
         })?;
-        // Runtimes only read *.json and *.yaml; a dot name is invisible too.
-        let tmp = self
-            .dir
-            .join(format!(".{}-{claim_uid}.json.tmp", self.driver));
+        let tmp = self.tmp_path(claim_uid);
         let written = (|| {
             let mut file = std::fs::File::create(&tmp).map_err(err("create", &tmp))?;
             file.write_all(&json).map_err(err("write", &tmp))?;
             file.sync_all().map_err(err("fsync", &tmp))?;
+            failpoint!("cdi::rename");
             std::fs::rename(&tmp, &path).map_err(err("rename into place", &path))
         })();
         if let Err(e) = written {
@@ -229,17 +228,29 @@ impl CdiWriter {
         Ok(path)
     }
 
-    /// Deletes the claim's spec; a missing one is fine.
+    /// Where a spec is written before it is renamed into place. Runtimes
+    /// only read `*.json` and `*.yaml`; a dot name is invisible too.
+    fn tmp_path(&self, claim_uid: &str) -> PathBuf {
+        self.dir
+            .join(format!(".{}-{claim_uid}.json.tmp", self.driver))
+    }
+
+    /// Deletes the claim's spec, and the temporary a driver that died
+    /// before renaming it into place left; missing ones are fine.
     pub fn remove(&self, claim_uid: &str) -> Result<(), CdiError> {
-        let path = self.spec_path(claim_uid);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CdiError {
-                path,
-                action: "remove",
-                source: e,
-            }),
-            _ => Ok(()),
+        for path in [self.tmp_path(claim_uid), self.spec_path(claim_uid)] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(CdiError {
+                        path,
+                        action: "remove",
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
         }
+        Ok(())
     }
 }
 
@@ -363,5 +374,17 @@ mod tests {
         cdi.remove("1f0c-uid").unwrap();
         assert!(!path.exists());
         cdi.remove("1f0c-uid").unwrap();
+    }
+
+    #[test]
+    fn remove_also_deletes_the_temporary_a_crash_before_the_rename_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let cdi = CdiWriter::new(dir.path(), "sriov.dra.dev");
+        // What a driver killed between the fsync and the rename leaves.
+        let tmp = dir.path().join(".sriov.dra.dev-1f0c-uid.json.tmp");
+        std::fs::write(&tmp, b"{").unwrap();
+        cdi.remove("1f0c-uid").unwrap();
+        assert!(!tmp.exists(), "the claim's temporary is gone with it");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

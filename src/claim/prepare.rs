@@ -18,6 +18,7 @@ use crate::apis::{ConfigError, Mode, RequestConfig, configs_for_request};
 use crate::claim::cdi::{CdiDevice, CdiWriter, device_edits, env_request};
 use crate::claim::device_ops::DeviceOps;
 use crate::claim::locks::ClaimLocks;
+use crate::failpoints::failpoint;
 use crate::inventory::{NodeDevice, NodeInventory};
 use crate::kube::claims::{AllocatedClaim, ClaimError};
 use crate::state::claims::{self as store, CLAIM_SCHEMA_VERSION};
@@ -270,12 +271,16 @@ impl Preparer {
             .find(|d| !d.config.settings.is_empty() || d.config.mode == Mode::Dpdk)
             .is_some_and(|d| d.config.settings.is_empty());
         if binding_first {
+            failpoint!("prepare::record_plan");
             store::put(self.ipam.database(), &record).map_err(|e| {
                 step(&label, "recording the claim before changing devices")(e.into())
             })?;
         }
         match self.apply_and_commit(&mut record) {
-            Ok(()) => Ok(Self::answer(&record)),
+            Ok(()) => {
+                failpoint!("prepare::answer");
+                Ok(Self::answer(&record))
+            }
             Err(mut err) => {
                 let mut failures = self.restore_devices(&record);
                 if failures.is_empty()
@@ -437,6 +442,9 @@ impl Preparer {
                         // another claim's): nothing to restore.
                         record.devices[i].vf_settings = None;
                     }
+                    if saved.is_ok() && !r.applied.is_empty() {
+                        failpoint!("prepare::vf_setting");
+                    }
                     saved
                 };
                 let applied = self
@@ -452,6 +460,8 @@ impl Preparer {
                     if saved.is_err() {
                         // Nothing was switched: nothing to restore.
                         record.devices[i].bind = None;
+                    } else {
+                        failpoint!("prepare::vfio_bind");
                     }
                     saved
                 };
@@ -490,12 +500,14 @@ impl Preparer {
         // here on rolls the claim back) before the CDI spec is written, and
         // the store's single writer lock is not held across the spec's two
         // fsyncs: other claims and pod events commit meanwhile.
+        failpoint!("prepare::address_commit");
         store::put_in(&txn, record)
             .and_then(|()| store::commit(txn))
             .map_err(|e| step(&label, "committing the claim's addresses")(e.into()))?;
         // A spec must list at least one device; a claim with none of ours
         // (the kubelet should not send one) gets no spec.
         if !specs.is_empty() {
+            failpoint!("prepare::cdi_write");
             let path = self
                 .cdi
                 .write(&record.uid, &specs)
@@ -503,6 +515,7 @@ impl Preparer {
             record.cdi_spec = Some(path);
         }
         record.phase = Phase::Prepared;
+        failpoint!("prepare::record_commit");
         if let Err(e) = store::put(db, record) {
             let _ = self.cdi.remove(&record.uid);
             return Err(step(&label, "committing the claim record")(e.into()));
@@ -565,6 +578,7 @@ impl Preparer {
                     return true;
                 }
                 tracing::warn!(claim = %label, pod = %pod.pod, device = %a.device, "unprepare found the VF still in a pod; moving it home first");
+                failpoint!("unprepare::detach_from_pod");
                 match self.ops.detach_from_pod(a) {
                     Ok(()) => false,
                     Err(e) => {
@@ -579,6 +593,7 @@ impl Preparer {
             if pod.attachments.len() == before {
                 continue;
             }
+            failpoint!("unprepare::pod_record_commit");
             let saved = if pod.attachments.is_empty() {
                 attachments::remove(db, &pod.pod_uid)
             } else {
@@ -604,10 +619,16 @@ impl Preparer {
                 );
                 continue;
             }
+            if dev.bind.is_some() {
+                failpoint!("unprepare::driver_restore");
+            }
             if let Some(bind) = &dev.bind
                 && let Err(e) = self.ops.restore_driver(bind)
             {
                 failures.push(format!("device {}: {e}", dev.device));
+            }
+            if dev.vf_settings.is_some() {
+                failpoint!("unprepare::vf_restore");
             }
             if let Some(vf) = &dev.vf_settings
                 && let Err(e) = self.ops.restore_vf(vf)
@@ -656,6 +677,7 @@ impl Preparer {
     /// record in one transaction; each step is a no-op when already done.
     fn forget(&self, record: &ClaimRecord) -> Result<(), PrepareError> {
         let label = format!("{}/{}", record.namespace, record.name);
+        failpoint!("unprepare::cdi_remove");
         self.cdi
             .remove(&record.uid)
             .map_err(|e| step(&label, "deleting the CDI spec")(e.into()))?;
@@ -667,6 +689,7 @@ impl Preparer {
                 .map_err(redb::Error::from)?;
             self.ipam.release_claim_in(&txn, &record.uid)?;
             store::remove_in(&txn, &record.uid)?;
+            failpoint!("unprepare::release_commit");
             store::commit(txn)?;
             Ok(())
         })();

@@ -21,6 +21,7 @@ use ipam::{Ipam, Owner};
 use tracing::{error, info, warn};
 
 use crate::claim::prepare::Preparer;
+use crate::failpoints::failpoint;
 use crate::kube::claims::{ClaimError, ClaimReader};
 use crate::state::claims;
 
@@ -205,6 +206,7 @@ fn gc_addresses(ipam: &Ipam, unreadable: &BTreeSet<String>) -> Result<Vec<String
                 .map(|a| a.owner),
         );
     }
+    failpoint!("recover::address_gc");
     let released = ipam.gc(&live).map_err(|e| e.to_string())?;
     Ok(released
         .into_iter()

@@ -47,10 +47,15 @@ impl PodClaims for StoreClaims {
 
 /// The devices of `records` that go into the pod's namespace, in claim then
 /// allocation order (which gives `net1`, `net2`, … their numbers).
+///
+/// A route goes to the first device that carries it: the pod has one main
+/// routing table, and two VFs from one pool would otherwise both add the
+/// pool's route, the second refused (`EEXIST`) and the pod with it.
 pub fn netdevice_devices(records: &[ClaimRecord]) -> Vec<PodDevice> {
     let mut records: Vec<&ClaimRecord> = records.iter().collect();
     records.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut out = Vec::new();
+    let mut in_pod: Vec<RouteSpec> = Vec::new();
     for r in records {
         for d in r
             .devices
@@ -64,10 +69,11 @@ pub fn netdevice_devices(records: &[ClaimRecord]) -> Vec<PodDevice> {
                     destination: route.dst,
                     gateway: route.gw,
                 };
-                if !routes.contains(&spec) {
+                if !routes.contains(&spec) && !in_pod.contains(&spec) {
                     routes.push(spec);
                 }
             }
+            in_pod.extend(routes.iter().copied());
             out.push(PodDevice {
                 claim: format!("{}/{}", r.namespace, r.name),
                 device: d.device.clone(),
@@ -139,6 +145,26 @@ mod tests {
             "the pool's route and the config's same route count once"
         );
         assert!(devices[1].addresses.is_empty());
+    }
+
+    #[test]
+    fn two_vfs_of_one_pool_add_the_pools_route_once_to_the_pod() {
+        // Found by the crash harness: the second VF's identical route was
+        // refused with EEXIST and the pod failed to start.
+        let records = [record(
+            "fronthaul",
+            vec![
+                prepared(pci(1), Mode::Netdevice, Some("10.1.0.5/24"), None),
+                prepared(pci(2), Mode::Netdevice, Some("10.1.0.6/24"), None),
+            ],
+        )];
+        let devices = netdevice_devices(&records);
+        let routes: Vec<usize> = devices.iter().map(|d| d.routes.len()).collect();
+        assert_eq!(routes, [1, 0], "{devices:?}");
+        assert_eq!(
+            devices[0].routes[0].destination,
+            "10.99.0.0/16".parse::<ipnetwork::IpNetwork>().unwrap()
+        );
     }
 
     #[test]

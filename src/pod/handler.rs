@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::attach::{Attacher, Attachment};
 use crate::blocking::blocking;
+use crate::failpoints::failpoint;
 use crate::kube::claim_status;
 use crate::nri::plugin::{PodHandler, PodSandbox};
 use crate::pod::claims::{PodClaims, netdevice_devices};
@@ -137,8 +138,11 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             attachments: provisional,
         };
         let (store, plan) = (self.store.clone(), record.clone());
-        blocking(move || attachments::put(store.database(), &plan).map_err(PodError::RecordPlan))
-            .await?;
+        blocking(move || {
+            failpoint!("attach::plan_commit");
+            attachments::put(store.database(), &plan).map_err(PodError::RecordPlan)
+        })
+        .await?;
 
         // The error is rendered on the blocking thread (the runtime only
         // needs its text, and the full error is large), with whether the
@@ -165,6 +169,7 @@ impl<C: PodClaims> PodNetworkHandler<C> {
         };
         record.attachments = attached;
         record.state = AttachState::Attached;
+        failpoint!("attach::record_commit");
         if let Err(e) = self.save_record(&record).await {
             // Not durable, so not acknowledged: the pod fails, and its
             // Stop finds every VF through the plan (by PCI address).
@@ -202,6 +207,7 @@ impl<C: PodClaims> PodNetworkHandler<C> {
                 failures,
             });
         }
+        failpoint!("detach::record_commit");
         self.drop_record(&record.pod_uid).await?;
         for a in &record.attachments {
             info!(pod = %record.pod, claim = %a.claim, device = %a.device, "VF detached");

@@ -132,7 +132,8 @@ impl FakeApi {
         lock(&self.calls).clone()
     }
 
-    fn answer(&self, call: ApiCall, body: &[u8]) -> (http::StatusCode, Vec<u8>) {
+    /// Answers one request (also served over HTTP by `fake_api_http`).
+    pub(crate) fn answer(&self, call: ApiCall, body: &[u8]) -> (http::StatusCode, Vec<u8>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let (method, path) = (call.method.clone(), call.path.clone());
         let query = call.query.clone();

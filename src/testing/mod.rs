@@ -4,8 +4,10 @@
 
 pub mod device_ops;
 pub mod fake_api;
+pub mod fake_api_http;
 pub mod fake_leases;
 pub mod netns;
 pub mod node;
 pub mod nri_runtime;
 pub mod records;
+pub mod sim_nic;

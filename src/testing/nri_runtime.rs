@@ -123,6 +123,15 @@ impl RuntimeConn {
             .expect("registration channel open")
     }
 
+    /// The plugin's RegisterPlugin request, or `None` when it hung up or
+    /// did not register within the test's patience (a driver that died).
+    pub async fn try_registration(&mut self) -> Option<nri::RegisterPluginRequest> {
+        tokio::time::timeout(PATIENCE, self.registrations.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Lets the held RegisterPlugin reply go out.
     pub fn release_registration(&self) {
         self.release.add_permits(1);

@@ -5,6 +5,7 @@
 //! build carries none of it.
 
 mod route;
+pub mod sim_pf;
 mod sysfs_writer;
 
 pub use route::{RecordedRequest, RecordingTransport};
