@@ -249,6 +249,8 @@ async fn unreadable_handler(State(s): State<DebugState>) -> Response {
 #[derive(Serialize)]
 struct IpamView {
     pools: Vec<ipam::PoolStatus>,
+    /// Blocks of cluster pools this node leases, with their lease objects.
+    blocks: Vec<ipam::BlockUsage>,
     allocations: Vec<ipam::Allocation>,
     orphans: Vec<ipam::Allocation>,
 }
@@ -259,6 +261,7 @@ async fn ipam_handler(State(s): State<DebugState>) -> Response {
             let err = |e: ipam::IpamError| e.to_string();
             Ok(IpamView {
                 pools: s.store.status().map_err(err)?,
+                blocks: s.store.blocks().map_err(err)?,
                 allocations: s.store.list().map_err(err)?,
                 orphans: s.store.orphans().map_err(err)?,
             })
@@ -270,7 +273,7 @@ async fn ipam_handler(State(s): State<DebugState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipam::{Owner, PoolConfig, SubnetConfig};
+    use ipam::{Owner, PoolConfig, PoolScope, SubnetConfig};
     use sriov::fixture::Fixture;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -335,6 +338,8 @@ mod tests {
         let state_dir = tempfile::tempdir().unwrap();
         let pool = PoolConfig {
             name: "fronthaul".into(),
+            scope: Some(PoolScope::Node),
+            block_size: None,
             subnets: vec![SubnetConfig {
                 subnet: "10.1.0.0/24".parse().unwrap(),
                 range_start: None,
@@ -382,6 +387,11 @@ mod tests {
             "10.1.0.1/24"
         );
         assert_eq!(ipam["pools"][0]["name"], "fronthaul");
+        assert_eq!(
+            ipam["blocks"],
+            serde_json::json!([]),
+            "a node pool leases no blocks"
+        );
         let (code, body) = request(address, "GET", "/inventory").await;
         assert_eq!(code, 200);
         assert_eq!(json_of(&body)["devices"].as_array().unwrap().len(), 5);

@@ -21,6 +21,7 @@ use crate::config::NodeConfig;
 use crate::debug_api::{self, DebugState};
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
+use crate::kube::leaser::{BlockSignal, Leaser, LeaserConfig};
 use crate::kube::publish::SlicePublisher;
 use crate::kube::republish::{PublishLoop, REPUBLISH_INTERVAL};
 use crate::kube::slice_watch::watch_slices;
@@ -58,6 +59,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     info!(node = %node, functions = inventory.devices.len(), "inventory read");
 
     let client = crate::kube::client::client().await?;
+
+    // Cluster-wide pools: Prepare allocates from the store alone and wakes
+    // the leaser when this node's blocks run dry.
+    let leaser = ipam_leaser_needed(&ipam).then(|| {
+        let signal = Arc::new(BlockSignal::default());
+        ipam.set_block_demand(signal.clone());
+        Leaser::new(
+            client.clone(),
+            ipam.clone(),
+            LeaserConfig::from_node_config(&config, &node),
+            signal,
+        )
+    });
 
     let offered: Vec<String> = inventory.offered(&config).map(|d| d.name()).collect();
     let preparer = Preparer::new(
@@ -142,6 +156,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         RecoverySchedule::default(),
         stopped(),
     ));
+    let leaser = leaser.map(|l| tokio::spawn(l.run(stopped())));
     // Kernel link and PCI events, and changes to our slices in the API,
     // bring the next publish round forward.
     let (nudges, nudged) = crate::events::channel();
@@ -178,8 +193,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = nri.await;
     let _ = publisher.await;
     let _ = recovery.await;
+    if let Some(leaser) = leaser {
+        let _ = leaser.await;
+    }
     let _ = debug.await;
     Ok(())
+}
+
+/// Whether this node has cluster-wide pools, or blocks of one it no longer
+/// defines (their leases are reconciled and given back).
+fn ipam_leaser_needed(ipam: &Ipam) -> bool {
+    ipam.pools().any(|p| p.is_cluster()) || ipam.blocks().map(|b| !b.is_empty()).unwrap_or(true)
 }
 
 async fn shutdown_signal() {

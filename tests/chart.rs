@@ -369,7 +369,7 @@ fn misspelt_and_mistyped_values_are_refused_naming_the_key() {
         ),
         (
             "pool subnet without prefix",
-            json!({"nodeConfig": {"ipam": {"pools": [{"name": "fh", "subnets": [{"subnet": "10.1.0.0"}]}]}}}),
+            json!({"nodeConfig": {"ipam": {"pools": [{"name": "fh", "scope": "node", "subnets": [{"subnet": "10.1.0.0"}]}]}}}),
             "nodeConfig.ipam.pools[0].subnets[0].subnet",
         ),
         (
@@ -935,7 +935,7 @@ fn permissions_of(call: &sriov_dra::testing::fake_api::ApiCall) -> Vec<Permissio
 
 /// Kinds the driver's code builds an `Api<…>` for; each has a driven call
 /// in the test below. A new one fails the test until it is driven too.
-const DRIVEN_KINDS: &[&str] = &["Node", "ResourceClaim", "ResourceSlice"];
+const DRIVEN_KINDS: &[&str] = &["IpBlock", "Node", "ResourceClaim", "ResourceSlice"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -1060,6 +1060,27 @@ async fn the_cluster_role_grants_exactly_the_calls_the_driver_makes() {
         api.claim(ns, name).unwrap()["status"]["devices"][0]["device"],
         "pci-0000-3b-00-2"
     );
+
+    // Cluster-wide IPAM pools: claim a block, list the node's and the
+    // pool's leases, read one and give it back.
+    let blocks = sriov_dra::kube::leases::IpBlocks::new(client.clone());
+    let block = "10.2.0.0/27".parse().unwrap();
+    let node_ref = sriov_dra::kube::node::node_owner(&client, node)
+        .await
+        .unwrap();
+    blocks
+        .claim("midhaul", block, node, &node_ref)
+        .await
+        .unwrap();
+    assert_eq!(blocks.of_node(node).await.unwrap().len(), 1);
+    assert_eq!(blocks.of_pool("midhaul").await.unwrap().len(), 1);
+    let lease = blocks
+        .get(&ipam::lease_name("midhaul", &block))
+        .await
+        .unwrap()
+        .unwrap();
+    blocks.release(&lease).await.unwrap();
+    assert!(api.ip_blocks().all().is_empty());
 
     let calls = api.calls();
     let used: BTreeSet<Permission> = calls.iter().flat_map(permissions_of).collect();

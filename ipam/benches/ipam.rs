@@ -20,14 +20,14 @@ const SUBNET: &str = "10.20.0.0/16";
 
 fn pools(subnet: &str) -> Vec<PoolConfig> {
     serde_json::from_str(&format!(
-        r#"[{{"name":"bench","subnets":[{{"subnet":"{subnet}","gateway":"10.20.0.1"}}]}}]"#
+        r#"[{{"name":"bench","scope":"node","subnets":[{{"subnet":"{subnet}","gateway":"10.20.0.1"}}]}}]"#
     ))
     .expect("bench pool")
 }
 
 fn big_pools() -> Vec<PoolConfig> {
     serde_json::from_str(
-        r#"[{"name":"big","subnets":[{"subnet":"10.64.0.0/12"},{"subnet":"fd00:64::/64"}]}]"#,
+        r#"[{"name":"big","scope":"node","subnets":[{"subnet":"10.64.0.0/12"},{"subnet":"fd00:64::/64"}]}]"#,
     )
     .expect("big pool")
 }

@@ -13,11 +13,13 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::address::{Family, from_key, to_key};
 use crate::allocation::{Allocation, AssignedAddress};
+use crate::blocks::{self, BlockTable};
+use crate::demand::BlockDemand;
 use crate::error::{IpamError, StoreContext};
 use crate::free::{self, FreeTable};
 use crate::owner::Owner;
 use crate::pool::Pool;
-use crate::store::{BY_IP, BY_OWNER, CURSOR, FREE, decode_allocation, encode_allocation};
+use crate::store::{BLOCKS, BY_IP, BY_OWNER, CURSOR, FREE, decode_allocation, encode_allocation};
 
 /// Pools by name.
 pub(crate) type Pools = BTreeMap<String, Pool>;
@@ -28,6 +30,7 @@ pub(crate) struct Tables<'t> {
     pub by_owner: Table<'t, &'static str, &'static [u8]>,
     pub free: FreeTable<'t>,
     pub cursor: Table<'t, (&'static str, u8), u128>,
+    pub blocks: BlockTable<'t>,
 }
 
 impl<'t> Tables<'t> {
@@ -37,6 +40,7 @@ impl<'t> Tables<'t> {
             by_owner: txn.open_table(BY_OWNER).ctx("open ipam_by_owner")?,
             free: txn.open_table(FREE).ctx("open ipam_free")?,
             cursor: txn.open_table(CURSOR).ctx("open ipam_cursor")?,
+            blocks: txn.open_table(BLOCKS).ctx("open ipam_blocks")?,
         })
     }
 
@@ -100,6 +104,41 @@ fn assigned(pool: &Pool, ip: IpAddr) -> Result<AssignedAddress, IpamError> {
     })
 }
 
+/// The error for a pool with nothing free in `fam`: for a cluster pool the
+/// leaser is asked for a block and says whether the pool is full everywhere.
+fn exhausted(
+    t: &Tables<'_>,
+    pool: &Pool,
+    fam: Family,
+    demand: Option<&dyn BlockDemand>,
+) -> Result<IpamError, IpamError> {
+    if !pool.is_cluster() {
+        return Ok(IpamError::PoolExhausted {
+            pool: pool.name().to_string(),
+            family: fam,
+            size: pool.size(fam),
+        });
+    }
+    if let Some(full) = demand.and_then(|d| d.exhausted(pool.name(), fam)) {
+        return Ok(IpamError::ClusterExhausted {
+            pool: pool.name().to_string(),
+            blocks: full.blocks,
+            nodes: full.nodes,
+        });
+    }
+    let tag = fam.tag();
+    let held = t
+        .blocks
+        .range((pool.name(), tag, 0u128)..=(pool.name(), tag, u128::MAX))
+        .ctx("read ipam_blocks")?
+        .count();
+    Ok(IpamError::BlocksExhausted {
+        pool: pool.name().to_string(),
+        family: fam,
+        blocks: held,
+    })
+}
+
 /// Gives `owner` one address of each family of `pool_name`, or returns what
 /// it already holds from that pool (idempotent).
 pub(crate) fn allocate(
@@ -107,6 +146,7 @@ pub(crate) fn allocate(
     pools: &Pools,
     owner: &Owner,
     pool_name: &str,
+    demand: Option<&dyn BlockDemand>,
 ) -> Result<Allocation, IpamError> {
     let mut t = Tables::open(txn)?;
     if let Some(existing) = t.existing(owner)? {
@@ -131,13 +171,9 @@ pub(crate) fn allocate(
             .get(cursor_key)
             .ctx("read ipam_cursor")?
             .map(|g| g.value());
-        let value = free::take_next(&mut t.free, pool.name(), fam, after)?.ok_or_else(|| {
-            IpamError::PoolExhausted {
-                pool: pool.name().to_string(),
-                family: fam,
-                size: pool.size(fam),
-            }
-        })?;
+        let Some(value) = free::take_next(&mut t.free, pool.name(), fam, after)? else {
+            return Err(exhausted(&t, pool, fam, demand)?);
+        };
         let ip = from_key(fam, value).ok_or_else(|| IpamError::Inconsistent {
             detail: format!(
                 "free map of pool {:?} holds {value}, not an {fam} address",
@@ -216,16 +252,21 @@ pub(crate) fn allocate_static(
                 });
             }
             gateway = pool.subnet_of(ip).and_then(|s| s.gateway);
-            if pool.is_allocatable(ip) {
-                let (fam, v) = to_key(ip);
-                if !free::take_exact(&mut t.free, pool.name(), fam, v)? {
-                    return Err(IpamError::Inconsistent {
-                        detail: format!(
-                            "{ip} is held by nobody but missing from the free map of pool {:?}",
-                            pool.name()
-                        ),
-                    });
-                }
+            let (fam, v) = to_key(ip);
+            if pool.is_cluster() && blocks::containing(&t.blocks, pool.name(), fam, v)?.is_none() {
+                return Err(IpamError::NotLeased {
+                    address: ip,
+                    owner: key,
+                    pool: pool.name().to_string(),
+                });
+            }
+            if pool.is_allocatable(ip) && !free::take_exact(&mut t.free, pool.name(), fam, v)? {
+                return Err(IpamError::Inconsistent {
+                    detail: format!(
+                        "{ip} is held by nobody but missing from the free map of pool {:?}",
+                        pool.name()
+                    ),
+                });
             }
         }
         t.claim_address(ip, &key)?;
@@ -273,7 +314,9 @@ pub(crate) fn release_key(
         }
         // Only addresses the current pools may hand out go back; orphans
         // (outside every pool now) simply disappear.
-        if let Some(pool) = pools.values().find(|p| p.is_allocatable(ip)) {
+        if let Some(pool) = pools.values().find(|p| p.is_allocatable(ip))
+            && blocks::may_reuse(&t.blocks, pool, fam, v)?
+        {
             free::give_back(&mut t.free, pool.name(), fam, v)?;
         }
     }
@@ -360,7 +403,7 @@ mod tests {
     #[test]
     fn dual_stack_pool_gives_one_address_of_each_family() {
         let (_dir, ipam) = ipam(
-            r#"[{"name":"ds","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64","gateway":"fd00::1"}],
+            r#"[{"name":"ds","scope":"node","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64","gateway":"fd00::1"}],
                  "routes":[{"dst":"0.0.0.0/0","gw":"10.0.0.254"}]}]"#,
         );
         let a = ipam.allocate(&owner(1), "ds").unwrap();
@@ -409,8 +452,9 @@ mod tests {
 
     #[test]
     fn exhausted_v6_half_of_dual_stack_leaves_no_v4_behind() {
-        let (_dir, ipam) =
-            ipam(r#"[{"name":"ds","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/127"}]}]"#);
+        let (_dir, ipam) = ipam(
+            r#"[{"name":"ds","scope":"node","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/127"}]}]"#,
+        );
         ipam.allocate(&owner(1), "ds").unwrap();
         ipam.allocate(&owner(2), "ds").unwrap();
         let err = ipam.allocate(&owner(3), "ds").unwrap_err();
@@ -523,7 +567,8 @@ mod tests {
 
     #[test]
     fn a_thousand_concurrent_allocations_are_all_distinct() {
-        let (_dir, ipam) = ipam(r#"[{"name":"big","subnets":[{"subnet":"10.0.0.0/16"}]}]"#);
+        let (_dir, ipam) =
+            ipam(r#"[{"name":"big","scope":"node","subnets":[{"subnet":"10.0.0.0/16"}]}]"#);
         let ipam = Arc::new(ipam);
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -586,7 +631,7 @@ mod properties {
         fn allocator_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
             // 10.0.0.0/27 minus network, broadcast, gateway .1 and .8/30 = 25.
             let (_dir, ipam) = ipam(
-                r#"[{"name":"p","subnets":[{"subnet":"10.0.0.0/27","gateway":"10.0.0.1"}],"exclude":["10.0.0.8/30"]}]"#,
+                r#"[{"name":"p","scope":"node","subnets":[{"subnet":"10.0.0.0/27","gateway":"10.0.0.1"}],"exclude":["10.0.0.8/30"]}]"#,
             );
             let pool = ipam.pools().next().unwrap().clone();
             let size = pool.size(Family::V4);
@@ -656,7 +701,7 @@ mod properties {
         #[test]
         fn free_plus_held_is_pool_size(ops in proptest::collection::vec(op(), 1..60)) {
             let (_dir, ipam) = ipam(
-                r#"[{"name":"p","subnets":[{"subnet":"10.0.0.0/28"},{"subnet":"fd00::/124"}]}]"#,
+                r#"[{"name":"p","scope":"node","subnets":[{"subnet":"10.0.0.0/28"},{"subnet":"fd00::/124"}]}]"#,
             );
             for op in ops {
                 let _ = match op {

@@ -16,6 +16,18 @@ use serde::{Deserialize, Serialize};
 pub struct PoolConfig {
     /// Name that claims refer to (`ipam.pool`).
     pub name: String,
+    /// Whether the same addresses may be used on every node (`node`) or
+    /// must be unique across the cluster (`cluster`). Required: a missing
+    /// scope is a validation error naming both choices, so a config the
+    /// chart renders to many nodes never silently hands one address to two
+    /// pods on a shared segment. Optional here only so that the error can
+    /// say that instead of serde's "missing field".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<PoolScope>,
+    /// Prefix length per family of the blocks a `cluster` pool is leased
+    /// in; required for `cluster`, refused for `node`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<BlockSize>,
     /// Subnets addresses are taken from, IPv4 and/or IPv6.
     pub subnets: Vec<SubnetConfig>,
     /// Addresses or CIDRs that are never handed out dynamically (they may
@@ -25,6 +37,29 @@ pub struct PoolConfig {
     /// Routes handed to the pod together with the address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// Where a pool's addresses must be unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolScope {
+    /// Each node has its own segment: every node hands out the whole pool.
+    Node,
+    /// The nodes share a segment: each node leases blocks of the pool
+    /// through the Kubernetes API and hands out addresses only from those.
+    Cluster,
+}
+
+/// Block prefix lengths of a cluster pool, e.g. `{ipv4: 26, ipv6: 120}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockSize {
+    /// Prefix length of IPv4 blocks; required when the pool has an IPv4 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<u8>,
+    /// Prefix length of IPv6 blocks; required when the pool has an IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<u8>,
 }
 
 /// A subnet of a pool, optionally narrowed to a range.
@@ -62,7 +97,7 @@ mod tests {
     #[test]
     fn dual_stack_pool_reads_from_camel_case_json() {
         let pool: PoolConfig = serde_json::from_str(
-            r#"{"name":"fronthaul",
+            r#"{"name":"fronthaul","scope":"node",
                 "subnets":[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.10","rangeEnd":"10.1.0.99","gateway":"10.1.0.1"},
                            {"subnet":"fd00:1::/64"}],
                 "exclude":["10.1.0.50","10.1.0.64/28"],
@@ -81,7 +116,7 @@ mod tests {
     #[test]
     fn unknown_field_is_an_error_naming_the_field() {
         let err = serde_json::from_str::<PoolConfig>(
-            r#"{"name":"a","subnets":[{"subnet":"10.0.0.0/24","gatway":"10.0.0.1"}]}"#,
+            r#"{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.0/24","gatway":"10.0.0.1"}]}"#,
         )
         .unwrap_err();
         assert!(err.to_string().contains("gatway"), "{err}");
@@ -91,6 +126,11 @@ mod tests {
     fn snapshot_round_trips() {
         let pool = PoolConfig {
             name: "p".into(),
+            scope: Some(PoolScope::Cluster),
+            block_size: Some(BlockSize {
+                ipv4: Some(28),
+                ipv6: None,
+            }),
             subnets: vec![SubnetConfig {
                 subnet: "10.0.0.0/24".parse().unwrap(),
                 range_start: None,

@@ -37,6 +37,65 @@ pub enum IpamError {
         /// Number of allocatable addresses of that family.
         size: u128,
     },
+    /// A cluster pool has no free address left in the blocks this node
+    /// holds; the driver leases another block in the background.
+    #[error(
+        "IPAM pool {pool:?} has no free {family} address in the {blocks} block(s) this node \
+         leases; a new block is being leased in the background, retry shortly"
+    )]
+    BlocksExhausted {
+        /// Pool name.
+        pool: String,
+        /// Family that ran out.
+        family: Family,
+        /// Blocks of that family this node holds.
+        blocks: usize,
+    },
+    /// Every block of a cluster pool is leased by some node.
+    #[error(
+        "IPAM pool {pool:?} is exhausted cluster-wide: {blocks} blocks leased by {nodes} nodes"
+    )]
+    ClusterExhausted {
+        /// Pool name.
+        pool: String,
+        /// Blocks leased.
+        blocks: u128,
+        /// Nodes holding them.
+        nodes: usize,
+    },
+    /// A block cannot be recorded for a pool.
+    #[error("IPAM pool {pool:?}, block {block}: {reason}")]
+    InvalidBlock {
+        /// Pool name.
+        pool: String,
+        /// The block.
+        block: ipnetwork::IpNetwork,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A block still holds addresses and cannot be given back.
+    #[error("IPAM pool {pool:?}, block {block}: {used} address(es) still in use")]
+    BlockInUse {
+        /// Pool name.
+        pool: String,
+        /// The block.
+        block: ipnetwork::IpNetwork,
+        /// Addresses held.
+        used: usize,
+    },
+    /// A static address of a cluster pool outside every block this node holds.
+    #[error(
+        "address {address} requested by {owner} is in cluster-wide pool {pool:?} but in no \
+         block this node leases; another node may hold it"
+    )]
+    NotLeased {
+        /// Requested address.
+        address: IpAddr,
+        /// Requesting owner key.
+        owner: String,
+        /// The cluster pool.
+        pool: String,
+    },
     /// A static request names an address someone else holds.
     #[error("address {address} requested by {owner} is already allocated to {holder}")]
     AddressInUse {

@@ -158,6 +158,81 @@ pub(crate) fn give_back(
     Ok(())
 }
 
+/// Returns the whole interval `start..=end` to the map, merging with its
+/// neighbours; an overlap with a free interval is an inconsistency.
+pub(crate) fn give_back_interval(
+    free: &mut FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    start: u128,
+    end: u128,
+) -> Result<(), IpamError> {
+    let tag = fam.tag();
+    let overlapping = containing(free, pool, fam, start)?.is_some()
+        || first_from(free, pool, fam, start)?.is_some_and(|next| next.start <= end);
+    if overlapping {
+        return Err(IpamError::Inconsistent {
+            detail: format!("values {start}..={end} of pool {pool:?} given back but partly free"),
+        });
+    }
+    let mut first = start;
+    let mut last = end;
+    if start > 0
+        && let Some(prev) = containing(free, pool, fam, start - 1)?
+    {
+        free.remove((pool, tag, prev.start))
+            .ctx("write ipam_free")?;
+        first = prev.start;
+    }
+    if let Some(next) = end.checked_add(1)
+        && let Some(succ_end) = free.remove((pool, tag, next)).ctx("write ipam_free")?
+    {
+        last = succ_end.value();
+    }
+    free.insert((pool, tag, first), last)
+        .ctx("write ipam_free")?;
+    Ok(())
+}
+
+/// Removes `start..=end` from the map, keeping the parts of free intervals
+/// that reach outside it.
+pub(crate) fn cut(
+    free: &mut FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    start: u128,
+    end: u128,
+) -> Result<(), IpamError> {
+    let tag = fam.tag();
+    let mut hit = Vec::new();
+    if let Some(iv) = containing(free, pool, fam, start)? {
+        hit.push(iv);
+    }
+    for entry in free
+        .range((pool, tag, start)..=(pool, tag, end))
+        .ctx("read ipam_free")?
+    {
+        let (k, v) = entry.ctx("read ipam_free")?;
+        hit.push(Interval {
+            start: k.value().2,
+            end: v.value(),
+        });
+    }
+    hit.dedup();
+    for iv in hit {
+        free.remove((pool, tag, iv.start)).ctx("write ipam_free")?;
+        if iv.start < start {
+            free.insert((pool, tag, iv.start), start - 1)
+                .ctx("write ipam_free")?;
+        }
+        if iv.end > end {
+            free.insert((pool, tag, end + 1), iv.end)
+                .ctx("write ipam_free")?;
+        }
+    }
+    Ok(())
+}
+
 /// Drops every free interval of `pool`.
 pub(crate) fn clear(free: &mut FreeTable<'_>, pool: &str) -> Result<(), IpamError> {
     free.retain_in((pool, 0u8, 0u128)..=(pool, u8::MAX, u128::MAX), |_, _| {
@@ -166,17 +241,20 @@ pub(crate) fn clear(free: &mut FreeTable<'_>, pool: &str) -> Result<(), IpamErro
     .ctx("clear ipam_free")
 }
 
-/// Recomputes the map of `pool` from its allocatable set and the addresses
-/// held in `by_ip`: used when a pool is new or its definition changed.
+/// Recomputes the map of `pool` from the addresses it may hand out on this
+/// node (`allowed`: its allocatable set, for a cluster pool narrowed to the
+/// blocks this node holds) and the addresses held in `by_ip`: used when a
+/// pool is new or its definition changed.
 pub(crate) fn rebuild(
     free: &mut FreeTable<'_>,
     by_ip: &impl ReadableTable<(u8, u128), &'static str>,
     pool: &Pool,
+    allowed: impl Fn(Family) -> Vec<Interval>,
 ) -> Result<(), IpamError> {
     clear(free, pool.name())?;
     for fam in Family::ALL {
         let tag = fam.tag();
-        for iv in pool.allocatable(fam) {
+        for iv in &allowed(fam) {
             let mut next = Some(iv.start);
             for entry in by_ip
                 .range((tag, iv.start)..=(tag, iv.end))

@@ -5,13 +5,17 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use ipnetwork::IpNetwork;
 use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, WriteTransaction};
 
+use crate::address::Family;
 use crate::allocation::Allocation;
 use crate::allocator::{self, Pools};
+use crate::blocks::{self, BlockUsage};
 use crate::config::PoolConfig;
+use crate::demand::BlockDemand;
 use crate::error::{IpamError, StoreContext};
 use crate::gc;
 use crate::owner::Owner;
@@ -44,6 +48,7 @@ pub struct Ipam {
     pools: Pools,
     path: PathBuf,
     changes: PoolChanges,
+    demand: OnceLock<Arc<dyn BlockDemand>>,
 }
 
 impl Ipam {
@@ -70,7 +75,34 @@ impl Ipam {
             pools,
             path,
             changes,
+            demand: OnceLock::new(),
         })
+    }
+
+    /// A store in memory with `pools`, for simulations of many nodes in one
+    /// process (the cluster-pool benchmark): the same tables and code paths
+    /// as [`Ipam::open`], without a file or fsync.
+    #[cfg(feature = "test-support")]
+    pub fn open_in_memory(pools: &[PoolConfig]) -> Result<Ipam, IpamError> {
+        let pools = pools_by_name(validate_pools(pools)?);
+        let path = PathBuf::from(":memory:");
+        let db = store::create_in_memory(&path)?;
+        let txn = db.begin_write().ctx("begin write")?;
+        let changes = pool_sync::apply(&txn, &pools)?;
+        store::commit(txn)?;
+        Ok(Ipam {
+            db,
+            pools,
+            path,
+            changes,
+            demand: OnceLock::new(),
+        })
+    }
+
+    /// Installs who is told when a cluster pool runs dry on this node (the
+    /// driver's block leaser); set once, later calls are ignored.
+    pub fn set_block_demand(&self, demand: Arc<dyn BlockDemand>) {
+        let _ = self.demand.set(demand);
     }
 
     /// Opens an existing state file with the pools last applied to it (for
@@ -90,6 +122,7 @@ impl Ipam {
             pools,
             path,
             changes: PoolChanges::default(),
+            demand: OnceLock::new(),
         })
     }
 
@@ -142,7 +175,13 @@ impl Ipam {
         owner: &Owner,
         pool: &str,
     ) -> Result<Allocation, IpamError> {
-        allocator::allocate(txn, &self.pools, owner, pool)
+        allocator::allocate(
+            txn,
+            &self.pools,
+            owner,
+            pool,
+            self.demand.get().map(|d| d.as_ref()),
+        )
     }
 
     /// Exactly `addresses` for `owner`; conflicts are errors naming the holder.
@@ -195,6 +234,39 @@ impl Ipam {
     /// Releases everything not owned by `live`; returns what was released.
     pub fn gc(&self, live: &BTreeSet<Owner>) -> Result<Vec<Allocation>, IpamError> {
         self.write(|txn| gc::gc(txn, &self.pools, live))
+    }
+
+    /// Records `block` of cluster pool `pool`, leased under the API object
+    /// `lease`, and makes its free addresses allocatable (durable when this
+    /// returns). `Ok(false)` if it was already recorded.
+    pub fn add_block(&self, pool: &str, block: IpNetwork, lease: &str) -> Result<bool, IpamError> {
+        self.write(|txn| blocks::add(txn, &self.pools, pool, block, lease))
+    }
+
+    /// Forgets `block` of `pool` so nothing more is handed out of it; call
+    /// before deleting its lease. Refuses a block in use unless `force`
+    /// (another node holds it: its allocations stay, listed in the result,
+    /// and are never handed out again). Returns the owner keys in the block.
+    pub fn remove_block(
+        &self,
+        pool: &str,
+        block: IpNetwork,
+        force: bool,
+    ) -> Result<Vec<String>, IpamError> {
+        self.write(|txn| blocks::remove(txn, pool, block, force))
+    }
+
+    /// Every block this node holds, with usage.
+    pub fn blocks(&self) -> Result<Vec<BlockUsage>, IpamError> {
+        blocks::usage(&self.read()?, &self.pools)
+    }
+
+    /// Free addresses of `pool`/`family` (for a cluster pool: in the blocks
+    /// this node holds). Reads every free interval of the pool.
+    pub fn free_count(&self, pool: &str, family: Family) -> Result<u128, IpamError> {
+        let txn = self.read()?;
+        let table = txn.open_table(crate::store::FREE).ctx("open ipam_free")?;
+        crate::free::count(&table, pool, family)
     }
 
     /// What `owner` holds.
@@ -290,6 +362,14 @@ impl IpamReader {
             return Ok(Vec::new());
         }
         status::pools_status(&self.read()?, &self.pools)
+    }
+
+    /// Every block of a cluster pool this node holds, with usage.
+    pub fn blocks(&self) -> Result<Vec<BlockUsage>, IpamError> {
+        if !self.initialised {
+            return Ok(Vec::new());
+        }
+        blocks::usage(&self.read()?, &self.pools)
     }
 
     /// Allocations that their pool's current definition no longer covers.

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::address::{Family, to_key};
-use crate::config::{PoolConfig, SubnetConfig};
+use crate::config::{PoolConfig, PoolScope, SubnetConfig};
 
 /// Inclusive interval of address values of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -182,6 +182,23 @@ impl Pool {
         &self.config
     }
 
+    /// Whether nodes lease this pool in blocks (`scope: cluster`).
+    pub fn is_cluster(&self) -> bool {
+        self.config.scope == Some(PoolScope::Cluster)
+    }
+
+    /// Prefix length of `family`'s blocks; `None` for a node pool.
+    pub fn block_prefix(&self, family: Family) -> Option<u8> {
+        if !self.is_cluster() {
+            return None;
+        }
+        let sizes = self.config.block_size?;
+        match family {
+            Family::V4 => sizes.ipv4,
+            Family::V6 => sizes.ipv6,
+        }
+    }
+
     /// Families this pool hands out, one address each per allocation.
     pub fn families(&self) -> Vec<Family> {
         Family::ALL
@@ -257,7 +274,7 @@ mod tests {
     #[test]
     fn network_broadcast_gateway_and_excludes_are_never_allocatable() {
         let p = pool(
-            r#"{"name":"p","subnets":[{"subnet":"10.0.0.0/29","gateway":"10.0.0.1"}],
+            r#"{"name":"p","scope":"node","subnets":[{"subnet":"10.0.0.0/29","gateway":"10.0.0.1"}],
                 "exclude":["10.0.0.4"]}"#,
         );
         let allocatable: Vec<bool> = (0..8)
@@ -283,7 +300,7 @@ mod tests {
     #[test]
     fn range_narrows_the_subnet_and_excluded_cidr_splits_it() {
         let p = pool(
-            r#"{"name":"p","subnets":[{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.10","rangeEnd":"10.0.0.40"}],
+            r#"{"name":"p","scope":"node","subnets":[{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.10","rangeEnd":"10.0.0.40"}],
                 "exclude":["10.0.0.16/29"]}"#,
         );
         let v = |s: &str| to_key(ip(s)).1;
@@ -304,7 +321,9 @@ mod tests {
 
     #[test]
     fn dual_stack_pool_has_both_families_and_huge_v6_size() {
-        let p = pool(r#"{"name":"p","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]}"#);
+        let p = pool(
+            r#"{"name":"p","scope":"node","subnets":[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]}"#,
+        );
         assert_eq!(p.families(), [Family::V4, Family::V6]);
         assert_eq!(p.size(Family::V4), 254);
         assert_eq!(p.size(Family::V6), (1u128 << 64) - 1);

@@ -10,9 +10,10 @@
 use redb::WriteTransaction;
 
 use crate::allocator::Pools;
+use crate::blocks;
 use crate::error::{IpamError, StoreContext};
 use crate::free;
-use crate::store::{BY_IP, CURSOR, FREE, POOLS, read_snapshot};
+use crate::store::{BLOCKS, BY_IP, CURSOR, FREE, POOLS, read_snapshot};
 
 /// Names of pools whose free map was rebuilt or dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,12 +31,19 @@ pub(crate) fn apply(txn: &WriteTransaction, pools: &Pools) -> Result<PoolChanges
     let by_ip = txn.open_table(BY_IP).ctx("open ipam_by_ip")?;
     let mut free_table = txn.open_table(FREE).ctx("open ipam_free")?;
     let mut cursor = txn.open_table(CURSOR).ctx("open ipam_cursor")?;
+    let held = txn.open_table(BLOCKS).ctx("open ipam_blocks")?;
     let mut changes = PoolChanges::default();
     for (name, pool) in pools {
         if snapshot.get(name) == Some(pool.config()) {
             continue;
         }
-        free::rebuild(&mut free_table, &by_ip, pool)?;
+        let mut allowed = std::collections::BTreeMap::new();
+        for fam in crate::Family::ALL {
+            allowed.insert(fam, blocks::allowed(&held, pool, fam)?);
+        }
+        free::rebuild(&mut free_table, &by_ip, pool, |fam| {
+            allowed.get(&fam).cloned().unwrap_or_default()
+        })?;
         let bytes = serde_json::to_vec(pool.config()).map_err(|e| IpamError::Inconsistent {
             detail: format!("pool {name:?} does not encode: {e}"),
         })?;
@@ -71,7 +79,7 @@ mod tests {
         ipam.allocate(&owner(2), "small").unwrap(); // .3
         drop(ipam);
         // .2 is now excluded.
-        let shrunk = r#"[{"name":"small","subnets":[{"subnet":"10.0.0.0/29","gateway":"10.0.0.1"}],"exclude":["10.0.0.2"]}]"#;
+        let shrunk = r#"[{"name":"small","scope":"node","subnets":[{"subnet":"10.0.0.0/29","gateway":"10.0.0.1"}],"exclude":["10.0.0.2"]}]"#;
         let ipam = Ipam::open(dir.path(), &pools(shrunk)).unwrap();
         assert_eq!(ipam.pool_changes().rebuilt, ["small"]);
         assert_eq!(ipam.get(&owner(1)).unwrap(), Some(a.clone()), "kept");
@@ -95,7 +103,7 @@ mod tests {
         let (dir, ipam) = ipam(SMALL);
         ipam.allocate(&owner(1), "small").unwrap();
         drop(ipam);
-        let other = r#"[{"name":"other","subnets":[{"subnet":"10.1.0.0/24"}]}]"#;
+        let other = r#"[{"name":"other","scope":"node","subnets":[{"subnet":"10.1.0.0/24"}]}]"#;
         let ipam = Ipam::open(dir.path(), &pools(other)).unwrap();
         assert_eq!(ipam.pool_changes().removed, ["small"]);
         assert_eq!(ipam.orphans().unwrap().len(), 1);
@@ -112,8 +120,7 @@ mod tests {
             ipam.allocate(&owner(n), "small").unwrap();
         }
         drop(ipam);
-        let grown =
-            r#"[{"name":"small","subnets":[{"subnet":"10.0.0.0/28","gateway":"10.0.0.1"}]}]"#;
+        let grown = r#"[{"name":"small","scope":"node","subnets":[{"subnet":"10.0.0.0/28","gateway":"10.0.0.1"}]}]"#;
         let ipam = Ipam::open(dir.path(), &pools(grown)).unwrap();
         let next = ipam.allocate(&owner(9), "small").unwrap().ips()[0];
         assert_eq!(
@@ -139,7 +146,7 @@ mod properties {
     fn pool_json(start: u8, end: u8, exclude: &BTreeSet<u8>) -> String {
         let exclude: Vec<String> = exclude.iter().map(|e| format!("\"10.0.0.{e}\"")).collect();
         format!(
-            r#"[{{"name":"p","subnets":[{{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.{start}","rangeEnd":"10.0.0.{end}"}}],"exclude":[{}]}}]"#,
+            r#"[{{"name":"p","scope":"node","subnets":[{{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.{start}","rangeEnd":"10.0.0.{end}"}}],"exclude":[{}]}}]"#,
             exclude.join(",")
         )
     }

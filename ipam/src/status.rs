@@ -20,7 +20,8 @@ use crate::store::{BY_IP, BY_OWNER, FREE, decode_allocation};
 pub struct FamilyUsage {
     /// Family.
     pub family: Family,
-    /// Allocatable addresses.
+    /// Allocatable addresses (of a cluster pool: in the blocks this node
+    /// holds).
     pub size: u128,
     /// Allocatable addresses nobody holds.
     pub free: u128,
@@ -96,6 +97,11 @@ pub(crate) fn pools_status(
 ) -> Result<Vec<PoolStatus>, IpamError> {
     let all = list(txn)?;
     let free_table = txn.open_table(FREE).ctx("open ipam_free")?;
+    let held = match txn.open_table(crate::store::BLOCKS) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e).ctx("open ipam_blocks"),
+    };
     let mut names: BTreeSet<String> = pools.keys().cloned().collect();
     names.extend(all.iter().filter_map(|a| a.pool.clone()));
     let mut out = Vec::new();
@@ -104,9 +110,16 @@ pub(crate) fn pools_status(
         let mut usage = Vec::new();
         if let Some(pool) = pool {
             for family in pool.families() {
+                let size = match (&held, pool.is_cluster()) {
+                    (Some(held), true) => crate::blocks::allowed(held, pool, family)?
+                        .iter()
+                        .fold(0u128, |acc, iv| acc.saturating_add(iv.len())),
+                    (None, true) => 0,
+                    (_, false) => pool.size(family),
+                };
                 usage.push(FamilyUsage {
                     family,
-                    size: pool.size(family),
+                    size,
                     free: free::count(&free_table, &name, family)?,
                 });
             }

@@ -32,6 +32,10 @@ pub(crate) const BY_OWNER: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("ipam_pools");
 /// `ipam_free`: (pool, family tag, first) → last: free allocatable intervals.
 pub(crate) const FREE: TableDefinition<(&str, u8, u128), u128> = TableDefinition::new("ipam_free");
+/// `ipam_blocks`: (pool, family tag, first address) → JSON
+/// [`crate::HeldBlock`]: the blocks of cluster pools this node leases.
+pub(crate) const BLOCKS: TableDefinition<(&str, u8, u128), &[u8]> =
+    TableDefinition::new("ipam_blocks");
 /// `ipam_cursor`: (pool, family tag) → last address handed out.
 pub(crate) const CURSOR: TableDefinition<(&str, u8), u128> = TableDefinition::new("ipam_cursor");
 
@@ -153,6 +157,18 @@ fn create_fresh(path: &Path) -> Result<(), IpamError> {
     Ok(())
 }
 
+/// A fresh database in memory with our schema (simulations only).
+#[cfg(feature = "test-support")]
+pub(crate) fn create_in_memory(path: &Path) -> Result<Database, IpamError> {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(1024 * 1024);
+    let db = guarded(path, || {
+        b.create_with_backend(redb::backends::InMemoryBackend::new())
+    })?;
+    init_schema(path, &db)?;
+    Ok(db)
+}
+
 /// Opens the state file read-only; works while the driver runs.
 pub(crate) fn open_read(path: &Path) -> Result<ReadOnlyDatabase, IpamError> {
     if !path.exists() {
@@ -202,6 +218,11 @@ fn init_schema(path: &Path, db: &Database) -> Result<(), IpamError> {
             v.map(|g| g.value())
         };
         check_version(path, found)?;
+        if !names.iter().any(|n| n == BLOCKS.name()) {
+            // A file from before cluster pools: the new table is additive.
+            txn.open_table(BLOCKS).ctx("create ipam_blocks")?;
+            return commit(txn);
+        }
         return txn.abort().ctx("abort");
     }
     if let Some(stray) = names.iter().find(|n| n.starts_with("ipam_")) {
@@ -216,6 +237,7 @@ fn init_schema(path: &Path, db: &Database) -> Result<(), IpamError> {
         txn.open_table(POOLS).ctx("create ipam_pools")?;
         txn.open_table(FREE).ctx("create ipam_free")?;
         txn.open_table(CURSOR).ctx("create ipam_cursor")?;
+        txn.open_table(BLOCKS).ctx("create ipam_blocks")?;
         let mut meta = txn.open_table(META).ctx("create ipam_meta")?;
         meta.insert(VERSION_KEY, SCHEMA_VERSION)
             .ctx("write schema version")?;
@@ -260,10 +282,12 @@ pub(crate) fn read_snapshot(
     let mut out = BTreeMap::new();
     for entry in table.iter().ctx("read ipam_pools")? {
         let (k, v) = entry.ctx("read ipam_pools")?;
-        let config: PoolConfig =
+        let mut config: PoolConfig =
             serde_json::from_slice(v.value()).map_err(|e| IpamError::Inconsistent {
                 detail: format!("pool snapshot {:?} does not decode: {e}", k.value()),
             })?;
+        // Written before pools had a scope, when every pool was node-local.
+        config.scope.get_or_insert(crate::config::PoolScope::Node);
         out.insert(k.value().to_string(), config);
     }
     Ok(out)

@@ -24,5 +24,4 @@ pub(crate) fn ipam(json: &str) -> (TempDir, Ipam) {
 }
 
 /// A /29 with gateway: allocatable .2 .3 .4 .5 .6.
-pub(crate) const SMALL: &str =
-    r#"[{"name":"small","subnets":[{"subnet":"10.0.0.0/29","gateway":"10.0.0.1"}]}]"#;
+pub(crate) const SMALL: &str = r#"[{"name":"small","scope":"node","subnets":[{"subnet":"10.0.0.0/29","gateway":"10.0.0.1"}]}]"#;

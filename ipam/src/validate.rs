@@ -8,7 +8,7 @@ use ipnetwork::IpNetwork;
 use thiserror::Error;
 
 use crate::address::Family;
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, PoolScope};
 use crate::pool::{Pool, cidr_interval};
 
 /// A pool definition that cannot be used; names the pool and the field.
@@ -69,6 +69,80 @@ fn check_in_subnet(
     }
 }
 
+/// What a pool must say about its scope, word for word in every error, so
+/// the reader learns both choices from whichever mistake they made.
+const SCOPE_CHOICES: &str = "say `scope: node` (each node has its own segment; every node may \
+     hand out the same addresses) or `scope: cluster` with `blockSize: {ipv4: N, ipv6: M}` \
+     (the nodes share a segment; each node leases blocks of the pool through the API)";
+
+/// Checks `scope` and `blockSize` against each other and the subnets.
+fn check_scope(config: &PoolConfig) -> Result<(), PoolConfigError> {
+    let name = config.name.as_str();
+    let block_size = match (config.scope, config.block_size) {
+        (None, _) => return Err(err(name, "scope", format!("missing: {SCOPE_CHOICES}"))),
+        (Some(PoolScope::Node), None) => return Ok(()),
+        (Some(PoolScope::Node), Some(_)) => {
+            return Err(err(
+                name,
+                "blockSize",
+                format!("only a cluster pool is leased in blocks: {SCOPE_CHOICES}"),
+            ));
+        }
+        (Some(PoolScope::Cluster), None) => {
+            return Err(err(
+                name,
+                "blockSize",
+                format!("missing for `scope: cluster`: {SCOPE_CHOICES}"),
+            ));
+        }
+        (Some(PoolScope::Cluster), Some(b)) => b,
+    };
+    for (family, label, given, max) in [
+        (Family::V4, "blockSize.ipv4", block_size.ipv4, 32u8),
+        (Family::V6, "blockSize.ipv6", block_size.ipv6, 128u8),
+    ] {
+        let subnets: Vec<&IpNetwork> = config
+            .subnets
+            .iter()
+            .map(|s| &s.subnet)
+            .filter(|s| Family::of(s.ip()) == family)
+            .collect();
+        match (given, subnets.iter().map(|s| s.prefix()).max()) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(err(
+                    name,
+                    label,
+                    format!("the pool has no {family} subnet; remove it"),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    name,
+                    label,
+                    format!(
+                        "missing: the pool has {family} subnets, e.g. {}",
+                        subnets[0]
+                    ),
+                ));
+            }
+            (Some(prefix), Some(longest)) => {
+                if prefix > max || prefix < longest {
+                    return Err(err(
+                        name,
+                        label,
+                        format!(
+                            "{prefix} is not a block of every {family} subnet: expected a prefix \
+                             length from {longest} (the longest subnet prefix) to {max}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Validates one pool on its own.
 fn validate_pool(config: &PoolConfig) -> Result<Pool, PoolConfigError> {
     let name = config.name.as_str();
@@ -76,6 +150,7 @@ fn validate_pool(config: &PoolConfig) -> Result<Pool, PoolConfigError> {
     if config.subnets.is_empty() {
         return Err(err(name, "subnets", "at least one subnet is required"));
     }
+    check_scope(config)?;
     for (i, s) in config.subnets.iter().enumerate() {
         let field = |f: &str| format!("subnets[{i}].{f}");
         if s.subnet.ip() != s.subnet.network() {
@@ -204,7 +279,7 @@ mod tests {
     #[test]
     fn a_good_dual_stack_pool_passes() {
         let p = pools(
-            r#"[{"name":"fronthaul","subnets":[{"subnet":"10.0.0.0/24","gateway":"10.0.0.1"},{"subnet":"fd00::/64"}]}]"#,
+            r#"[{"name":"fronthaul","scope":"node","subnets":[{"subnet":"10.0.0.0/24","gateway":"10.0.0.1"},{"subnet":"fd00::/64"}]}]"#,
         )
         .unwrap();
         assert_eq!(p[0].name(), "fronthaul");
@@ -213,7 +288,7 @@ mod tests {
     #[test]
     fn gateway_outside_subnet_names_pool_and_field() {
         let e =
-            pools(r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}]}]"#)
+            pools(r#"[{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}]}]"#)
                 .unwrap_err();
         assert_eq!(
             (e.pool.as_str(), e.field.as_str()),
@@ -225,8 +300,8 @@ mod tests {
     #[test]
     fn overlapping_pools_are_rejected_naming_both() {
         let e = pools(
-            r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/16"}]},
-                {"name":"b","subnets":[{"subnet":"10.0.5.0/24"}]}]"#,
+            r#"[{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.0/16"}]},
+                {"name":"b","scope":"node","subnets":[{"subnet":"10.0.5.0/24"}]}]"#,
         )
         .unwrap_err();
         assert_eq!(e.pool, "b");
@@ -236,31 +311,93 @@ mod tests {
     #[test]
     fn empty_ranges_are_rejected() {
         let reversed = pools(
-            r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.9","rangeEnd":"10.0.0.5"}]}]"#,
+            r#"[{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.9","rangeEnd":"10.0.0.5"}]}]"#,
         )
         .unwrap_err();
         assert_eq!(reversed.field, "subnets[0].rangeEnd");
         let all_excluded = pools(
-            r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/30","gateway":"10.0.0.1"}],"exclude":["10.0.0.2"]}]"#,
+            r#"[{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.0/30","gateway":"10.0.0.1"}],"exclude":["10.0.0.2"]}]"#,
         )
         .unwrap_err();
         assert_eq!(all_excluded.field, "subnets");
     }
 
     #[test]
+    fn a_pool_without_scope_names_itself_and_both_choices() {
+        let e = pools(r#"[{"name":"midhaul","subnets":[{"subnet":"10.0.0.0/24"}]}]"#).unwrap_err();
+        assert_eq!((e.pool.as_str(), e.field.as_str()), ("midhaul", "scope"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("scope: node")
+                && msg.contains("scope: cluster")
+                && msg.contains("blockSize"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn block_size_belongs_to_cluster_pools_and_fits_every_subnet() {
+        let cases = [
+            (r#""scope":"cluster""#, "blockSize", "missing"),
+            (
+                r#""scope":"node","blockSize":{"ipv4":26}"#,
+                "blockSize",
+                "only a cluster pool",
+            ),
+            (
+                r#""scope":"cluster","blockSize":{"ipv6":120}"#,
+                "blockSize.ipv4",
+                "missing",
+            ),
+            (
+                r#""scope":"cluster","blockSize":{"ipv4":20}"#,
+                "blockSize.ipv4",
+                "from 24",
+            ),
+            (
+                r#""scope":"cluster","blockSize":{"ipv4":33}"#,
+                "blockSize.ipv4",
+                "to 32",
+            ),
+            (
+                r#""scope":"cluster","blockSize":{"ipv4":26,"ipv6":120}"#,
+                "blockSize.ipv6",
+                "no IPv6 subnet",
+            ),
+        ];
+        for (scope, field, reason) in cases {
+            let json =
+                format!(r#"[{{"name":"p",{scope},"subnets":[{{"subnet":"10.0.0.0/24"}}]}}]"#);
+            let e = pools(&json).unwrap_err();
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.reason.contains(reason), "{json}: {e}");
+        }
+        let ok = pools(
+            r#"[{"name":"p","scope":"cluster","blockSize":{"ipv4":26,"ipv6":120},
+                 "subnets":[{"subnet":"10.0.0.0/16"},{"subnet":"fd00::/64"}]}]"#,
+        )
+        .unwrap();
+        assert_eq!(ok[0].block_prefix(Family::V4), Some(26));
+        assert_eq!(ok[0].block_prefix(Family::V6), Some(120));
+    }
+
+    #[test]
     fn host_bits_duplicates_and_stray_excludes_are_rejected() {
-        let e = pools(r#"[{"name":"a","subnets":[{"subnet":"10.0.0.5/24"}]}]"#).unwrap_err();
+        let e = pools(r#"[{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.5/24"}]}]"#)
+            .unwrap_err();
         assert!(e.reason.contains("10.0.0.0/24"), "{e}");
         let e = pools(
-            r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24"}]},{"name":"a","subnets":[{"subnet":"10.1.0.0/24"}]}]"#,
+            r#"[{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.0/24"}]},{"name":"a","scope":"node","subnets":[{"subnet":"10.1.0.0/24"}]}]"#,
         )
         .unwrap_err();
         assert_eq!(e.field, "name");
         let e =
-            pools(r#"[{"name":"a","subnets":[{"subnet":"10.0.0.0/24"}],"exclude":["10.9.0.1"]}]"#)
+            pools(r#"[{"name":"a","scope":"node","subnets":[{"subnet":"10.0.0.0/24"}],"exclude":["10.9.0.1"]}]"#)
                 .unwrap_err();
         assert_eq!(e.field, "exclude[0]");
-        let e = pools(r#"[{"name":"Bad_Name","subnets":[{"subnet":"10.0.0.0/24"}]}]"#).unwrap_err();
+        let e =
+            pools(r#"[{"name":"Bad_Name","scope":"node","subnets":[{"subnet":"10.0.0.0/24"}]}]"#)
+                .unwrap_err();
         assert_eq!(e.field, "name");
     }
 }

@@ -9,15 +9,29 @@ use crate::address::{Family, from_key, to_key};
 use crate::allocator::Pools;
 use crate::error::{IpamError, StoreContext};
 use crate::store::{BY_IP, BY_OWNER, FREE, decode_allocation};
+use crate::{blocks, pool::Interval};
 
 /// Lists every broken invariant; empty means consistent:
 /// each address in `ipam_by_ip` has one owner and that owner's record lists
 /// it; each record's addresses point back to it; no free interval holds an
-/// allocated address or lies outside its pool.
+/// allocated address or lies outside its pool (for a cluster pool: outside
+/// the blocks this node holds).
 pub(crate) fn verify(txn: &ReadTransaction, pools: &Pools) -> Result<Vec<String>, IpamError> {
     let by_ip = txn.open_table(BY_IP).ctx("open ipam_by_ip")?;
     let by_owner = txn.open_table(BY_OWNER).ctx("open ipam_by_owner")?;
     let free = txn.open_table(FREE).ctx("open ipam_free")?;
+    let held = txn
+        .open_table(crate::store::BLOCKS)
+        .ctx("open ipam_blocks")?;
+    let mut allowed: BTreeMap<(String, u8), Vec<Interval>> = BTreeMap::new();
+    for (name, pool) in pools {
+        for fam in Family::ALL {
+            allowed.insert(
+                (name.clone(), fam.tag()),
+                blocks::allowed(&held, pool, fam)?,
+            );
+        }
+    }
     let mut problems = Vec::new();
     let mut listed: BTreeMap<(u8, u128), String> = BTreeMap::new();
     for entry in by_owner.iter().ctx("read ipam_by_owner")? {
@@ -66,13 +80,9 @@ pub(crate) fn verify(txn: &ReadTransaction, pools: &Pools) -> Result<Vec<String>
                 hv.value()
             ));
         }
-        let inside = pools.get(pool).is_some_and(|p| {
-            Family::from_tag(tag).is_some_and(|f| {
-                p.allocatable(f)
-                    .iter()
-                    .any(|iv| iv.start <= start && end <= iv.end)
-            })
-        });
+        let inside = allowed
+            .get(&(pool.to_string(), tag))
+            .is_some_and(|set| set.iter().any(|iv| iv.start <= start && end <= iv.end));
         if !inside {
             problems.push(format!(
                 "free interval {start}..={end} (family tag {tag}) is outside pool {pool}"

@@ -23,7 +23,7 @@ const CHILD_ENV: &str = "IPAM_CRASH_CHILD_DIR";
 
 fn pools() -> Vec<PoolConfig> {
     serde_json::from_str(
-        r#"[{"name":"crash",
+        r#"[{"name":"crash","scope":"node",
              "subnets":[{"subnet":"10.0.0.0/16","gateway":"10.0.0.1"},{"subnet":"fd00:c::/64"}],
              "exclude":["10.0.255.0/24"]}]"#,
     )

@@ -8,3 +8,6 @@ pub mod device_ops;
 pub mod locks;
 pub mod prepare;
 pub mod recover;
+
+#[cfg(test)]
+mod cluster_pool_tests;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use ipam::{Allocation, Ipam, IpamReader, Owner, PoolStatus};
+use ipam::{Allocation, BlockUsage, Ipam, IpamReader, Owner, PoolStatus};
 use serde::Serialize;
 
 /// Options of `ipam`.
@@ -90,14 +90,22 @@ pub fn render(args: &IpamArgs) -> anyhow::Result<String> {
                     allocation: a,
                 })
                 .collect();
+            let blocks = reader.blocks()?;
             match args.output {
                 Output::Json => json(&ListJson {
                     pools: pools.iter().map(summary).collect(),
+                    blocks,
                     allocations: rows,
                 }),
-                Output::Table => Ok(format!(
+                Output::Table if blocks.is_empty() => Ok(format!(
                     "{}\n{}",
                     pools_table(&pools),
+                    allocations_table(&rows)
+                )),
+                Output::Table => Ok(format!(
+                    "{}\n{}\n{}",
+                    pools_table(&pools),
+                    blocks_table(&blocks),
                     allocations_table(&rows)
                 )),
             }
@@ -117,9 +125,14 @@ pub fn render(args: &IpamArgs) -> anyhow::Result<String> {
                     }
                 );
             };
+            let blocks: Vec<BlockUsage> = reader
+                .blocks()?
+                .into_iter()
+                .filter(|b| b.block.pool == *pool)
+                .collect();
             match args.output {
                 Output::Json => json(status),
-                Output::Table => Ok(show_table(status)),
+                Output::Table => Ok(show_table(status, &blocks)),
             }
         }
         IpamCommand::Release { owner } => {
@@ -163,6 +176,9 @@ struct PoolSummary {
 #[derive(Debug, Serialize)]
 struct ListJson {
     pools: Vec<PoolSummary>,
+    /// Blocks of cluster pools this node leases, with their lease objects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    blocks: Vec<BlockUsage>,
     allocations: Vec<Row>,
 }
 
@@ -252,6 +268,27 @@ fn pools_table(pools: &[PoolStatus]) -> String {
     table(&["POOL", "USAGE", "ORPHANED"], &rows)
 }
 
+/// The blocks of cluster pools this node leases, with their IPBlock names.
+fn blocks_table(blocks: &[BlockUsage]) -> String {
+    let rows: Vec<Vec<String>> = blocks
+        .iter()
+        .map(|b| {
+            vec![
+                b.block.pool.clone(),
+                b.block.cidr.to_string(),
+                b.block.lease.clone(),
+                b.used.to_string(),
+                b.free.to_string(),
+                if b.in_pool { "leased" } else { "outside pool" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &["POOL", "BLOCK", "LEASE (IPBlock)", "USED", "FREE", "STATE"],
+        &rows,
+    )
+}
+
 fn allocations_table(rows: &[Row]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
@@ -267,10 +304,21 @@ fn allocations_table(rows: &[Row]) -> String {
     table(&["OWNER", "POOL", "ADDRESSES", "STATE"], &rows)
 }
 
-fn show_table(p: &PoolStatus) -> String {
+fn show_table(p: &PoolStatus, blocks: &[BlockUsage]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "pool:      {}", p.name);
     if let Some(config) = &p.config {
+        let scope = match (config.scope, config.block_size) {
+            (Some(ipam::PoolScope::Cluster), Some(b)) => {
+                let sizes: Vec<String> = [("IPv4", b.ipv4), ("IPv6", b.ipv6)]
+                    .into_iter()
+                    .filter_map(|(f, p)| p.map(|p| format!("/{p} ({f})")))
+                    .collect();
+                format!("cluster, blocks {}", sizes.join(" "))
+            }
+            _ => "node".into(),
+        };
+        let _ = writeln!(out, "scope:     {scope}");
         for s in &config.subnets {
             let range = match (s.range_start, s.range_end) {
                 (None, None) => String::new(),
@@ -292,6 +340,9 @@ fn show_table(p: &PoolStatus) -> String {
         }
     }
     let _ = writeln!(out, "usage:     {}", usage_text(p));
+    if !blocks.is_empty() {
+        let _ = write!(out, "\n{}", blocks_table(blocks));
+    }
     let mut rows: Vec<Row> = p
         .allocations
         .iter()
@@ -335,7 +386,7 @@ mod tests {
 
     fn pools() -> Vec<ipam::PoolConfig> {
         serde_json::from_str(
-            r#"[{"name":"fronthaul","subnets":[{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"},{"subnet":"fd00:1::/64"}]}]"#,
+            r#"[{"name":"fronthaul","scope":"node","subnets":[{"subnet":"10.1.0.0/24","gateway":"10.1.0.1"},{"subnet":"fd00:1::/64"}]}]"#,
         )
         .unwrap()
     }
@@ -388,6 +439,50 @@ mod tests {
         assert!(show("fronthaul").unwrap().contains("gateway 10.1.0.1"));
         let err = show("midhaul").unwrap_err().to_string();
         assert!(err.contains("known pools: fronthaul"), "{err}");
+    }
+
+    #[test]
+    fn list_and_show_print_the_blocks_of_a_cluster_pool_with_their_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster: Vec<ipam::PoolConfig> = serde_json::from_str(
+            r#"[{"name":"midhaul","scope":"cluster","blockSize":{"ipv4":27},"subnets":[{"subnet":"10.2.0.0/22"}]}]"#,
+        )
+        .unwrap();
+        {
+            let ipam = Ipam::open(dir.path(), &cluster).unwrap();
+            let block = "10.2.0.64/27".parse().unwrap();
+            ipam.add_block("midhaul", block, &ipam::lease_name("midhaul", &block))
+                .unwrap();
+            ipam.allocate(
+                &Owner::new("uid-1", "nic", "pci-0000-3b-02-1").unwrap(),
+                "midhaul",
+            )
+            .unwrap();
+        }
+        let out = render(&args(dir.path(), Output::Table, IpamCommand::List)).unwrap();
+        assert!(out.contains("midhaul  IPv4: 1/32 in use"), "{out}");
+        assert!(
+            out.contains("midhaul  10.2.0.64/27  midhaul-10-2-0-64-27  1     31    leased"),
+            "{out}"
+        );
+        let show = render(&args(
+            dir.path(),
+            Output::Table,
+            IpamCommand::Show {
+                pool: "midhaul".into(),
+            },
+        ))
+        .unwrap();
+        assert!(
+            show.contains("scope:     cluster, blocks /27 (IPv4)"),
+            "{show}"
+        );
+        assert!(show.contains("midhaul-10-2-0-64-27"), "{show}");
+        let json: serde_json::Value = serde_json::from_str(
+            &render(&args(dir.path(), Output::Json, IpamCommand::List)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["blocks"][0]["lease"], "midhaul-10-2-0-64-27");
     }
 
     #[test]

@@ -63,6 +63,35 @@ pub struct NodeIpam {
     /// Pools by name; see the README's IPAM section.
     #[serde(default)]
     pub pools: Vec<ipam::PoolConfig>,
+    /// How blocks of `scope: cluster` pools are leased and given back.
+    #[serde(default)]
+    pub block_leasing: BlockLeasing,
+}
+
+/// The `ipam.blockLeasing` section: the background leaser's watermark and
+/// grace period (README, "Cluster-wide pools").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BlockLeasing {
+    /// Lease another block when fewer addresses than this are free in the
+    /// node's blocks of a pool (per family).
+    pub min_free: u32,
+    /// Give back a block that has been empty this long, if the watermark
+    /// still holds without it.
+    pub return_empty_after_seconds: u64,
+    /// How often the watermark is checked; a Prepare that finds a pool dry
+    /// wakes the leaser at once.
+    pub check_interval_seconds: u64,
+}
+
+impl Default for BlockLeasing {
+    fn default() -> Self {
+        BlockLeasing {
+            min_free: 16,
+            return_empty_after_seconds: 600,
+            check_interval_seconds: 5,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -172,6 +201,7 @@ pfPolicies:
 ipam:
   pools:
     - name: fronthaul
+      scope: node
       subnets:
         - subnet: 10.1.0.0/24
           gateway: 10.1.0.1
@@ -181,8 +211,9 @@ ipam:
         .unwrap();
         assert_eq!(c.pf_policies[0].num_vfs, 8);
         assert_eq!(c.ipam.pools.len(), 1);
+        assert_eq!(c.ipam.block_leasing, BlockLeasing::default());
         let err = NodeConfig::parse(
-            "ipam:\n  pools:\n    - name: fh\n      subnets: [{subnet: 10.1.0.0/24, gateway: 10.2.0.1}]\n",
+            "ipam:\n  pools:\n    - name: fh\n      scope: node\n      subnets: [{subnet: 10.1.0.0/24, gateway: 10.2.0.1}]\n",
             "node.yaml",
         )
         .unwrap_err();

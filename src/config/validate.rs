@@ -35,6 +35,9 @@ impl NodeConfig {
             );
         }
         ipam::validate_pools(&self.ipam.pools).map_err(|e| anyhow::anyhow!("ipam.pools: {e}"))?;
+        if self.ipam.block_leasing.check_interval_seconds == 0 {
+            bail!("ipam.blockLeasing.checkIntervalSeconds: expected at least 1");
+        }
         Ok(())
     }
 }

@@ -3,6 +3,8 @@
 pub mod claim_status;
 pub mod claims;
 pub mod client;
+pub mod leaser;
+pub mod leases;
 pub mod node;
 pub mod publish;
 pub mod republish;

@@ -50,11 +50,13 @@ pub struct FakeApi {
     requests: Arc<AtomicUsize>,
     /// Every ResourceSlice write, for watches.
     slice_events: WatchLog,
+    /// IPAM lease objects (`fake_leases`).
+    ip_blocks: super::fake_leases::FakeIpBlocks,
 }
 
 /// Locks `m`, carrying on after a panic elsewhere (the fake's data stays
 /// usable for the test that reads it).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -97,6 +99,22 @@ impl FakeApi {
         );
     }
 
+    /// Deletes a Node and, playing the garbage collector, every IPAM lease
+    /// it owns; returns the names of the collected leases. A node
+    /// re-created gets a new UID with [`Self::put_node`].
+    pub fn delete_node(&self, name: &str) -> Vec<String> {
+        let node = lock(&self.nodes).remove(name);
+        match node.as_ref().and_then(|n| n["metadata"]["uid"].as_str()) {
+            Some(uid) => self.ip_blocks.collect_owned_by(uid),
+            None => Vec::new(),
+        }
+    }
+
+    /// The IPAM lease objects.
+    pub fn ip_blocks(&self) -> &super::fake_leases::FakeIpBlocks {
+        &self.ip_blocks
+    }
+
     /// Stores (or replaces) a ResourceSlice given as its JSON, by its
     /// `metadata.name`: a slice some earlier run left behind.
     pub fn put_slice(&self, slice: &serde_json::Value) {
@@ -118,11 +136,6 @@ impl FakeApi {
         let mut gone = lock(&self.slices).remove(name)?;
         self.slice_events.record("DELETED", &mut gone);
         Some(gone)
-    }
-
-    /// Deletes a Node (a node re-created gets a new UID with [`Self::put_node`]).
-    pub fn delete_node(&self, name: &str) {
-        lock(&self.nodes).remove(name);
     }
 
     /// The ResourceSlices in the fake, by name.
@@ -153,6 +166,9 @@ impl FakeApi {
             )
         };
         let missing = || (http::StatusCode::NOT_FOUND, not_found(&path));
+        if let Some(answer) = self.ip_blocks.answer(&method, &path, &query, body) {
+            return answer;
+        }
 
         if let Some((ns, rest)) = path
             .strip_prefix(PREFIX)
@@ -318,7 +334,7 @@ fn field_selector(query: &str) -> Vec<(String, String)> {
 }
 
 /// Decodes `%XX` escapes (the client escapes `=` and `,` in selectors).
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -7,6 +7,7 @@ pub mod driver_home;
 pub mod driver_process;
 pub mod fake_api;
 pub mod fake_api_http;
+pub mod fake_leases;
 pub mod fake_watch;
 pub mod netns;
 pub mod node;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ipam::{Ipam, PoolConfig, SubnetConfig};
+use ipam::{Ipam, PoolConfig, PoolScope, SubnetConfig};
 
 use crate::claim::device_ops::DeviceOps;
 use crate::claim::prepare::{PrepareConfig, Preparer};
@@ -14,10 +14,12 @@ use crate::inventory::NodeInventory;
 /// The DRA driver name the tests and benchmarks use.
 pub const DRIVER: &str = "sriov.dra.dev";
 
-/// A pool of one whole subnet, no gateway, no routes.
+/// A node-local pool of one whole subnet, no gateway, no routes.
 pub fn pool(name: &str, subnet: &str) -> PoolConfig {
     PoolConfig {
         name: name.into(),
+        scope: Some(PoolScope::Node),
+        block_size: None,
         subnets: vec![SubnetConfig {
             subnet: subnet.parse().expect("test subnet"),
             range_start: None,

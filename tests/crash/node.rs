@@ -194,6 +194,7 @@ fn config() -> String {
 ipam:
   pools:
     - name: fronthaul
+      scope: node
       subnets:
         - subnet: {POOL_V4}
           gateway: {gw}
