@@ -1,8 +1,9 @@
 //! The driver's real parts, started in-process on the demo node as
 //! `driver::run` wires them on a real one: state store, preparer, the DRA
-//! node service and plugin registration on the kubelet sockets, the NRI
-//! plugin with the pod network handler, one round of slice publishing,
-//! and the debug API. What is not
+//! node service (with the health stream) and plugin registration on the
+//! kubelet sockets and the NRI plugin with the pod network handler (both
+//! through `driver::serve_kubelet`/`serve_runtime`, as `run` starts them),
+//! one round of slice publishing, and the debug API. What is not
 //! real: the API server (`FakeApi`) and the PF side of the NIC
 //! (`SimulatedNicOps`).
 
@@ -23,16 +24,18 @@ use crate::attach::Attacher;
 use crate::claim::prepare::{PrepareConfig, Preparer};
 use crate::config::NodeConfig;
 use crate::debug_api::{DebugState, Limits, router, with_limits};
+use crate::driver::{serve_kubelet, serve_runtime};
+use crate::health::HealthBook;
 use crate::inventory::NodeInventory;
 use crate::kube::claims::ClaimReader;
 use crate::kube::node::node_owner;
 use crate::kube::publish::SlicePublisher;
-use crate::kubelet::node_service::{NodeService, serve_node_service};
-use crate::kubelet::registration::{PluginPaths, RegistrationState, serve_registration};
-use crate::nri::plugin::{NriPlugin, NriPluginConfig};
+use crate::kubelet::node_service::NodeService;
+use crate::kubelet::registration::PluginPaths;
+use crate::nri::plugin::NriPluginConfig;
 use crate::pod::claims::StoreClaims;
 use crate::pod::handler::PodNetworkHandler;
-use crate::readiness::{KubeletPart, Readiness};
+use crate::readiness::Readiness;
 use crate::state::boot::current_boot_id;
 use crate::state::claims;
 use crate::testing::fake_api::FakeApi;
@@ -124,26 +127,15 @@ impl DemoDriver {
 
         let paths = PluginPaths::new(&dir.join("kubelet"), DRIVER);
         let service = NodeService::new(preparer, ClaimReader::new(client.clone()));
-        let dra = serve_node_service(&paths.dra_socket, service, stopped())?;
+        let health = HealthBook::new(NODE);
+        let kubelet = serve_kubelet(&paths, service, &health, &readiness, &stopped)?;
         tasks.push((
             "DRA service",
             tokio::spawn(async move {
-                let _ = dra.await;
+                let _ = kubelet.dra.await;
             }),
         ));
-        let registration = serve_registration(&paths, stopped())?;
-        tokio::spawn(
-            readiness
-                .clone()
-                .follow(registration.state.clone(), |r, state| {
-                    r.set_kubelet(match state {
-                        RegistrationState::Pending => KubeletPart::Pending,
-                        RegistrationState::Registered => KubeletPart::Registered,
-                        RegistrationState::Rejected(why) => KubeletPart::Rejected(why),
-                    })
-                }),
-        );
-        let registration_task = registration.task;
+        let registration_task = kubelet.registration.task;
         tasks.push((
             "registration",
             tokio::spawn(async move {
@@ -158,25 +150,17 @@ impl DemoDriver {
             Some(client),
             DRIVER,
         );
-        let (nri_connected, nri_state) = watch::channel(false);
-        tokio::spawn(
-            readiness
-                .clone()
-                .follow(nri_state, |r, connected| r.set_nri_connected(connected)),
-        );
         let config = NriPluginConfig {
             socket: nri_socket.clone(),
             reconnect_min: Duration::from_millis(20),
             reconnect_max: Duration::from_millis(500),
             ..Default::default()
         };
-        let shutdown = stopped();
+        let nri = serve_runtime(config, handler, &readiness, stopped());
         tasks.push((
             "NRI plugin",
             tokio::spawn(async move {
-                let _ =
-                    NriPlugin::run_reporting(config, Arc::new(handler), shutdown, nri_connected)
-                        .await;
+                let _ = nri.await;
             }),
         ));
         // One publish round, as the driver's loop starts with: the slices

@@ -25,16 +25,18 @@ use crate::kube::leaser::{BlockSignal, Leaser, LeaserConfig};
 use crate::kube::publish::SlicePublisher;
 use crate::kube::republish::{PublishLoop, REPUBLISH_INTERVAL};
 use crate::kube::slice_watch::watch_slices;
-use crate::kubelet::health_service::HealthService;
-use crate::kubelet::node_service::{NodeService, serve_node_service_with_health};
-use crate::kubelet::registration::{PluginPaths, RegistrationState, serve_registration};
-use crate::nri::plugin::{NriPlugin, NriPluginConfig};
+use crate::kubelet::node_service::NodeService;
+use crate::kubelet::registration::PluginPaths;
+use crate::nri::plugin::NriPluginConfig;
 use crate::pf_policies::apply_pf_policies;
 use crate::pod::claims::StoreClaims;
 use crate::pod::handler::PodNetworkHandler;
-use crate::readiness::{KubeletPart, Readiness};
+use crate::readiness::Readiness;
 use crate::state::boot::current_boot_id;
 use crate::state::claims;
+
+mod sides;
+pub use sides::{KubeletSide, serve_kubelet, serve_runtime};
 
 /// Runs the driver until SIGTERM or SIGINT.
 ///
@@ -106,24 +108,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let paths = PluginPaths::new(&config.kubelet_dir, &config.driver_name);
     let service = NodeService::new(preparer.clone(), ClaimReader::new(client.clone()));
     let health = Arc::new(crate::health::HealthBook::new(&node));
-    let dra = serve_node_service_with_health(
-        &paths.dra_socket,
-        service,
-        Some(HealthService::new(health.subscribe())),
-        stopped(),
-    )?;
-    let registration = serve_registration(&paths, stopped())?;
-    tokio::spawn(
-        readiness
-            .clone()
-            .follow(registration.state.clone(), |r, state| {
-                r.set_kubelet(match state {
-                    RegistrationState::Pending => KubeletPart::Pending,
-                    RegistrationState::Registered => KubeletPart::Registered,
-                    RegistrationState::Rejected(why) => KubeletPart::Rejected(why),
-                })
-            }),
-    );
+    let kubelet = serve_kubelet(&paths, service, &health, &readiness, &stopped)?;
 
     let handler = PodNetworkHandler::new(
         ipam.clone(),
@@ -132,21 +117,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         Some(client.clone()),
         &config.driver_name,
     );
-    let (nri_connected, nri_state) = watch::channel(false);
-    tokio::spawn(
-        readiness
-            .clone()
-            .follow(nri_state, |r, connected| r.set_nri_connected(connected)),
-    );
-    let nri = tokio::spawn(NriPlugin::run_reporting(
+    let nri = serve_runtime(
         NriPluginConfig {
             socket: config.nri_socket.clone(),
             ..Default::default()
         },
-        Arc::new(handler),
+        handler,
+        &readiness,
         stopped(),
-        nri_connected,
-    ));
+    );
     // Recovery asks the API about every claim: after the sockets are up,
     // so a node whose API is unreachable still serves its pods.
     let recovery = tokio::spawn(recover::run(
@@ -176,7 +155,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             node: node.clone(),
             preparer,
             config: config.clone(),
-            registration: registration.state.clone(),
+            registration: kubelet.registration.state.clone(),
             readiness,
             nudges: nudged,
             health,
@@ -188,8 +167,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     shutdown_signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = dra.await;
-    let _ = registration.task.await;
+    let _ = kubelet.dra.await;
+    let _ = kubelet.registration.task.await;
     let _ = nri.await;
     let _ = publisher.await;
     let _ = recovery.await;
