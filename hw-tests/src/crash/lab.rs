@@ -13,6 +13,7 @@ use sriov::netlink::RouteTransport;
 use sriov::netlink::link::{self};
 use sriov::vf_config::{self, VfState, VfTarget};
 use sriov_dra::attach::netns::PinnedNetns;
+use sriov_dra::testing::claim_object::{Allocation, allocated_claim, vf_config};
 use sriov_dra::testing::driver_home::DriverHome;
 use sriov_dra::testing::driver_process::ClaimId;
 use sriov_dra::testing::netns::{StandIn, facts, stand_in_tree};
@@ -313,40 +314,25 @@ pub fn claim_json(spec: &ClaimSpec, claim: &ClaimId) -> Value {
         netdev["trust"] = json!(true);
     }
     devices.push(("net", &spec.netdev, netdev));
-    let requests: Vec<Value> = devices
-        .iter()
-        .map(|(r, _, _)| {
-            json!({"name": r, "exactly": {"deviceClassName": "sriov-vf.sriov.dra.dev",
-                    "allocationMode": "ExactCount", "count": 1}})
-        })
-        .collect();
-    let results: Vec<Value> = devices
-        .iter()
-        .map(|(r, d, _)| json!({"request": r, "driver": DRIVER, "pool": NODE, "device": d}))
-        .collect();
     let names: Vec<&str> = devices.iter().map(|(r, _, _)| *r).collect();
     let mut configs = vec![json!({"source": "FromClass", "requests": names, "opaque": {
         "driver": DRIVER, "parameters": {
             "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy",
             "allowedVlans": [VLAN.to_string()], "allowedPools": [POOL],
             "claimMaySet": ["trust", "mode", "mtu", "routes"]}}})];
-    for (r, _, config) in &devices {
-        let mut parameters = config.clone();
-        parameters["apiVersion"] = json!("sriov.dra.dev/v1alpha1");
-        parameters["kind"] = json!("VfConfig");
-        configs.push(json!({"source": "FromClaim", "requests": [r],
-            "opaque": {"driver": DRIVER, "parameters": parameters}}));
-    }
-    json!({
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": claim.name, "namespace": claim.namespace, "uid": claim.uid},
-        "spec": {"devices": {"requests": requests}},
-        "status": {
-            "allocation": {"devices": {"results": results, "config": configs}},
-            "reservedFor": [{"resource": "pods", "name": POD, "uid": POD_UID}],
-        },
-    })
+    configs.extend(
+        devices
+            .iter()
+            .map(|(r, _, config)| vf_config(DRIVER, r, config.clone())),
+    );
+    let at = Allocation {
+        driver: DRIVER,
+        pool: NODE,
+        pod_name: POD,
+        pod_uid: POD_UID,
+    };
+    let allocated: Vec<(&str, &str)> = devices.iter().map(|(r, d, _)| (*r, *d)).collect();
+    allocated_claim(claim, at, &allocated, configs)
 }
 
 #[cfg(test)]
