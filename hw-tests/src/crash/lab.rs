@@ -274,6 +274,7 @@ fn pool_config() -> String {
         "ipam:
   pools:
     - name: {POOL}
+      scope: node
       subnets:
         - subnet: {POOL_V4}
           gateway: {gw}
