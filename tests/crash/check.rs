@@ -15,7 +15,7 @@ use sriov_dra::state::attachments::AttachState;
 use sriov_dra::testing::driver_process::debug_get;
 use sriov_dra::testing::driver_view::{DriverView, addresses_of, cdi_files};
 use sriov_dra::testing::netns::facts;
-use sriov_dra::testing::vf_place::{look, look_in};
+use sriov_dra::testing::vf_place::{Seen, home_as_before, look, look_in};
 
 /// Every invariant that does not hold now, each naming what and where.
 pub async fn violations(node: &Node, world: &World) -> Vec<String> {
@@ -206,22 +206,14 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
                 }
                 match look(&mut host, &vf.original.mac) {
                     Ok(Some(seen)) => {
-                        let o = &vf.original;
-                        if seen.link.name != o.name
-                            || seen.link.mtu != o.mtu
-                            || seen.link.up != o.up
-                            || !seen.addresses.is_empty()
-                        {
-                            out.push(format!(
-                                "{where_}: home as {} (MTU {}, up {}, addresses {:?}), expected {} (MTU {}, up {}, no addresses)",
-                                seen.link.name,
-                                seen.link.mtu,
-                                seen.link.up,
-                                seen.addresses,
-                                o.name,
-                                o.mtu,
-                                o.up
-                            ));
+                        // A stand-in starts with no addresses.
+                        let original = Seen {
+                            link: vf.original.clone(),
+                            addresses: BTreeSet::new(),
+                            routes: BTreeSet::new(),
+                        };
+                        if let Err(e) = home_as_before(&seen, &original) {
+                            out.push(format!("{where_}: {e}"));
                         }
                     }
                     Ok(None) => out.push(format!("{where_}: neither in the pod nor home")),
