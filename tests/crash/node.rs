@@ -13,7 +13,7 @@ use sriov::netlink::link::{self, LinkFacts};
 use sriov::netlink::{RouteSocket, RouteTransport};
 use sriov_dra::attach::netns::PinnedNetns;
 use sriov_dra::testing::claim_object::{Allocation, allocated_claim, vf_config};
-use sriov_dra::testing::driver_home::DriverHome;
+use sriov_dra::testing::driver_home::{DriverHome, dual_stack_pool_yaml};
 use sriov_dra::testing::driver_process::ClaimId;
 use sriov_dra::testing::netns::{StandIn, facts, stand_in_tree};
 
@@ -191,23 +191,7 @@ impl Node {
 /// The node config beyond the home's paths: stand-ins are offered as they
 /// are, and one dual-stack pool with a route.
 fn config() -> String {
-    format!(
-        "offerPfs: true
-ipam:
-  pools:
-    - name: fronthaul
-      scope: node
-      subnets:
-        - subnet: {POOL_V4}
-          gateway: {gw}
-        - subnet: {POOL_V6}
-      routes:
-        - dst: {dst}
-          gw: {gw}
-",
-        dst = ROUTE.0,
-        gw = ROUTE.1,
-    )
+    "offerPfs: true\n".to_string() + &dual_stack_pool_yaml("fronthaul", POOL_V4, POOL_V6, ROUTE)
 }
 
 /// The ResourceClaim object for `pod`'s claim number `claim`, named `name`

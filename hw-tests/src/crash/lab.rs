@@ -14,7 +14,7 @@ use sriov::netlink::link::{self};
 use sriov::vf_config::{self, VfState, VfTarget};
 use sriov_dra::attach::netns::PinnedNetns;
 use sriov_dra::testing::claim_object::{Allocation, allocated_claim, vf_config};
-use sriov_dra::testing::driver_home::DriverHome;
+use sriov_dra::testing::driver_home::{DriverHome, dual_stack_pool_yaml};
 use sriov_dra::testing::driver_process::ClaimId;
 use sriov_dra::testing::netns::{StandIn, facts, stand_in_tree};
 use sriov_dra::testing::vf_place::{Seen, look};
@@ -198,8 +198,11 @@ impl LabNode {
         let home = DriverHome::new(DRIVER, NODE)
             .await
             .map_err(|e| format!("driver home: {e}"))?;
-        home.write_config(&sysfs_root, &(selectors + &pool_config()))
-            .map_err(|e| format!("node config: {e}"))?;
+        home.write_config(
+            &sysfs_root,
+            &(selectors + &dual_stack_pool_yaml(POOL, POOL_V4, POOL_V6, ROUTE)),
+        )
+        .map_err(|e| format!("node config: {e}"))?;
         let netns_dir = home.dir.path().join("netns");
         std::fs::create_dir_all(&netns_dir).map_err(|e| format!("{}: {e}", netns_dir.display()))?;
         let netns =
@@ -266,26 +269,6 @@ pub fn link_name(link: &Path) -> Result<String, String> {
         .and_then(|n| n.to_str())
         .map(str::to_string)
         .ok_or_else(|| format!("{} points nowhere", link.display()))
-}
-
-/// The node config's pool: dual-stack, with a route.
-fn pool_config() -> String {
-    format!(
-        "ipam:
-  pools:
-    - name: {POOL}
-      scope: node
-      subnets:
-        - subnet: {POOL_V4}
-          gateway: {gw}
-        - subnet: {POOL_V6}
-      routes:
-        - dst: {dst}
-          gw: {gw}
-",
-        dst = ROUTE.0,
-        gw = ROUTE.1,
-    )
 }
 
 /// What the crash claim asks for.
