@@ -132,30 +132,12 @@ pub(crate) fn give_back(
     fam: Family,
     value: u128,
 ) -> Result<(), IpamError> {
-    let tag = fam.tag();
-    let mut start = value;
-    let mut end = value;
-    if value > 0
-        && let Some(prev) = containing(free, pool, fam, value - 1)?
-    {
-        free.remove((pool, tag, prev.start))
-            .ctx("write ipam_free")?;
-        start = prev.start;
-    }
     if containing(free, pool, fam, value)?.is_some() {
         return Err(IpamError::Inconsistent {
             detail: format!("address value {value} of pool {pool:?} released but already free"),
         });
     }
-    if let Some(next) = value.checked_add(1) {
-        let succ = free.remove((pool, tag, next)).ctx("write ipam_free")?;
-        if let Some(succ_end) = succ {
-            end = succ_end.value();
-        }
-    }
-    free.insert((pool, tag, start), end)
-        .ctx("write ipam_free")?;
-    Ok(())
+    merge_in(free, pool, fam, value, value)
 }
 
 /// Returns the whole interval `start..=end` to the map, merging with its
@@ -167,7 +149,6 @@ pub(crate) fn give_back_interval(
     start: u128,
     end: u128,
 ) -> Result<(), IpamError> {
-    let tag = fam.tag();
     let overlapping = containing(free, pool, fam, start)?.is_some()
         || first_from(free, pool, fam, start)?.is_some_and(|next| next.start <= end);
     if overlapping {
@@ -175,6 +156,20 @@ pub(crate) fn give_back_interval(
             detail: format!("values {start}..={end} of pool {pool:?} given back but partly free"),
         });
     }
+    merge_in(free, pool, fam, start, end)
+}
+
+/// Inserts `start..=end`, known to overlap no free interval, as one
+/// interval with the free intervals that touch it on either side: the map
+/// never holds two adjacent intervals.
+fn merge_in(
+    free: &mut FreeTable<'_>,
+    pool: &str,
+    fam: Family,
+    start: u128,
+    end: u128,
+) -> Result<(), IpamError> {
+    let tag = fam.tag();
     let mut first = start;
     let mut last = end;
     if start > 0

@@ -62,21 +62,7 @@ impl Ipam {
         })?;
         let path = state_file(state_dir);
         let db = store::open_write(&path, true)?;
-        let txn = db.begin_write().ctx("begin write")?;
-        let changes = pool_sync::apply(&txn, &pools)?;
-        if changes == PoolChanges::default() {
-            // Nothing changed: skip the fsync of an empty commit.
-            txn.abort().ctx("abort")?;
-        } else {
-            store::commit(txn)?;
-        }
-        Ok(Ipam {
-            db,
-            pools,
-            path,
-            changes,
-            demand: OnceLock::new(),
-        })
+        Ipam::with_pools(db, pools, path)
     }
 
     /// A store in memory with `pools`, for simulations of many nodes in one
@@ -87,9 +73,20 @@ impl Ipam {
         let pools = pools_by_name(validate_pools(pools)?);
         let path = PathBuf::from(":memory:");
         let db = store::create_in_memory(&path)?;
+        Ipam::with_pools(db, pools, path)
+    }
+
+    /// The store `db` (at `path`) with `pools` applied, whether it lives
+    /// in a file or in memory.
+    fn with_pools(db: Database, pools: Pools, path: PathBuf) -> Result<Ipam, IpamError> {
         let txn = db.begin_write().ctx("begin write")?;
         let changes = pool_sync::apply(&txn, &pools)?;
-        store::commit(txn)?;
+        if changes == PoolChanges::default() {
+            // Nothing changed: skip the fsync of an empty commit.
+            txn.abort().ctx("abort")?;
+        } else {
+            store::commit(txn)?;
+        }
         Ok(Ipam {
             db,
             pools,

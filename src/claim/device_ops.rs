@@ -5,7 +5,7 @@
 //! answers like a cooperative NIC (PF-side netlink cannot run without the
 //! hardware).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use sriov::PciAddress;
@@ -71,6 +71,16 @@ pub trait DeviceOps: Send + Sync {
     /// with it: there is nothing left to restore, and unprepare must not
     /// fail forever trying.
     fn device_present(&self, address: PciAddress) -> bool;
+}
+
+/// Whether the PCI function `address` still exists under `sysfs_root`:
+/// [`DeviceOps::device_present`] of every implementation that reads sysfs
+/// (the real one and the simulated NIC), so both judge a vanished VF alike.
+pub fn pci_device_present(sysfs_root: &Path, address: PciAddress) -> bool {
+    sysfs_root
+        .join("bus/pci/devices")
+        .join(address.to_string())
+        .exists()
 }
 
 /// The real thing: rtnetlink on the PF and sysfs driver binding.
@@ -158,9 +168,6 @@ impl DeviceOps for SystemDeviceOps {
     }
 
     fn device_present(&self, address: PciAddress) -> bool {
-        self.sysfs_root
-            .join("bus/pci/devices")
-            .join(address.to_string())
-            .exists()
+        pci_device_present(&self.sysfs_root, address)
     }
 }

@@ -61,6 +61,16 @@ fn held(node: &TestNode) -> Vec<String> {
         .collect()
 }
 
+/// Every address the node's claims hold.
+fn addresses(node: &TestNode) -> BTreeSet<IpAddr> {
+    node.ipam
+        .list()
+        .unwrap()
+        .iter()
+        .flat_map(|x| x.ips())
+        .collect()
+}
+
 fn lease_holders(api: &FakeApi) -> Vec<(String, String)> {
     api.ip_blocks()
         .all()
@@ -163,21 +173,7 @@ async fn a_restarted_node_without_its_state_file_adopts_its_leases_and_never_tak
             Err(e) => panic!("{e}"),
         }
     }
-    let a_ips: BTreeSet<IpAddr> = a
-        .ipam
-        .list()
-        .unwrap()
-        .iter()
-        .flat_map(|x| x.ips())
-        .collect();
-    let b_ips: BTreeSet<IpAddr> = b
-        .ipam
-        .list()
-        .unwrap()
-        .iter()
-        .flat_map(|x| x.ips())
-        .collect();
-    assert!(a_ips.is_disjoint(&b_ips));
+    assert!(addresses(&a).is_disjoint(&addresses(&b)));
     assert!(a.ipam.verify().unwrap().is_empty());
 }
 

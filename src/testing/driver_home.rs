@@ -121,6 +121,28 @@ debugAddress: 127.0.0.1:{port}
     }
 }
 
+/// The node config's `ipam:` section for the crash tests: one node-scoped
+/// dual-stack pool `name` over `v4` (gateway: the route's gateway) and
+/// `v6`, with the route `(destination, gateway)`. Appended to the
+/// `extra` of [`DriverHome::write_config`].
+pub fn dual_stack_pool_yaml(name: &str, v4: &str, v6: &str, route: (&str, &str)) -> String {
+    let (dst, gw) = route;
+    format!(
+        "ipam:
+  pools:
+    - name: {name}
+      scope: node
+      subnets:
+        - subnet: {v4}
+          gateway: {gw}
+        - subnet: {v6}
+      routes:
+        - dst: {dst}
+          gw: {gw}
+"
+    )
+}
+
 /// A port nobody listens on now (the debug API binds it at each start).
 fn free_port() -> std::io::Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")

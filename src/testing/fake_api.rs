@@ -37,6 +37,23 @@ pub struct ApiCall {
     pub content_type: Option<String>,
 }
 
+impl ApiCall {
+    /// The call a request's head makes, whichever transport carried it
+    /// (the in-process client, the HTTP front).
+    pub fn from_parts(parts: &http::request::Parts) -> ApiCall {
+        ApiCall {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or_default().to_string(),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        }
+    }
+}
+
 /// Shared state of a fake API server.
 #[derive(Clone, Default)]
 pub struct FakeApi {
@@ -293,16 +310,7 @@ impl FakeApi {
             let api = api.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let call = ApiCall {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_string(),
-                    query: parts.uri.query().unwrap_or_default().to_string(),
-                    content_type: parts
-                        .headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string),
-                };
+                let call = ApiCall::from_parts(&parts);
                 let bytes = body.collect_bytes().await.unwrap_or_default();
                 let (status, body) = api.respond(call, &bytes).await;
                 let mut resp = http::Response::new(Body::from(body));

@@ -77,16 +77,7 @@ current-context: fake
 
 async fn handle(State(api): State<FakeApi>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let call = ApiCall {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or_default().to_string(),
-        content_type: parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-    };
+    let call = ApiCall::from_parts(&parts);
     let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(e) => {

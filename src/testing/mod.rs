@@ -2,9 +2,11 @@
 //! tests and the benchmarks. Compiled only for tests or with the
 //! `test-support` feature: the release binary carries none of them.
 
+pub mod claim_object;
 pub mod device_ops;
 pub mod driver_home;
 pub mod driver_process;
+pub mod driver_view;
 pub mod fake_api;
 pub mod fake_api_http;
 pub mod fake_leases;

@@ -16,7 +16,7 @@ use sriov::vf_config::{
 };
 
 use crate::attach::{Attacher, Attachment};
-use crate::claim::device_ops::{BindOpError, DeviceOps, Persist, PersistBind};
+use crate::claim::device_ops::{BindOpError, DeviceOps, Persist, PersistBind, pci_device_present};
 use crate::inventory::NodeDevice;
 
 /// Device operations on a node whose PF is a [`SimulatedPf`].
@@ -85,10 +85,7 @@ impl DeviceOps for SimulatedNicOps {
     }
 
     fn device_present(&self, address: PciAddress) -> bool {
-        self.sysfs_root
-            .join("bus/pci/devices")
-            .join(address.to_string())
-            .exists()
+        pci_device_present(&self.sysfs_root, address)
     }
 }
 

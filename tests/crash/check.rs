@@ -8,38 +8,23 @@ use std::net::IpAddr;
 
 use crate::model::{Stage, World};
 use crate::node::{DRIVER, Node, POOL_V4, POOL_V6, ROUTE, pci};
-use ipam::Allocation;
 use ipnetwork::IpNetwork;
-use serde::Deserialize;
 use sriov::netlink::RouteSocket;
-use sriov_dra::state::attachments::{AttachState, PodAttachments};
-use sriov_dra::state::{ClaimRecord, Phase};
+use sriov_dra::state::Phase;
+use sriov_dra::state::attachments::AttachState;
 use sriov_dra::testing::driver_process::debug_get;
+use sriov_dra::testing::driver_view::{DriverView, addresses_of, cdi_files};
 use sriov_dra::testing::netns::facts;
-use sriov_dra::testing::vf_place::{look, look_in};
-
-/// What `/ipam` shows.
-#[derive(Deserialize)]
-struct IpamView {
-    allocations: Vec<Allocation>,
-    orphans: Vec<Allocation>,
-}
+use sriov_dra::testing::vf_place::{Seen, home_as_before, look, look_in};
 
 /// Every invariant that does not hold now, each naming what and where.
 pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     let mut out = Vec::new();
-    let claims: Vec<ClaimRecord> = match debug_get(&node.home, "/claims").await {
-        Ok(c) => c,
+    let view = match DriverView::read(&node.home).await {
+        Ok(v) => v,
         Err(e) => return vec![e],
     };
-    let pods: Vec<PodAttachments> = match debug_get(&node.home, "/attachments").await {
-        Ok(p) => p,
-        Err(e) => return vec![e],
-    };
-    let ipam: IpamView = match debug_get(&node.home, "/ipam").await {
-        Ok(i) => i,
-        Err(e) => return vec![e],
-    };
+    let (claims, pods) = (&view.claims, &view.pods);
     let unreadable: Vec<serde_json::Value> = match debug_get(&node.home, "/unreadable").await {
         Ok(u) => u,
         Err(e) => return vec![e],
@@ -47,13 +32,13 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     if !unreadable.is_empty() {
         out.push(format!("unreadable records: {unreadable:?}"));
     }
-    if !ipam.orphans.is_empty() {
-        out.push(format!("orphaned allocations: {:?}", ipam.orphans));
+    if !view.orphans.is_empty() {
+        out.push(format!("orphaned allocations: {:?}", view.orphans));
     }
 
     // No address held twice; none held by a claim that is not prepared.
     let mut holders: BTreeMap<IpNetwork, String> = BTreeMap::new();
-    for a in &ipam.allocations {
+    for a in &view.allocations {
         for assigned in &a.addresses {
             if let Some(other) = holders.insert(assigned.address, a.owner.to_string()) {
                 out.push(format!(
@@ -69,7 +54,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
         .filter(|p| p.stage != Stage::Idle)
         .flat_map(|p| p.claims.iter().map(|c| c.uid.as_str()))
         .collect();
-    for a in &ipam.allocations {
+    for a in &view.allocations {
         if !prepared.contains(a.owner.claim_uid.as_str()) {
             out.push(format!(
                 "allocation {} is held by {}, a claim that is not prepared",
@@ -77,7 +62,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
             ));
         }
     }
-    for r in &claims {
+    for r in claims {
         if !prepared.contains(r.uid.as_str()) {
             out.push(format!(
                 "claim {}/{} ({}) has a record ({:?}) but is not prepared",
@@ -87,7 +72,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     }
     for uid in &world.deleted {
         if claims.iter().any(|r| &r.uid == uid)
-            || ipam.allocations.iter().any(|a| &a.owner.claim_uid == uid)
+            || view.allocations.iter().any(|a| &a.owner.claim_uid == uid)
         {
             out.push(format!(
                 "claim {uid}, deleted while the driver was down, is not released"
@@ -96,13 +81,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     }
 
     // The CDI directory holds one spec per prepared claim, nothing else.
-    let files: BTreeSet<String> = std::fs::read_dir(node.home.cdi_dir())
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let files = cdi_files(&node.home);
     let wanted: BTreeSet<String> = prepared
         .iter()
         .map(|uid| format!("{DRIVER}-{uid}.json"))
@@ -119,7 +98,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
         .filter(|p| p.stage == Stage::Running)
         .map(|p| p.spec.uid())
         .collect();
-    for record in &pods {
+    for record in pods {
         if !running.contains(&record.pod_uid) {
             out.push(format!(
                 "pod {} has an attachment record ({:?}) but is not running",
@@ -134,10 +113,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
     };
     for (i, pod) in world.pods.iter().enumerate() {
         let netns = node.netns[i].path();
-        let record_of = |claim: usize| {
-            let uid = &pod.claims[claim].uid;
-            claims.iter().find(|r| &r.uid == uid)
-        };
+        let record_of = |claim: usize| view.claim(&pod.claims[claim].uid);
         if pod.stage != Stage::Idle {
             for (n, claim) in pod.claims.iter().enumerate() {
                 match record_of(n) {
@@ -164,11 +140,7 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
                     continue;
                 }
             };
-            let allocated: BTreeSet<IpNetwork> = record_of(d.claim)
-                .and_then(|r| r.devices.iter().find(|x| x.device == device))
-                .and_then(|x| x.addresses.as_ref())
-                .map(|a| a.addresses.iter().map(|x| x.address).collect())
-                .unwrap_or_default();
+            let allocated = addresses_of(record_of(d.claim), &device);
             if pod.stage != Stage::Idle {
                 let v4 = allocated.iter().filter(|a| a.is_ipv4()).count();
                 let v6 = allocated.iter().filter(|a| a.is_ipv6()).count();
@@ -234,22 +206,14 @@ pub async fn violations(node: &Node, world: &World) -> Vec<String> {
                 }
                 match look(&mut host, &vf.original.mac) {
                     Ok(Some(seen)) => {
-                        let o = &vf.original;
-                        if seen.link.name != o.name
-                            || seen.link.mtu != o.mtu
-                            || seen.link.up != o.up
-                            || !seen.addresses.is_empty()
-                        {
-                            out.push(format!(
-                                "{where_}: home as {} (MTU {}, up {}, addresses {:?}), expected {} (MTU {}, up {}, no addresses)",
-                                seen.link.name,
-                                seen.link.mtu,
-                                seen.link.up,
-                                seen.addresses,
-                                o.name,
-                                o.mtu,
-                                o.up
-                            ));
+                        // A stand-in starts with no addresses.
+                        let original = Seen {
+                            link: vf.original.clone(),
+                            addresses: BTreeSet::new(),
+                            routes: BTreeSet::new(),
+                        };
+                        if let Err(e) = home_as_before(&seen, &original) {
+                            out.push(format!("{where_}: {e}"));
                         }
                     }
                     Ok(None) => out.push(format!("{where_}: neither in the pod nor home")),

@@ -12,7 +12,9 @@ use sriov::PciAddress;
 use sriov::netlink::link::{self, LinkFacts};
 use sriov::netlink::{RouteSocket, RouteTransport};
 use sriov_dra::attach::netns::PinnedNetns;
-use sriov_dra::testing::driver_home::DriverHome;
+use sriov_dra::testing::claim_object::{Allocation, allocated_claim, vf_config};
+use sriov_dra::testing::driver_home::{DriverHome, dual_stack_pool_yaml};
+use sriov_dra::testing::driver_process::ClaimId;
 use sriov_dra::testing::netns::{StandIn, facts, stand_in_tree};
 
 /// The driver name the node config sets.
@@ -189,23 +191,7 @@ impl Node {
 /// The node config beyond the home's paths: stand-ins are offered as they
 /// are, and one dual-stack pool with a route.
 fn config() -> String {
-    format!(
-        "offerPfs: true
-ipam:
-  pools:
-    - name: fronthaul
-      scope: node
-      subnets:
-        - subnet: {POOL_V4}
-          gateway: {gw}
-        - subnet: {POOL_V6}
-      routes:
-        - dst: {dst}
-          gw: {gw}
-",
-        dst = ROUTE.0,
-        gw = ROUTE.1,
-    )
+    "offerPfs: true\n".to_string() + &dual_stack_pool_yaml("fronthaul", POOL_V4, POOL_V6, ROUTE)
 }
 
 /// The ResourceClaim object for `pod`'s claim number `claim`, named `name`
@@ -215,46 +201,36 @@ ipam:
 /// cannot take.
 pub fn claim_json(pod: &PodSpec, claim: usize, name: &str, uid: &str) -> Value {
     let devices: Vec<&DeviceSpec> = pod.devices.iter().filter(|d| d.claim == claim).collect();
-    let requests: Vec<Value> = devices
-        .iter()
-        .map(|d| {
-            json!({"name": d.request, "exactly": {
-                "deviceClassName": "sriov-vf.sriov.dra.dev",
-                "allocationMode": "ExactCount", "count": 1}})
-        })
-        .collect();
-    let results: Vec<Value> = devices
-        .iter()
-        .map(|d| {
-            json!({"request": d.request, "driver": DRIVER, "pool": NODE,
-                   "device": pci(d.vf).device_name()})
-        })
-        .collect();
     let configs: Vec<Value> = devices
         .iter()
         .map(|d| {
-            let mut parameters = json!({
-                "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfConfig",
-                "ipam": {"pool": "fronthaul"},
-            });
+            let mut parameters = json!({"ipam": {"pool": "fronthaul"}});
             if let Some(n) = d.if_name {
                 parameters["ifName"] = json!(n);
             }
             if let Some(m) = d.mtu {
                 parameters["mtu"] = json!(m);
             }
-            json!({"source": "FromClaim", "requests": [d.request],
-                   "opaque": {"driver": DRIVER, "parameters": parameters}})
+            vf_config(DRIVER, d.request, parameters)
         })
         .collect();
-    json!({
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid},
-        "spec": {"devices": {"requests": requests}},
-        "status": {
-            "allocation": {"devices": {"results": results, "config": configs}},
-            "reservedFor": [{"resource": "pods", "name": pod.name, "uid": pod.uid()}],
-        },
-    })
+    let names: Vec<String> = devices.iter().map(|d| pci(d.vf).device_name()).collect();
+    let allocated: Vec<(&str, &str)> = devices
+        .iter()
+        .zip(&names)
+        .map(|(d, device)| (d.request, device.as_str()))
+        .collect();
+    let id = ClaimId {
+        namespace: NAMESPACE.into(),
+        name: name.into(),
+        uid: uid.into(),
+    };
+    let pod_uid = pod.uid();
+    let at = Allocation {
+        driver: DRIVER,
+        pool: NODE,
+        pod_name: pod.name,
+        pod_uid: &pod_uid,
+    };
+    allocated_claim(&id, at, &allocated, configs)
 }

@@ -13,7 +13,8 @@ use sriov::netlink::RouteTransport;
 use sriov::netlink::link::{self};
 use sriov::vf_config::{self, VfState, VfTarget};
 use sriov_dra::attach::netns::PinnedNetns;
-use sriov_dra::testing::driver_home::DriverHome;
+use sriov_dra::testing::claim_object::{Allocation, allocated_claim, vf_config};
+use sriov_dra::testing::driver_home::{DriverHome, dual_stack_pool_yaml};
 use sriov_dra::testing::driver_process::ClaimId;
 use sriov_dra::testing::netns::{StandIn, facts, stand_in_tree};
 use sriov_dra::testing::vf_place::{Seen, look};
@@ -197,8 +198,11 @@ impl LabNode {
         let home = DriverHome::new(DRIVER, NODE)
             .await
             .map_err(|e| format!("driver home: {e}"))?;
-        home.write_config(&sysfs_root, &(selectors + &pool_config()))
-            .map_err(|e| format!("node config: {e}"))?;
+        home.write_config(
+            &sysfs_root,
+            &(selectors + &dual_stack_pool_yaml(POOL, POOL_V4, POOL_V6, ROUTE)),
+        )
+        .map_err(|e| format!("node config: {e}"))?;
         let netns_dir = home.dir.path().join("netns");
         std::fs::create_dir_all(&netns_dir).map_err(|e| format!("{}: {e}", netns_dir.display()))?;
         let netns =
@@ -267,25 +271,6 @@ pub fn link_name(link: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{} points nowhere", link.display()))
 }
 
-/// The node config's pool: dual-stack, with a route.
-fn pool_config() -> String {
-    format!(
-        "ipam:
-  pools:
-    - name: {POOL}
-      subnets:
-        - subnet: {POOL_V4}
-          gateway: {gw}
-        - subnet: {POOL_V6}
-      routes:
-        - dst: {dst}
-          gw: {gw}
-",
-        dst = ROUTE.0,
-        gw = ROUTE.1,
-    )
-}
-
 /// What the crash claim asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimSpec {
@@ -313,40 +298,25 @@ pub fn claim_json(spec: &ClaimSpec, claim: &ClaimId) -> Value {
         netdev["trust"] = json!(true);
     }
     devices.push(("net", &spec.netdev, netdev));
-    let requests: Vec<Value> = devices
-        .iter()
-        .map(|(r, _, _)| {
-            json!({"name": r, "exactly": {"deviceClassName": "sriov-vf.sriov.dra.dev",
-                    "allocationMode": "ExactCount", "count": 1}})
-        })
-        .collect();
-    let results: Vec<Value> = devices
-        .iter()
-        .map(|(r, d, _)| json!({"request": r, "driver": DRIVER, "pool": NODE, "device": d}))
-        .collect();
     let names: Vec<&str> = devices.iter().map(|(r, _, _)| *r).collect();
     let mut configs = vec![json!({"source": "FromClass", "requests": names, "opaque": {
         "driver": DRIVER, "parameters": {
             "apiVersion": "sriov.dra.dev/v1alpha1", "kind": "VfPolicy",
             "allowedVlans": [VLAN.to_string()], "allowedPools": [POOL],
             "claimMaySet": ["trust", "mode", "mtu", "routes"]}}})];
-    for (r, _, config) in &devices {
-        let mut parameters = config.clone();
-        parameters["apiVersion"] = json!("sriov.dra.dev/v1alpha1");
-        parameters["kind"] = json!("VfConfig");
-        configs.push(json!({"source": "FromClaim", "requests": [r],
-            "opaque": {"driver": DRIVER, "parameters": parameters}}));
-    }
-    json!({
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": claim.name, "namespace": claim.namespace, "uid": claim.uid},
-        "spec": {"devices": {"requests": requests}},
-        "status": {
-            "allocation": {"devices": {"results": results, "config": configs}},
-            "reservedFor": [{"resource": "pods", "name": POD, "uid": POD_UID}],
-        },
-    })
+    configs.extend(
+        devices
+            .iter()
+            .map(|(r, _, config)| vf_config(DRIVER, r, config.clone())),
+    );
+    let at = Allocation {
+        driver: DRIVER,
+        pool: NODE,
+        pod_name: POD,
+        pod_uid: POD_UID,
+    };
+    let allocated: Vec<(&str, &str)> = devices.iter().map(|(r, d, _)| (*r, *d)).collect();
+    allocated_claim(claim, at, &allocated, configs)
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@ use std::collections::BTreeSet;
 
 use ipam::Allocation;
 use ipnetwork::IpNetwork;
-use serde::Deserialize;
 use sriov::netlink::RouteSocket;
-use sriov_dra::state::attachments::{AttachState, PodAttachments};
-use sriov_dra::state::{ClaimRecord, Phase};
-use sriov_dra::testing::driver_process::debug_get;
+use sriov_dra::state::Phase;
+use sriov_dra::state::attachments::AttachState;
+use sriov_dra::testing::driver_view::{DriverView, addresses_of, cdi_files};
 use sriov_dra::testing::vf_place::{home_as_before, look, look_in};
 
 use super::lab::{DRIVER, IF_NAME, LabNode, MTU, POD_UID, VLAN, link_name};
@@ -31,13 +30,6 @@ pub enum Stage {
     Running,
 }
 
-/// What `/ipam` shows.
-#[derive(Deserialize)]
-struct IpamView {
-    allocations: Vec<Allocation>,
-    orphans: Vec<Allocation>,
-}
-
 /// Addresses as `203.0.113.2/24, 2001:db8:c4a5::1/64`.
 fn list(addresses: &BTreeSet<IpNetwork>) -> String {
     let all: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
@@ -47,24 +39,17 @@ fn list(addresses: &BTreeSet<IpNetwork>) -> String {
 /// Every invariant that does not hold now, each naming what and where.
 pub async fn violations(node: &LabNode, stage: Stage) -> Vec<String> {
     let mut out = Vec::new();
-    let claims: Vec<ClaimRecord> = match debug_get(&node.home, "/claims").await {
-        Ok(c) => c,
+    let view = match DriverView::read(&node.home).await {
+        Ok(v) => v,
         Err(e) => return vec![e],
     };
-    let pods: Vec<PodAttachments> = match debug_get(&node.home, "/attachments").await {
-        Ok(p) => p,
-        Err(e) => return vec![e],
-    };
-    let ipam: IpamView = match debug_get(&node.home, "/ipam").await {
-        Ok(i) => i,
-        Err(e) => return vec![e],
-    };
+    let (claims, pods) = (&view.claims, &view.pods);
     let prepared = stage != Stage::Idle;
     let uid = &node.claim.uid;
-    if !ipam.orphans.is_empty() {
-        out.push(format!("orphaned allocations: {:?}", ipam.orphans));
+    if !view.orphans.is_empty() {
+        out.push(format!("orphaned allocations: {:?}", view.orphans));
     }
-    let record = claims.iter().find(|r| &r.uid == uid);
+    let record = view.claim(uid);
     match (prepared, record) {
         (true, Some(r)) if r.phase == Phase::Prepared => {}
         (false, None) => {}
@@ -78,12 +63,8 @@ pub async fn violations(node: &LabNode, stage: Stage) -> Vec<String> {
         out.push(format!("records of other claims: {} in all", claims.len()));
     }
     let netdev = node.netdev.pci.device_name();
-    let allocated: BTreeSet<IpNetwork> = record
-        .and_then(|r| r.devices.iter().find(|d| d.device == netdev))
-        .and_then(|d| d.addresses.as_ref())
-        .map(|a| a.addresses.iter().map(|x| x.address).collect())
-        .unwrap_or_default();
-    let held: Vec<&Allocation> = ipam.allocations.iter().collect();
+    let allocated = addresses_of(record, &netdev);
+    let held: Vec<&Allocation> = view.allocations.iter().collect();
     if prepared {
         let families = (
             allocated.iter().filter(|a| a.is_ipv4()).count(),
@@ -101,13 +82,7 @@ pub async fn violations(node: &LabNode, stage: Stage) -> Vec<String> {
             "addresses held with the claim unprepared: {held:?}"
         ));
     }
-    let cdi: BTreeSet<String> = std::fs::read_dir(node.home.cdi_dir())
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let cdi = cdi_files(&node.home);
     let wanted: BTreeSet<String> = if prepared {
         BTreeSet::from([format!("{DRIVER}-{uid}.json")])
     } else {
