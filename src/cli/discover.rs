@@ -78,7 +78,12 @@ pub fn run_to(args: &DiscoverArgs, out: &mut impl Write) -> anyhow::Result<()> {
         (None, Some(root)) => root.clone(),
         (None, None) => config.sysfs_root.clone(),
     };
-    let inventory = NodeInventory::discover(&root)?;
+    let mut inventory = NodeInventory::discover(&root)?;
+    // The full views show what a scan leaves out; slices and the table
+    // need only what a scan reads.
+    if matches!(args.output, Format::Json | Format::Yaml) {
+        inventory.read_rdma_details()?;
+    }
     for s in &inventory.skipped {
         tracing::warn!(entry = %s.entry, reason = %s.reason, "skipped a PCI device");
     }
