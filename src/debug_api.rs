@@ -190,8 +190,14 @@ async fn readyz(State(s): State<DebugState>) -> Response {
 
 async fn inventory(State(s): State<DebugState>) -> Response {
     json(
-        blocking(move || NodeInventory::discover(&s.sysfs_root).map_err(|e| format!("{e:#}")))
-            .await,
+        blocking(move || {
+            let full = NodeInventory::discover(&s.sysfs_root).and_then(|mut inventory| {
+                inventory.read_rdma_details()?;
+                Ok(inventory)
+            });
+            full.map_err(|e| format!("{e:#}"))
+        })
+        .await,
     )
 }
 

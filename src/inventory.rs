@@ -2,7 +2,7 @@
 //! their RDMA devices and their PF's interface name, and which are offered.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -32,16 +32,19 @@ pub struct NodeInventory {
     pub devices: Vec<NodeDevice>,
     /// Entries passed over during the scan, with why.
     pub skipped: Vec<Skipped>,
+    /// The sysfs root it was read from, where the details a scan leaves
+    /// out (an RDMA device's char devices) are read when needed.
+    #[serde(skip)]
+    pub sysfs_root: PathBuf,
 }
 
 impl NodeInventory {
     /// Scans `sysfs_root` for PCI functions and their RDMA devices.
     pub fn discover(sysfs_root: &Path) -> anyhow::Result<Self> {
-        // RDMA devices are read with the function, while its directory is open.
+        // RDMA devices are found with the function, while its directory is
+        // open; by name only, which is what a slice publishes.
         let (inv, mut rdma) = sriov::inventory::scan_with(sysfs_root, |dir, address| {
-            Ok(rdma::inventory::for_pci_dir(dir, address)?
-                .into_iter()
-                .next())
+            Ok(rdma::inventory::names_in(dir, address)?.into_iter().next())
         })
         .with_context(|| {
             format!(
@@ -72,7 +75,20 @@ impl NodeInventory {
         Ok(NodeInventory {
             devices,
             skipped: inv.skipped,
+            sysfs_root: sysfs_root.to_path_buf(),
         })
+    }
+
+    /// Reads the RDMA details (ports, GUID, char devices) a scan leaves
+    /// out, for every device: the operator's full view (`discover -o json`,
+    /// the debug API's `/inventory`).
+    pub fn read_rdma_details(&mut self) -> anyhow::Result<()> {
+        for dev in &mut self.devices {
+            if let Some(r) = &mut dev.rdma {
+                r.details = Some(rdma::details_of(&self.sysfs_root, r)?);
+            }
+        }
+        Ok(())
     }
 
     /// The devices the config offers, in PCI address order.
@@ -132,6 +148,27 @@ mod tests {
         assert_eq!(vf.function.address.to_string(), "0000:3b:00.2");
         assert_eq!(vf.pf_name.as_deref(), Some("ens1f0np0"));
         assert_eq!(vf.rdma.as_ref().unwrap().name, "mlx5_1");
+    }
+
+    #[test]
+    fn rdma_details_are_read_on_request_only() {
+        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+        Fixture::ConnectX6Dx.build(dir.path()).unwrap();
+        let mut inv = NodeInventory::discover(dir.path()).unwrap();
+        assert!(
+            inv.devices
+                .iter()
+                .all(|d| d.rdma.as_ref().unwrap().details.is_none())
+        );
+        inv.read_rdma_details().unwrap();
+        let vf = inv.devices[2].rdma.as_ref().unwrap();
+        assert_eq!(
+            vf.details.as_ref().unwrap().char_devices,
+            [
+                PathBuf::from("/dev/infiniband/rdma_cm"),
+                PathBuf::from("/dev/infiniband/uverbs1")
+            ]
+        );
     }
 
     #[test]

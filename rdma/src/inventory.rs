@@ -10,6 +10,11 @@ use sriov::sysfs::{self, SysDir, SysfsError};
 pub const RDMA_CM: &str = "/dev/infiniband/rdma_cm";
 
 /// An RDMA device (`mlx5_0`) of a PCI function.
+///
+/// A node scan reads only its name, which is what a slice publishes
+/// (`rdma`, `rdmaDevice`); the rest ([`RdmaDetails`]) costs a dozen reads
+/// per device and is read for the one device a claim prepares, or for an
+/// operator's full view ([`details_of`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RdmaDevice {
@@ -17,6 +22,15 @@ pub struct RdmaDevice {
     pub name: String,
     /// The PCI function it belongs to.
     pub pci_address: PciAddress,
+    /// Ports, GUID and char devices, when they were read.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub details: Option<RdmaDetails>,
+}
+
+/// What a container needs of an RDMA device, and what an operator looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdmaDetails {
     /// `node_guid`, if exposed.
     pub node_guid: Option<String>,
     /// Ports in number order.
@@ -59,9 +73,19 @@ pub enum RdmaError {
     /// The root has no `bus/pci/devices`.
     #[error("{0} does not exist: is the sysfs root right?")]
     NoPciBus(PathBuf),
+    /// The device a scan found is no longer there.
+    #[error("RDMA device {name} of PCI function {address} is gone (looked for {path})")]
+    Gone {
+        /// Its kernel name.
+        name: String,
+        /// Its PCI function.
+        address: PciAddress,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
 }
 
-impl RdmaDevice {
+impl RdmaDetails {
     /// True if any port runs InfiniBand (needs `umad`/`issm` for the SM).
     pub fn is_infiniband(&self) -> bool {
         self.ports
@@ -102,20 +126,62 @@ pub fn for_pci_device(
 /// [`for_pci_device`] for a PCI function's directory that is already open,
 /// so a scan that has read the function resolves its path only once.
 pub fn for_pci_dir(dir: &SysDir, address: PciAddress) -> Result<Vec<RdmaDevice>, SysfsError> {
-    let mut out = Vec::new();
     let names = dir.list("infiniband")?;
     let only_device = names.len() == 1;
+    let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let ib = format!("infiniband/{name}");
         out.push(RdmaDevice {
-            ports: read_ports(dir, &ib)?,
-            node_guid: dir.read_optional(&format!("{ib}/node_guid"))?,
-            char_devices: char_devices(dir, &name, only_device)?,
+            details: Some(read_details(dir, &name, only_device)?),
             name,
             pci_address: address,
         });
     }
     Ok(out)
+}
+
+/// The RDMA devices of a PCI function's open directory, by name only: what
+/// a node scan needs (one directory listing per function).
+pub fn names_in(dir: &SysDir, address: PciAddress) -> Result<Vec<RdmaDevice>, SysfsError> {
+    Ok(dir
+        .list("infiniband")?
+        .into_iter()
+        .map(|name| RdmaDevice {
+            name,
+            pci_address: address,
+            details: None,
+        })
+        .collect())
+}
+
+/// Ports, GUID and char devices of `device`, read now: for the one device a
+/// claim prepares (its char devices go into the CDI spec), never per scan.
+pub fn details_of(sysfs_root: &Path, device: &RdmaDevice) -> Result<RdmaDetails, RdmaError> {
+    let path = sysfs_root
+        .join("bus/pci/devices")
+        .join(device.pci_address.to_string());
+    let gone = || RdmaError::Gone {
+        name: device.name.clone(),
+        address: device.pci_address,
+        path: path.join("infiniband").join(&device.name),
+    };
+    let Some(dir) = SysDir::open(&path)? else {
+        return Err(gone());
+    };
+    let names = dir.list("infiniband")?;
+    if !names.contains(&device.name) {
+        return Err(gone());
+    }
+    Ok(read_details(&dir, &device.name, names.len() == 1)?)
+}
+
+/// The details of RDMA device `name` under the open PCI directory `dir`.
+fn read_details(dir: &SysDir, name: &str, only_device: bool) -> Result<RdmaDetails, SysfsError> {
+    let ib = format!("infiniband/{name}");
+    Ok(RdmaDetails {
+        ports: read_ports(dir, &ib)?,
+        node_guid: dir.read_optional(&format!("{ib}/node_guid"))?,
+        char_devices: char_devices(dir, name, only_device)?,
+    })
 }
 
 /// The ports of the RDMA device at `ib` (relative to `dir`), in number order.
@@ -202,6 +268,11 @@ mod tests {
     use super::*;
     use sriov::fixture::Fixture;
 
+    /// The details a full read (`scan`, `for_pci_device`) always has.
+    fn details(d: &RdmaDevice) -> &RdmaDetails {
+        d.details.as_ref().expect("a full read has details")
+    }
+
     fn tree(f: Fixture) -> tempfile::TempDir {
         let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
         f.build(dir.path()).unwrap();
@@ -216,17 +287,17 @@ mod tests {
         let pf0 = &devs[0];
         assert_eq!(pf0.name, "mlx5_0");
         assert_eq!(pf0.pci_address.to_string(), "0000:3b:00.0");
-        assert_eq!(pf0.ports[0].link_layer, LinkLayer::Ethernet);
-        assert_eq!(pf0.ports[0].netdev.as_deref(), Some("ens1f0np0"));
-        assert_eq!(pf0.ports[0].state.as_deref(), Some("ACTIVE"));
+        assert_eq!(details(pf0).ports[0].link_layer, LinkLayer::Ethernet);
+        assert_eq!(details(pf0).ports[0].netdev.as_deref(), Some("ens1f0np0"));
+        assert_eq!(details(pf0).ports[0].state.as_deref(), Some("ACTIVE"));
         assert_eq!(
-            pf0.char_devices,
+            details(pf0).char_devices,
             [
                 PathBuf::from("/dev/infiniband/rdma_cm"),
                 PathBuf::from("/dev/infiniband/uverbs0")
             ]
         );
-        assert!(!pf0.is_infiniband());
+        assert!(!details(pf0).is_infiniband());
     }
 
     #[test]
@@ -235,9 +306,9 @@ mod tests {
         let devs = scan(dir.path()).unwrap();
         assert_eq!(devs.len(), 4, "PF + 3 bound VFs; the unbound VF has none");
         let pf = &devs[0];
-        assert!(pf.is_infiniband());
-        assert_eq!(pf.ports[0].netdev, None);
-        let names: Vec<String> = pf
+        assert!(details(pf).is_infiniband());
+        assert_eq!(details(pf).ports[0].netdev, None);
+        let names: Vec<String> = details(pf)
             .char_devices
             .iter()
             .map(|p| p.display().to_string())
@@ -251,7 +322,10 @@ mod tests {
                 "/dev/infiniband/uverbs0"
             ]
         );
-        assert_eq!(pf.node_guid.as_deref(), Some("a088:c203:005e:0000"));
+        assert_eq!(
+            details(pf).node_guid.as_deref(),
+            Some("a088:c203:005e:0000")
+        );
     }
 
     #[test]
@@ -268,9 +342,54 @@ mod tests {
         // A switch numbers its management port 0.
         std::fs::rename(ports.join("1"), ports.join("0")).unwrap();
         let pf = &scan(dir.path()).unwrap()[0];
-        assert_eq!(pf.ports.len(), 1);
-        assert_eq!(pf.ports[0].number, 0);
-        assert_eq!(pf.ports[0].link_layer, LinkLayer::InfiniBand);
+        assert_eq!(details(pf).ports.len(), 1);
+        assert_eq!(details(pf).ports[0].number, 0);
+        assert_eq!(details(pf).ports[0].link_layer, LinkLayer::InfiniBand);
+    }
+
+    #[test]
+    fn a_scan_reads_names_and_a_prepare_reads_the_details_of_one_device() {
+        let dir = tree(Fixture::ConnectX6Dx);
+        let vf: PciAddress = "0000:3b:00.2".parse().unwrap();
+        let pci = SysDir::open(&dir.path().join("bus/pci/devices/0000:3b:00.2"))
+            .unwrap()
+            .unwrap();
+        let named = names_in(&pci, vf).unwrap();
+        assert_eq!(named.len(), 1);
+        assert_eq!(
+            (named[0].name.as_str(), named[0].details.as_ref()),
+            ("mlx5_1", None)
+        );
+
+        let full = details_of(dir.path(), &named[0]).unwrap();
+        assert_eq!(
+            Some(&full),
+            for_pci_device(dir.path(), vf).unwrap()[0].details.as_ref()
+        );
+        assert_eq!(full.ports[0].link_layer, LinkLayer::Ethernet);
+        assert!(full.char_devices.contains(&PathBuf::from(RDMA_CM)));
+    }
+
+    #[test]
+    fn details_of_a_device_gone_since_the_scan_name_it() {
+        let dir = tree(Fixture::ConnectX6Dx);
+        let vf: PciAddress = "0000:3b:00.2".parse().unwrap();
+        let gone = RdmaDevice {
+            name: "mlx5_9".into(),
+            pci_address: vf,
+            details: None,
+        };
+        let err = details_of(dir.path(), &gone).unwrap_err().to_string();
+        assert!(
+            err.contains("mlx5_9") && err.contains("0000:3b:00.2"),
+            "{err}"
+        );
+        let elsewhere = RdmaDevice {
+            pci_address: "0000:99:00.0".parse().unwrap(),
+            ..gone
+        };
+        let err = details_of(dir.path(), &elsewhere).unwrap_err().to_string();
+        assert!(err.contains("is gone"), "{err}");
     }
 
     #[test]

@@ -14,4 +14,6 @@ pub mod netlink;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
-pub use inventory::{LinkLayer, RdmaDevice, RdmaError, RdmaPort, for_pci_device, scan};
+pub use inventory::{
+    LinkLayer, RdmaDetails, RdmaDevice, RdmaError, RdmaPort, details_of, for_pci_device, scan,
+};

@@ -122,6 +122,8 @@ struct Devices {
     by_name: HashMap<String, NodeDevice>,
     offered: HashSet<String>,
     pf_mtu: HashMap<PciAddress, u32>,
+    /// Where a prepared device's RDMA char devices are read.
+    sysfs_root: PathBuf,
 }
 
 impl Devices {
@@ -138,6 +140,7 @@ impl Devices {
                 .iter()
                 .filter_map(|d| Some((d.function.address, d.function.netdev.as_ref()?.mtu?)))
                 .collect(),
+            sysfs_root: inventory.sysfs_root.clone(),
         }
     }
 }
@@ -495,7 +498,7 @@ impl Preparer {
             .map_err(|e| step(&label, where_)(e.into()))?;
             dev.addresses = Some(alloc);
         }
-        let specs = self.cdi_devices(record);
+        let specs = self.cdi_devices(record)?;
         // The addresses are durable (still phase Preparing, so a crash from
         // here on rolls the claim back) before the CDI spec is written, and
         // the store's single writer lock is not held across the spec's two
@@ -524,8 +527,12 @@ impl Preparer {
     }
 
     /// The CDI devices of a record; sets each device's CDI ID.
-    fn cdi_devices(&self, record: &mut ClaimRecord) -> Vec<CdiDevice> {
+    ///
+    /// A netdevice-mode device's RDMA char devices are read here, for this
+    /// device only: a scan reads RDMA devices by name.
+    fn cdi_devices(&self, record: &mut ClaimRecord) -> Result<Vec<CdiDevice>, PrepareError> {
         let node = self.devices();
+        let label = format!("{}/{}", record.namespace, record.name);
         let mut per_request: HashMap<String, usize> = HashMap::new();
         for dev in &record.devices {
             *per_request
@@ -540,13 +547,25 @@ impl Preparer {
             let n = seen.entry(base).or_default();
             let index = many.then_some(*n);
             *n += 1;
-            let rdma_nodes = match (dev.config.mode, node.by_name.get(&dev.device)) {
-                (Mode::Netdevice, Some(d)) => d
-                    .rdma
-                    .as_ref()
-                    .map(|r| r.char_devices.clone())
-                    .unwrap_or_default(),
-                _ => Vec::new(),
+            let rdma = match dev.config.mode {
+                Mode::Netdevice => node.by_name.get(&dev.device).and_then(|d| d.rdma.as_ref()),
+                _ => None,
+            };
+            let rdma_nodes = match rdma {
+                Some(r) => {
+                    rdma::details_of(&node.sysfs_root, r)
+                        .map_err(|e| {
+                            step(
+                                &label,
+                                format!(
+                                    "request {:?}, device {}: reading its RDMA char devices",
+                                    dev.request, dev.device
+                                ),
+                            )(e.into())
+                        })?
+                        .char_devices
+                }
+                None => Vec::new(),
             };
             dev.cdi_device_id = Some(self.cdi.device_id(&record.uid, &dev.device));
             out.push(CdiDevice {
@@ -554,7 +573,7 @@ impl Preparer {
                 edits: device_edits(dev, index, &rdma_nodes),
             });
         }
-        out
+        Ok(out)
     }
 
     /// Moves the claim's VFs that a pod record still holds back to the host

@@ -78,7 +78,12 @@ pub fn run_to(args: &DiscoverArgs, out: &mut impl Write) -> anyhow::Result<()> {
         (None, Some(root)) => root.clone(),
         (None, None) => config.sysfs_root.clone(),
     };
-    let inventory = NodeInventory::discover(&root)?;
+    let mut inventory = NodeInventory::discover(&root)?;
+    // The full views show what a scan leaves out; slices and the table
+    // need only what a scan reads.
+    if matches!(args.output, Format::Json | Format::Yaml) {
+        inventory.read_rdma_details()?;
+    }
     for s in &inventory.skipped {
         tracing::warn!(entry = %s.entry, reason = %s.reason, "skipped a PCI device");
     }
@@ -91,9 +96,12 @@ pub fn run_to(args: &DiscoverArgs, out: &mut impl Write) -> anyhow::Result<()> {
         Format::Slices => {
             let node = config.resolve_node_name()?;
             let params = SliceParams::new(&config, &node);
-            slices::render_each(&inventory, &config, &params, |s| {
+            // Built and turned into YAML on every core; printed in order.
+            let yaml =
+                |s: k8s_openapi::api::resource::v1::ResourceSlice| Ok(serde_yaml::to_string(&s)?);
+            slices::render_each_parallel(&inventory, &config, &params, yaml, |text: String| {
                 out.write_all(b"---\n")?;
-                out.write_all(serde_yaml::to_string(&s)?.as_bytes())?;
+                out.write_all(text.as_bytes())?;
                 Ok(())
             })?;
         }

@@ -71,6 +71,7 @@ mod tests {
         let fewer = NodeInventory {
             devices: before.devices[..17].to_vec(),
             skipped: vec![],
+            sysfs_root: dir.path().to_path_buf(),
         };
         let changes = diff(&fewer, &before);
         assert_eq!(changes.added, [before.devices[17].name()]);
