@@ -19,7 +19,10 @@ use crate::error::{IpamError, StoreContext};
 use crate::free::{self, FreeTable};
 use crate::owner::Owner;
 use crate::pool::Pool;
-use crate::store::{BLOCKS, BY_IP, BY_OWNER, CURSOR, FREE, decode_allocation, encode_allocation};
+use crate::static_leases::{self, Holder, StaticLease, StaticTable};
+use crate::store::{
+    BLOCKS, BY_IP, BY_OWNER, CURSOR, FREE, STATIC_LEASES, decode_allocation, encode_allocation,
+};
 
 /// Pools by name.
 pub(crate) type Pools = BTreeMap<String, Pool>;
@@ -31,6 +34,7 @@ pub(crate) struct Tables<'t> {
     pub free: FreeTable<'t>,
     pub cursor: Table<'t, (&'static str, u8), u128>,
     pub blocks: BlockTable<'t>,
+    pub statics: StaticTable<'t>,
 }
 
 impl<'t> Tables<'t> {
@@ -41,6 +45,9 @@ impl<'t> Tables<'t> {
             free: txn.open_table(FREE).ctx("open ipam_free")?,
             cursor: txn.open_table(CURSOR).ctx("open ipam_cursor")?,
             blocks: txn.open_table(BLOCKS).ctx("open ipam_blocks")?,
+            statics: txn
+                .open_table(STATIC_LEASES)
+                .ctx("open ipam_static_leases")?,
         })
     }
 
@@ -253,14 +260,41 @@ pub(crate) fn allocate_static(
             }
             gateway = pool.subnet_of(ip).and_then(|s| s.gateway);
             let (fam, v) = to_key(ip);
-            if pool.is_cluster() && blocks::containing(&t.blocks, pool.name(), fam, v)?.is_none() {
-                return Err(IpamError::NotLeased {
-                    address: ip,
-                    owner: key,
-                    pool: pool.name().to_string(),
-                });
+            // A cluster pool's address comes out of a held block's free
+            // map, or is this node's by a single-address lease (then no
+            // held block contains it and it is in no free map).
+            let mut from_free_map = true;
+            if pool.is_cluster() {
+                let lease = static_leases::get(&t.statics, pool.name(), ip)?;
+                if let Some(StaticLease {
+                    holder: Holder::Node(node),
+                    lease,
+                    ..
+                }) = lease
+                {
+                    return Err(IpamError::HeldByNode {
+                        address: ip,
+                        owner: key,
+                        pool: pool.name().to_string(),
+                        node,
+                        lease,
+                    });
+                }
+                if blocks::containing(&t.blocks, pool.name(), fam, v)?.is_none() {
+                    if !static_leases::is_own(&t.statics, pool.name(), ip)? {
+                        return Err(IpamError::NotLeased {
+                            address: ip,
+                            owner: key,
+                            pool: pool.name().to_string(),
+                        });
+                    }
+                    from_free_map = false;
+                }
             }
-            if pool.is_allocatable(ip) && !free::take_exact(&mut t.free, pool.name(), fam, v)? {
+            if from_free_map
+                && pool.is_allocatable(ip)
+                && !free::take_exact(&mut t.free, pool.name(), fam, v)?
+            {
                 return Err(IpamError::Inconsistent {
                     detail: format!(
                         "{ip} is held by nobody but missing from the free map of pool {:?}",
@@ -314,10 +348,14 @@ pub(crate) fn release_key(
         }
         // Only addresses the current pools may hand out go back; orphans
         // (outside every pool now) simply disappear.
-        if let Some(pool) = pools.values().find(|p| p.is_allocatable(ip))
-            && blocks::may_reuse(&t.blocks, pool, fam, v)?
-        {
-            free::give_back(&mut t.free, pool.name(), fam, v)?;
+        if let Some(pool) = pools.values().find(|p| p.is_allocatable(ip)) {
+            if allocation.pool.is_none() && pool.is_cluster() {
+                // Its single-address lease (if any) goes after the commit.
+                static_leases::drop_own(&mut t.statics, pool.name(), ip)?;
+            }
+            if blocks::may_reuse(&t.blocks, &t.statics, pool, fam, v)? {
+                free::give_back(&mut t.free, pool.name(), fam, v)?;
+            }
         }
     }
     Ok(Some(allocation))

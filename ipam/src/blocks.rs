@@ -17,7 +17,8 @@ use crate::block_space::BlockSpace;
 use crate::error::{IpamError, StoreContext};
 use crate::free::{self, FreeTable};
 use crate::pool::{Interval, Pool, cidr_interval, normalize, subtract};
-use crate::store::{BLOCKS, BY_IP, FREE};
+use crate::static_leases;
+use crate::store::{BLOCKS, BY_IP, FREE, STATIC_LEASES};
 
 /// The block table, open in a write transaction.
 pub(crate) type BlockTable<'t> = Table<'t, (&'static str, u8, u128), &'static [u8]>;
@@ -113,30 +114,46 @@ pub(crate) fn intersect(set: &[Interval], within: &[Interval]) -> Vec<Interval> 
     normalize(out)
 }
 
+/// `set` without the single addresses of `holes` (both sorted).
+fn without(set: Vec<Interval>, holes: &[Interval]) -> Vec<Interval> {
+    holes.iter().fold(set, |acc, h| subtract(&acc, *h))
+}
+
 /// What `pool` may hand out on this node for `fam`: everything for a node
-/// pool, its allocatable set inside the held blocks for a cluster pool.
+/// pool; for a cluster pool its allocatable set inside the held blocks,
+/// without the addresses other nodes hold by single-address leases.
 pub(crate) fn allowed(
     blocks: &impl ReadableTable<(&'static str, u8, u128), &'static [u8]>,
+    statics: Option<&impl ReadableTable<(&'static str, u8, u128), &'static [u8]>>,
     pool: &Pool,
     fam: Family,
 ) -> Result<Vec<Interval>, IpamError> {
     if !pool.is_cluster() {
         return Ok(pool.allocatable(fam).to_vec());
     }
-    Ok(intersect(
-        pool.allocatable(fam),
-        &intervals(blocks, pool.name(), fam)?,
-    ))
+    let inside = intersect(pool.allocatable(fam), &intervals(blocks, pool.name(), fam)?);
+    Ok(match statics {
+        Some(statics) => without(inside, &static_leases::foreign(statics, pool.name(), fam)?),
+        // A file from before single-address leases has none.
+        None => inside,
+    })
 }
 
-/// Whether `value` may go back to `pool`'s free map on release.
+/// Whether `value` may go back to `pool`'s free map on release: for a
+/// cluster pool only inside a held block and not held by another node.
 pub(crate) fn may_reuse(
     blocks: &impl ReadableTable<(&'static str, u8, u128), &'static [u8]>,
+    statics: &impl ReadableTable<(&'static str, u8, u128), &'static [u8]>,
     pool: &Pool,
     fam: Family,
     value: u128,
 ) -> Result<bool, IpamError> {
-    Ok(!pool.is_cluster() || containing(blocks, pool.name(), fam, value)?.is_some())
+    if !pool.is_cluster() {
+        return Ok(true);
+    }
+    let foreign = static_leases::foreign(statics, pool.name(), fam)?;
+    Ok(containing(blocks, pool.name(), fam, value)?.is_some()
+        && !foreign.iter().any(|iv| iv.contains(value)))
 }
 
 /// Free runs of `within` given the addresses held in `by_ip`.
@@ -206,8 +223,14 @@ pub(crate) fn add(
         .insert((pool_name, fam.tag(), iv.start), bytes.as_slice())
         .ctx("write ipam_blocks")?;
     let by_ip = txn.open_table(BY_IP).ctx("open ipam_by_ip")?;
+    let statics = txn
+        .open_table(STATIC_LEASES)
+        .ctx("open ipam_static_leases")?;
     let mut free_table: FreeTable<'_> = txn.open_table(FREE).ctx("open ipam_free")?;
-    let within = intersect(pool.allocatable(fam), &[iv]);
+    let within = without(
+        intersect(pool.allocatable(fam), &[iv]),
+        &static_leases::foreign(&statics, pool_name, fam)?,
+    );
     for run in free_runs(&by_ip, fam, &within)? {
         free::give_back_interval(&mut free_table, pool_name, fam, run.start, run.end)?;
     }
@@ -250,6 +273,7 @@ pub(crate) fn remove(
     if existed {
         let mut free_table: FreeTable<'_> = txn.open_table(FREE).ctx("open ipam_free")?;
         free::cut(&mut free_table, pool_name, fam, iv.start, iv.end)?;
+        static_leases::forget_foreign_in(txn, pool_name, fam, iv)?;
     }
     Ok(holders)
 }

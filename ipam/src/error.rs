@@ -96,6 +96,34 @@ pub enum IpamError {
         /// The cluster pool.
         pool: String,
     },
+    /// A static address of a cluster pool that another node's
+    /// single-address lease holds.
+    #[error(
+        "address {address} requested by {owner} in cluster-wide pool {pool:?} is held by \
+         node {node} (IPBlock {lease})"
+    )]
+    HeldByNode {
+        /// Requested address.
+        address: IpAddr,
+        /// Requesting owner key.
+        owner: String,
+        /// The cluster pool.
+        pool: String,
+        /// The node holding it.
+        node: String,
+        /// Its lease object.
+        lease: String,
+    },
+    /// A single-address lease cannot be recorded.
+    #[error("IPAM pool {pool:?}, single-address lease of {address}: {reason}")]
+    InvalidStaticLease {
+        /// Pool name.
+        pool: String,
+        /// The address.
+        address: IpAddr,
+        /// What is wrong.
+        reason: String,
+    },
     /// A static request names an address someone else holds.
     #[error("address {address} requested by {owner} is already allocated to {holder}")]
     AddressInUse {

@@ -21,6 +21,7 @@ use crate::gc;
 use crate::owner::Owner;
 use crate::pool::Pool;
 use crate::pool_sync::{self, PoolChanges};
+use crate::static_leases::{self, Holder, StaticLease};
 use crate::status::{self, PoolStatus};
 use crate::store::{self, POOLS, read_snapshot};
 use crate::validate::validate_pools;
@@ -258,6 +259,77 @@ impl Ipam {
         blocks::usage(&self.read()?, &self.pools)
     }
 
+    /// Records, in the caller's transaction, that this node leases the
+    /// static `address` of cluster pool `pool` under the object `lease`;
+    /// call after the lease exists and before [`Ipam::allocate_static_in`]
+    /// in the same transaction. `Ok(false)` if already recorded.
+    pub fn record_static_lease_in(
+        &self,
+        txn: &WriteTransaction,
+        pool: &str,
+        address: IpAddr,
+        lease: &str,
+    ) -> Result<bool, IpamError> {
+        static_leases::record_own(txn, &self.pools, pool, address, lease)
+    }
+
+    /// [`Ipam::add_block`], keeping the addresses of `foreign` (other
+    /// nodes' single-address leases inside the block, as the API listed
+    /// them after the block's lease was created) out of the free map, all
+    /// in one commit.
+    pub fn add_block_reserving(
+        &self,
+        pool: &str,
+        block: IpNetwork,
+        lease: &str,
+        foreign: &[StaticLease],
+    ) -> Result<bool, IpamError> {
+        self.write(|txn| {
+            for f in foreign {
+                let node = match &f.holder {
+                    Holder::Node(node) if f.pool == pool && block.contains(f.address) => node,
+                    _ => {
+                        return Err(IpamError::InvalidStaticLease {
+                            pool: f.pool.clone(),
+                            address: f.address,
+                            reason: format!(
+                                "not another node's lease inside block {block} of pool {pool:?}"
+                            ),
+                        });
+                    }
+                };
+                static_leases::reserve_foreign(txn, &self.pools, pool, f.address, &f.lease, node)?;
+            }
+            blocks::add(txn, &self.pools, pool, block, lease)
+        })
+    }
+
+    /// Records that `node` holds `address` of `pool` under `lease`, so it is
+    /// never handed out here (durable when this returns).
+    pub fn reserve_foreign(
+        &self,
+        pool: &str,
+        address: IpAddr,
+        lease: &str,
+        node: &str,
+    ) -> Result<bool, IpamError> {
+        self.write(|txn| {
+            static_leases::reserve_foreign(txn, &self.pools, pool, address, lease, node)
+        })
+    }
+
+    /// Forgets another node's single-address lease of `address` in `pool`
+    /// (its object is gone): the address is free again if a held block
+    /// contains it. `Ok(false)` if there was none.
+    pub fn forget_foreign(&self, pool: &str, address: IpAddr) -> Result<bool, IpamError> {
+        self.write(|txn| static_leases::forget_foreign(txn, &self.pools, pool, address))
+    }
+
+    /// Every single-address lease the store knows, this node's and others'.
+    pub fn static_leases(&self) -> Result<Vec<StaticLease>, IpamError> {
+        static_leases::list(&self.read()?)
+    }
+
     /// Free addresses of `pool`/`family` (for a cluster pool: in the blocks
     /// this node holds). Reads every free interval of the pool.
     pub fn free_count(&self, pool: &str, family: Family) -> Result<u128, IpamError> {
@@ -367,6 +439,14 @@ impl IpamReader {
             return Ok(Vec::new());
         }
         blocks::usage(&self.read()?, &self.pools)
+    }
+
+    /// Every single-address lease the store knows, this node's and others'.
+    pub fn static_leases(&self) -> Result<Vec<StaticLease>, IpamError> {
+        if !self.initialised {
+            return Ok(Vec::new());
+        }
+        static_leases::list(&self.read()?)
     }
 
     /// Allocations that their pool's current definition no longer covers.

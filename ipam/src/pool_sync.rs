@@ -13,7 +13,7 @@ use crate::allocator::Pools;
 use crate::blocks;
 use crate::error::{IpamError, StoreContext};
 use crate::free;
-use crate::store::{BLOCKS, BY_IP, CURSOR, FREE, POOLS, read_snapshot};
+use crate::store::{BLOCKS, BY_IP, CURSOR, FREE, POOLS, STATIC_LEASES, read_snapshot};
 
 /// Names of pools whose free map was rebuilt or dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,6 +32,9 @@ pub(crate) fn apply(txn: &WriteTransaction, pools: &Pools) -> Result<PoolChanges
     let mut free_table = txn.open_table(FREE).ctx("open ipam_free")?;
     let mut cursor = txn.open_table(CURSOR).ctx("open ipam_cursor")?;
     let held = txn.open_table(BLOCKS).ctx("open ipam_blocks")?;
+    let statics = txn
+        .open_table(STATIC_LEASES)
+        .ctx("open ipam_static_leases")?;
     let mut changes = PoolChanges::default();
     for (name, pool) in pools {
         if snapshot.get(name) == Some(pool.config()) {
@@ -39,7 +42,7 @@ pub(crate) fn apply(txn: &WriteTransaction, pools: &Pools) -> Result<PoolChanges
         }
         let mut allowed = std::collections::BTreeMap::new();
         for fam in crate::Family::ALL {
-            allowed.insert(fam, blocks::allowed(&held, pool, fam)?);
+            allowed.insert(fam, blocks::allowed(&held, Some(&statics), pool, fam)?);
         }
         free::rebuild(&mut free_table, &by_ip, pool, |fam| {
             allowed.get(&fam).cloned().unwrap_or_default()

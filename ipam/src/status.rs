@@ -102,6 +102,11 @@ pub(crate) fn pools_status(
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(e).ctx("open ipam_blocks"),
     };
+    let statics = match txn.open_table(crate::store::STATIC_LEASES) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e).ctx("open ipam_static_leases"),
+    };
     let mut names: BTreeSet<String> = pools.keys().cloned().collect();
     names.extend(all.iter().filter_map(|a| a.pool.clone()));
     let mut out = Vec::new();
@@ -111,9 +116,11 @@ pub(crate) fn pools_status(
         if let Some(pool) = pool {
             for family in pool.families() {
                 let size = match (&held, pool.is_cluster()) {
-                    (Some(held), true) => crate::blocks::allowed(held, pool, family)?
-                        .iter()
-                        .fold(0u128, |acc, iv| acc.saturating_add(iv.len())),
+                    (Some(held), true) => {
+                        crate::blocks::allowed(held, statics.as_ref(), pool, family)?
+                            .iter()
+                            .fold(0u128, |acc, iv| acc.saturating_add(iv.len()))
+                    }
                     (None, true) => 0,
                     (_, false) => pool.size(family),
                 };

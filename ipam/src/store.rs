@@ -36,6 +36,11 @@ pub(crate) const FREE: TableDefinition<(&str, u8, u128), u128> = TableDefinition
 /// [`crate::HeldBlock`]: the blocks of cluster pools this node leases.
 pub(crate) const BLOCKS: TableDefinition<(&str, u8, u128), &[u8]> =
     TableDefinition::new("ipam_blocks");
+/// `ipam_static_leases`: (pool, family tag, address) → JSON
+/// [`crate::StaticLease`]: single-address leases of cluster pools, this
+/// node's own and other nodes' inside this node's blocks.
+pub(crate) const STATIC_LEASES: TableDefinition<(&str, u8, u128), &[u8]> =
+    TableDefinition::new("ipam_static_leases");
 /// `ipam_cursor`: (pool, family tag) → last address handed out.
 pub(crate) const CURSOR: TableDefinition<(&str, u8), u128> = TableDefinition::new("ipam_cursor");
 
@@ -218,9 +223,16 @@ fn init_schema(path: &Path, db: &Database) -> Result<(), IpamError> {
             v.map(|g| g.value())
         };
         check_version(path, found)?;
-        if !names.iter().any(|n| n == BLOCKS.name()) {
-            // A file from before cluster pools: the new table is additive.
+        let missing: Vec<&str> = [BLOCKS.name(), STATIC_LEASES.name()]
+            .into_iter()
+            .filter(|t| !names.iter().any(|n| n == t))
+            .collect();
+        if !missing.is_empty() {
+            // A file from before cluster pools or single-address leases:
+            // the new tables are additive.
             txn.open_table(BLOCKS).ctx("create ipam_blocks")?;
+            txn.open_table(STATIC_LEASES)
+                .ctx("create ipam_static_leases")?;
             return commit(txn);
         }
         return txn.abort().ctx("abort");
@@ -238,6 +250,8 @@ fn init_schema(path: &Path, db: &Database) -> Result<(), IpamError> {
         txn.open_table(FREE).ctx("create ipam_free")?;
         txn.open_table(CURSOR).ctx("create ipam_cursor")?;
         txn.open_table(BLOCKS).ctx("create ipam_blocks")?;
+        txn.open_table(STATIC_LEASES)
+            .ctx("create ipam_static_leases")?;
         let mut meta = txn.open_table(META).ctx("create ipam_meta")?;
         meta.insert(VERSION_KEY, SCHEMA_VERSION)
             .ctx("write schema version")?;

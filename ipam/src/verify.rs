@@ -23,12 +23,15 @@ pub(crate) fn verify(txn: &ReadTransaction, pools: &Pools) -> Result<Vec<String>
     let held = txn
         .open_table(crate::store::BLOCKS)
         .ctx("open ipam_blocks")?;
+    let statics = txn
+        .open_table(crate::store::STATIC_LEASES)
+        .ctx("open ipam_static_leases")?;
     let mut allowed: BTreeMap<(String, u8), Vec<Interval>> = BTreeMap::new();
     for (name, pool) in pools {
         for fam in Family::ALL {
             allowed.insert(
                 (name.clone(), fam.tag()),
-                blocks::allowed(&held, pool, fam)?,
+                blocks::allowed(&held, Some(&statics), pool, fam)?,
             );
         }
     }

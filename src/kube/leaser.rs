@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::kube::leases::{Claimed, IpBlocks, Lease};
+use crate::kube::static_leases::StaticLeases;
 
 /// Conflicts in a row after which the leaser lists the pool's leases
 /// instead of trying the next block blind.
@@ -132,6 +133,17 @@ pub struct Reconciled {
     /// Blocks in the store another node now holds, with the owners of
     /// addresses in them: nothing more is handed out of them.
     pub lost: Vec<(String, Vec<String>)>,
+    /// This node's single-address leases no allocation in the store holds
+    /// (a crash between the release's commit and the lease's delete, or a
+    /// Prepare that failed mid-way): deleted.
+    pub statics_returned: Vec<String>,
+    /// Single-address leases the store records as this node's whose object
+    /// was gone: created again.
+    pub statics_reclaimed: Vec<String>,
+    /// Single-address leases the store records as this node's that another
+    /// node now holds (alone or through the block): the owners keep the
+    /// address, which the other node may also hand out.
+    pub statics_lost: Vec<(String, String)>,
 }
 
 /// The leaser of one node.
@@ -146,6 +158,7 @@ pub struct Leaser {
     taken: HashMap<(String, Family), BTreeSet<IpNetwork>>,
     empty_since: HashMap<(String, IpNetwork), Instant>,
     stats: LeaserStats,
+    statics: StaticLeases,
 }
 
 impl Leaser {
@@ -159,6 +172,7 @@ impl Leaser {
     ) -> Self {
         Leaser {
             api: IpBlocks::new(client.clone()),
+            statics: StaticLeases::new(client.clone(), &config.node),
             client,
             ipam,
             config,
@@ -168,6 +182,12 @@ impl Leaser {
             empty_since: HashMap::new(),
             stats: LeaserStats::default(),
         }
+    }
+
+    /// The node's single-address leases, sharing the leaser's marks (what
+    /// Prepare uses, so the reconcile never returns a lease in flight).
+    pub fn static_leases(&self) -> StaticLeases {
+        self.statics.clone()
     }
 
     /// API traffic so far.
@@ -194,10 +214,16 @@ impl Leaser {
         let node = self.config.node.clone();
         // The Node may have been re-created: claim under its current UID.
         self.owner = None;
-        let leases = self.api.of_node(&node).await?;
+        let (singles, leases): (Vec<Lease>, Vec<Lease>) = self
+            .api
+            .of_node(&node)
+            .await?
+            .into_iter()
+            .partition(|l| l.single_address);
         self.stats.lists += 1;
         let held = self.ipam.blocks()?;
         let mut out = Reconciled::default();
+        self.reconcile_statics(&singles, &mut out).await?;
         for lease in &leases {
             if held
                 .iter()
@@ -205,7 +231,10 @@ impl Leaser {
             {
                 continue;
             }
-            match self.ipam.add_block(&lease.pool, lease.cidr, &lease.name) {
+            match self
+                .record_block(&lease.pool, lease.cidr, &lease.name)
+                .await?
+            {
                 Ok(_) => {
                     info!(node = %node, pool = %lease.pool, block = %lease.cidr, lease = %lease.name,
                         "adopted a lease the store did not record");
@@ -230,6 +259,9 @@ impl Leaser {
             match self.api.claim(pool, cidr, &node, &owner).await? {
                 Claimed::Created => {
                     self.stats.created += 1;
+                    // While the lease was gone, other nodes may have leased
+                    // single addresses in it.
+                    self.reserve_statics_in(pool, cidr, &b.block.lease).await?;
                     info!(node = %node, pool = %pool, block = %cidr, "re-claimed a block whose lease was gone");
                     out.reclaimed.push(b.block.lease.clone());
                 }
@@ -325,11 +357,18 @@ impl Leaser {
                     // Durable in the store before any address of it is
                     // handed out; if that fails, the lease goes again (a
                     // crash here leaves it for the next start to adopt).
-                    if let Err(e) = self.ipam.add_block(pool.name(), block, &name) {
+                    // Other nodes' single addresses in it are listed after
+                    // the create and kept out (see kube::static_leases).
+                    let recorded = match self.record_block(pool.name(), block, &name).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(anyhow::Error::from(e)),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = recorded {
                         if let Ok(Some(lease)) = self.api.get(&name).await {
                             let _ = self.api.release(&lease).await;
                         }
-                        return Err(e.into());
+                        return Err(e);
                     }
                     self.signal.clear_full(pool.name(), family);
                     info!(node = %node, pool = %pool.name(), block = %block, lease = %name, "leased an IPAM block");
@@ -349,7 +388,13 @@ impl Leaser {
 
     /// Lists `pool`'s leases and replaces what is known to be taken.
     async fn refresh_taken(&mut self, pool: &Pool, family: Family) -> anyhow::Result<Vec<Lease>> {
-        let leases = self.api.of_pool(pool.name()).await?;
+        let leases: Vec<Lease> = self
+            .api
+            .of_pool(pool.name())
+            .await?
+            .into_iter()
+            .filter(|l| !l.single_address)
+            .collect();
         self.stats.lists += 1;
         let taken = leases
             .iter()
@@ -447,6 +492,9 @@ impl Leaser {
         }
     }
 }
+
+#[path = "leaser_static.rs"]
+mod statics;
 
 #[cfg(test)]
 #[path = "leaser_tests.rs"]

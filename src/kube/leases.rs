@@ -95,6 +95,9 @@ pub struct Lease {
     pub cidr: IpNetwork,
     /// Holder.
     pub node: String,
+    /// Whether it leases a single static address
+    /// ([`crate::kube::static_leases`]) rather than a block.
+    pub single_address: bool,
 }
 
 impl Lease {
@@ -119,6 +122,7 @@ impl Lease {
             pool: object.spec.pool.clone(),
             cidr,
             node: object.spec.node_name.clone(),
+            single_address: crate::kube::static_leases::is_static(object),
         })
     }
 }

@@ -10,4 +10,5 @@ pub mod publish;
 pub mod republish;
 pub mod slice_watch;
 pub mod slices;
+pub mod static_leases;
 pub mod taints;
