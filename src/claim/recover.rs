@@ -8,7 +8,8 @@
 //!
 //! It runs after the sockets are served (a node whose API is down still
 //! starts its pods), then on a period, and sooner after a pass that could
-//! not reach the API (so a reconnect is noticed within seconds). Each API
+//! not reach the API (so a reconnect is noticed within seconds) or could
+//! not unprepare a stale claim. Each API
 //! call has its own timeout, and each claim is handled under the same
 //! per-claim lock the kubelet's calls take.
 
@@ -35,6 +36,11 @@ pub struct Recovered {
     /// Whether the API could not be asked about every claim (so address
     /// GC was skipped and the next pass comes sooner).
     pub api_unsure: bool,
+    /// Claims whose unprepare failed this pass (e.g. their VF was being
+    /// moved home by the runtime's detach of the same pod at that moment):
+    /// the next pass comes sooner, as after an API failure, instead of a
+    /// whole period later with the VF and addresses still held.
+    pub failed: Vec<String>,
 }
 
 /// How recovery paces itself.
@@ -58,6 +64,23 @@ impl Default for RecoverySchedule {
     }
 }
 
+impl RecoverySchedule {
+    /// How long after the pass that did `done` the next one comes: a
+    /// period after a complete pass; after one that could not reach the
+    /// API or could not unprepare a stale claim, `retry` (doubled each
+    /// time such passes follow each other, up to the period).
+    fn next_wait(&self, done: &Recovered, retry: &mut Duration) -> Duration {
+        if done.api_unsure || !done.failed.is_empty() {
+            let wait = *retry;
+            *retry = (*retry * 2).min(self.period);
+            wait
+        } else {
+            *retry = self.retry;
+            self.period
+        }
+    }
+}
+
 /// Runs [`once`] now and then on `schedule` until `stopped`.
 pub async fn run(
     preparer: Arc<Preparer>,
@@ -70,19 +93,12 @@ pub async fn run(
     let mut retry = schedule.retry;
     loop {
         let done = once(&preparer, &ipam, &reader, schedule.call_timeout).await;
-        if done.unprepared.is_empty() && done.released.is_empty() {
+        if done.unprepared.is_empty() && done.released.is_empty() && done.failed.is_empty() {
             tracing::debug!(?done, "recovery pass found nothing to do");
         } else {
             info!(?done, "recovery pass done");
         }
-        let wait = if done.api_unsure {
-            let wait = retry;
-            retry = (retry * 2).min(schedule.period);
-            wait
-        } else {
-            retry = schedule.retry;
-            schedule.period
-        };
+        let wait = schedule.next_wait(&done, &mut retry);
         tokio::select! {
             _ = &mut stopped => return,
             _ = tokio::time::sleep(wait) => {}
@@ -144,9 +160,13 @@ pub async fn once(
                         out.unprepared.push(r.uid.clone());
                     }
                     Ok(Err(e)) => {
-                        error!(claim = %label, error = %e, "unprepare during recovery failed")
+                        error!(claim = %label, error = %e, "unprepare during recovery failed; retrying soon");
+                        out.failed.push(r.uid.clone());
                     }
-                    Err(e) => error!(claim = %label, error = %e, "unprepare task failed"),
+                    Err(e) => {
+                        error!(claim = %label, error = %e, "unprepare task failed; retrying soon");
+                        out.failed.push(r.uid.clone());
+                    }
                 }
             }
             Ok(Err(e)) => {
@@ -215,4 +235,53 @@ fn gc_addresses(ipam: &Ipam, unreadable: &BTreeSet<String>) -> Result<Vec<String
             a.owner.to_string()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule() -> RecoverySchedule {
+        RecoverySchedule {
+            period: Duration::from_secs(300),
+            retry: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_pass_with_a_failed_unprepare_is_followed_soon_then_less_soon() {
+        let s = schedule();
+        let mut retry = s.retry;
+        let failed = Recovered {
+            failed: vec!["uid-1".into()],
+            ..Recovered::default()
+        };
+        assert_eq!(s.next_wait(&failed, &mut retry), Duration::from_secs(5));
+        assert_eq!(s.next_wait(&failed, &mut retry), Duration::from_secs(10));
+        let unsure = Recovered {
+            api_unsure: true,
+            ..Recovered::default()
+        };
+        assert_eq!(s.next_wait(&unsure, &mut retry), Duration::from_secs(20));
+        // A complete pass waits the period and starts retries afresh.
+        assert_eq!(
+            s.next_wait(&Recovered::default(), &mut retry),
+            Duration::from_secs(300)
+        );
+        assert_eq!(s.next_wait(&failed, &mut retry), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retries_never_wait_longer_than_the_period() {
+        let s = schedule();
+        let mut retry = Duration::from_secs(200);
+        let unsure = Recovered {
+            api_unsure: true,
+            ..Recovered::default()
+        };
+        assert_eq!(s.next_wait(&unsure, &mut retry), Duration::from_secs(200));
+        assert_eq!(s.next_wait(&unsure, &mut retry), Duration::from_secs(300));
+        assert_eq!(s.next_wait(&unsure, &mut retry), Duration::from_secs(300));
+    }
 }

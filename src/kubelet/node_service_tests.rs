@@ -1062,6 +1062,39 @@ async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
 }
 
 #[tokio::test]
+async fn a_stale_claim_whose_unprepare_fails_is_reported_for_a_sooner_pass() {
+    // Found by the crash harness: recovery's unprepare of a deleted claim
+    // failed while the runtime's reconnect was detaching the same pod, and
+    // the claim then kept its VF and addresses for a whole period.
+    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
+    let claim = fronthaul();
+    node.api.put_claim(&claim);
+    node.prepare_one(&claim).await.expect("prepared");
+    node.shutdown().await;
+    node.api.delete_claim("ran", "du-0-fronthaul-x7k2p");
+    let (ipam, preparer) = node.preparer();
+    let preparer = Arc::new(preparer);
+    let reader = ClaimReader::new(node.api.client());
+
+    node.ops.refuse_restores(true);
+    let done = recover_once(&preparer, &ipam, &reader).await;
+    assert_eq!(done.failed, [FRONTHAUL_UID]);
+    assert!(done.unprepared.is_empty());
+    assert!(preparer.record(FRONTHAUL_UID).expect("read").is_some());
+    assert_eq!(
+        ipam.list().expect("list").len(),
+        1,
+        "its addresses are kept"
+    );
+
+    node.ops.refuse_restores(false);
+    let done = recover_once(&preparer, &ipam, &reader).await;
+    assert_eq!(done.unprepared, [FRONTHAUL_UID]);
+    assert!(done.failed.is_empty());
+    assert!(ipam.list().expect("list").is_empty());
+}
+
+#[tokio::test]
 async fn a_refreshed_inventory_is_what_prepare_sees() {
     let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
     let claim = fronthaul();
