@@ -1026,20 +1026,24 @@ async fn recover_once(
     crate::claim::recover::once(preparer, ipam, reader, std::time::Duration::from_secs(5)).await
 }
 
-#[tokio::test]
-async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
+/// A node whose fronthaul claim was prepared and then deleted while the
+/// driver was down (the kubelet never gets to unprepare it), with the
+/// parts a restarted driver's recovery works with.
+async fn claim_deleted_while_down() -> (Node, Value, Arc<Ipam>, Arc<Preparer>, ClaimReader) {
     let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
     let claim = fronthaul();
     node.api.put_claim(&claim);
     node.prepare_one(&claim).await.expect("prepared");
     node.shutdown().await;
-
-    // While the driver is down the claim is deleted; the kubelet never
-    // gets to unprepare it.
     node.api.delete_claim("ran", "du-0-fronthaul-x7k2p");
     let (ipam, preparer) = node.preparer();
-    let preparer = Arc::new(preparer);
     let reader = ClaimReader::new(node.api.client());
+    (node, claim, ipam, Arc::new(preparer), reader)
+}
+
+#[tokio::test]
+async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
+    let (mut node, claim, ipam, preparer, reader) = claim_deleted_while_down().await;
     let done = recover_once(&preparer, &ipam, &reader).await;
     assert_eq!(done.unprepared, [FRONTHAUL_UID]);
     assert!(
@@ -1066,16 +1070,7 @@ async fn a_stale_claim_whose_unprepare_fails_is_reported_for_a_sooner_pass() {
     // Found by the crash harness: recovery's unprepare of a deleted claim
     // failed while the runtime's reconnect was detaching the same pod, and
     // the claim then kept its VF and addresses for a whole period.
-    let mut node = Node::start(Fixture::ConnectX6Dx, "worker-1").await;
-    let claim = fronthaul();
-    node.api.put_claim(&claim);
-    node.prepare_one(&claim).await.expect("prepared");
-    node.shutdown().await;
-    node.api.delete_claim("ran", "du-0-fronthaul-x7k2p");
-    let (ipam, preparer) = node.preparer();
-    let preparer = Arc::new(preparer);
-    let reader = ClaimReader::new(node.api.client());
-
+    let (node, _claim, ipam, preparer, reader) = claim_deleted_while_down().await;
     node.ops.refuse_restores(true);
     let done = recover_once(&preparer, &ipam, &reader).await;
     assert_eq!(done.failed, [FRONTHAUL_UID]);
