@@ -227,25 +227,7 @@ impl IpBlocks {
     }
 
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Lease>, LeaseError> {
-        let params = ListParams::default().labels(&format!("{label}={value}"));
-        let list = self
-            .api
-            .list(&params)
-            .await
-            .map_err(|source| LeaseError::Api {
-                name: "*".into(),
-                source,
-            })?;
-        let mut out = Vec::new();
-        for object in &list.items {
-            match Lease::from_object(object) {
-                Ok(lease) => out.push(lease),
-                // Someone else's hand-made object: its name still blocks a
-                // create of the same name, so nothing is handed out twice.
-                Err(e) => tracing::warn!(error = %e, "ignoring a malformed IPBlock"),
-            }
-        }
-        Ok(out)
+        list_leases(&self.api, &format!("{label}={value}")).await
     }
 
     /// The leases `node` holds.
@@ -278,4 +260,30 @@ impl IpBlocks {
             }),
         }
     }
+}
+
+/// The IPBlocks `selector` picks, as leases. Shared by block and
+/// single-address leases: both are IPBlocks and both pass over objects
+/// that do not parse the same way.
+pub(crate) async fn list_leases(
+    api: &Api<IpBlock>,
+    selector: &str,
+) -> Result<Vec<Lease>, LeaseError> {
+    let list = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| LeaseError::Api {
+            name: "*".into(),
+            source,
+        })?;
+    let mut out = Vec::new();
+    for object in &list.items {
+        match Lease::from_object(object) {
+            Ok(lease) => out.push(lease),
+            // Someone else's hand-made object: its name still blocks a
+            // create of the same name, so nothing is handed out twice.
+            Err(e) => tracing::warn!(error = %e, "ignoring a malformed IPBlock"),
+        }
+    }
+    Ok(out)
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ipam::{IpNetwork, Pool, lease_name};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 
 use crate::kube::leases::{
     GROUP, IpBlock, IpBlockSpec, IpBlocks, Lease, LeaseError, NODE_LABEL, POOL_LABEL, VERSION,
@@ -316,22 +316,7 @@ impl StaticLeases {
     }
 
     async fn list(&self, selector: &str) -> Result<Vec<Lease>, LeaseError> {
-        let list = self
-            .api
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(|source| LeaseError::Api {
-                name: "*".into(),
-                source,
-            })?;
-        let mut out = Vec::new();
-        for object in &list.items {
-            match Lease::from_object(object) {
-                Ok(lease) => out.push(lease),
-                Err(e) => tracing::warn!(error = %e, "ignoring a malformed IPBlock"),
-            }
-        }
-        Ok(out)
+        super::leases::list_leases(&self.api, selector).await
     }
 }
 
