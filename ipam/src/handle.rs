@@ -273,6 +273,34 @@ impl Ipam {
         static_leases::record_own(txn, &self.pools, pool, address, lease)
     }
 
+    /// The cluster pool a static `address` must be leased from on its own:
+    /// `Some` when a cluster pool may hand it out, no block this node holds
+    /// contains it and the store does not already record it as this node's
+    /// single-address lease. `None` for addresses of node pools, of held
+    /// blocks, already leased, or in no pool (those need no API call).
+    pub fn needs_single_lease(&self, address: IpAddr) -> Result<Option<&Pool>, IpamError> {
+        let Some(pool) = self
+            .pools
+            .values()
+            .find(|p| p.is_cluster() && p.is_allocatable(address))
+        else {
+            return Ok(None);
+        };
+        let txn = self.read()?;
+        let held = txn.open_table(store::BLOCKS).ctx("open ipam_blocks")?;
+        let (fam, v) = crate::address::to_key(address);
+        if blocks::containing(&held, pool.name(), fam, v)?.is_some() {
+            return Ok(None);
+        }
+        let statics = txn
+            .open_table(store::STATIC_LEASES)
+            .ctx("open ipam_static_leases")?;
+        if static_leases::is_own(&statics, pool.name(), address)? {
+            return Ok(None);
+        }
+        Ok(Some(pool))
+    }
+
     /// [`Ipam::add_block`], keeping the addresses of `foreign` (other
     /// nodes' single-address leases inside the block, as the API listed
     /// them after the block's lease was created) out of the free map, all
