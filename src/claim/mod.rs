@@ -8,6 +8,7 @@ pub mod device_ops;
 pub mod locks;
 pub mod prepare;
 pub mod recover;
+pub mod single_leases;
 
 #[cfg(test)]
 mod cluster_pool_tests;

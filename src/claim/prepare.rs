@@ -18,6 +18,7 @@ use crate::apis::{ConfigError, Mode, RequestConfig, configs_for_request};
 use crate::claim::cdi::{CdiDevice, CdiWriter, device_edits, env_request};
 use crate::claim::device_ops::DeviceOps;
 use crate::claim::locks::ClaimLocks;
+use crate::claim::single_leases::{HeldSingle, SingleLeases};
 use crate::failpoints::failpoint;
 use crate::inventory::{NodeDevice, NodeInventory};
 use crate::kube::claims::{AllocatedClaim, ClaimError};
@@ -155,6 +156,9 @@ pub struct Preparer {
     cdi: CdiWriter,
     boot_id: String,
     locks: ClaimLocks,
+    /// Leases static addresses of cluster pools outside this node's
+    /// blocks; `None` without an API client (then such a Prepare fails).
+    singles: Option<SingleLeases>,
 }
 
 impl Preparer {
@@ -177,7 +181,14 @@ impl Preparer {
             ops,
             boot_id: config.boot_id,
             locks: ClaimLocks::default(),
+            singles: None,
         })
+    }
+
+    /// Leases static addresses of cluster pools through `singles`.
+    pub fn with_single_leases(mut self, singles: SingleLeases) -> Self {
+        self.singles = Some(singles);
+        self
     }
 
     /// Takes a fresh inventory (and what it offers) for the claims prepared
@@ -264,6 +275,9 @@ impl Preparer {
             None => {}
         }
         let mut record = self.plan(claim)?;
+        // Before any device is changed: a static address another node holds
+        // refuses the claim with nothing to undo.
+        let singles = self.lease_singles(&record)?;
         // Write-ahead: the record reserves the VFs and says what to undo
         // after a crash. When the first change is a VF configuration, its
         // first save (the VF's state before any change) is that record, so
@@ -273,15 +287,20 @@ impl Preparer {
             .iter()
             .find(|d| !d.config.settings.is_empty() || d.config.mode == Mode::Dpdk)
             .is_some_and(|d| d.config.settings.is_empty());
-        if binding_first {
+        let done = if binding_first {
             failpoint!("prepare::record_plan");
-            store::put(self.ipam.database(), &record).map_err(|e| {
-                step(&label, "recording the claim before changing devices")(e.into())
-            })?;
+            store::put(self.ipam.database(), &record)
+                .map_err(|e| step(&label, "recording the claim before changing devices")(e.into()))
+        } else {
+            Ok(())
         }
-        match self.apply_and_commit(&mut record) {
+        .and_then(|()| self.apply_and_commit(&mut record, &singles));
+        match done {
             Ok(()) => {
                 failpoint!("prepare::answer");
+                // The leases' marks lift here, after the commit that
+                // records them.
+                drop(singles);
                 Ok(Self::answer(&record))
             }
             Err(mut err) => {
@@ -291,12 +310,89 @@ impl Preparer {
                 {
                     failures.push(e.to_string());
                 }
+                // Only once the store holds none of them: a lease deleted
+                // while a record still names it would be re-created by the
+                // leaser's reconcile.
+                if failures.is_empty() {
+                    failures.extend(self.return_singles(&singles));
+                }
                 if let PrepareError::Step { rollback, .. } = &mut err {
                     *rollback = failures;
                 }
                 Err(err)
             }
         }
+    }
+
+    /// Leases every static address of the record that a cluster pool
+    /// hands out and no block of this node contains. On failure the leases
+    /// this call created are deleted again.
+    fn lease_singles(&self, record: &ClaimRecord) -> Result<Vec<HeldSingle>, PrepareError> {
+        let label = format!("{}/{}", record.namespace, record.name);
+        let mut held: Vec<HeldSingle> = Vec::new();
+        for dev in &record.devices {
+            let Some(AddressSource::Static(list)) = &dev.config.addresses else {
+                continue;
+            };
+            for net in list {
+                let address = net.ip();
+                let fail = |reason: String| PrepareError::Device {
+                    claim: label.clone(),
+                    request: dev.request.clone(),
+                    device: dev.device.clone(),
+                    reason,
+                };
+                let pool = match self.ipam.needs_single_lease(address) {
+                    Ok(Some(pool)) => pool,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.return_singles(&held);
+                        return Err(step(&label, "reading the IPAM blocks")(e.into()));
+                    }
+                };
+                let leased = match &self.singles {
+                    Some(singles) => singles.acquire(pool, address).map_err(|e| {
+                        fail(format!(
+                            "field addresses: leasing static address {address}: {e}"
+                        ))
+                    }),
+                    None => Err(fail(format!(
+                        "field addresses: static address {address} of cluster-wide pool {:?} \
+                         lies outside this node's blocks, and leasing it needs the API server",
+                        pool.name()
+                    ))),
+                };
+                match leased {
+                    Ok(h) => held.push(h),
+                    Err(e) => {
+                        self.return_singles(&held);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        if !held.is_empty() {
+            tracing::info!(claim = %label, leases = ?held.iter().map(|h| &h.lease).collect::<Vec<_>>(),
+                "leased static addresses of cluster-wide pools");
+        }
+        Ok(held)
+    }
+
+    /// Deletes the single-address leases a failed Prepare created; returns
+    /// what could not be deleted (the leaser's reconcile retries those).
+    fn return_singles(&self, held: &[HeldSingle]) -> Vec<String> {
+        let Some(singles) = &self.singles else {
+            return Vec::new();
+        };
+        held.iter()
+            .filter(|h| h.created)
+            .filter_map(|h| {
+                singles
+                    .release(&h.pool, h.address)
+                    .err()
+                    .map(|e| format!("deleting IPBlock {}: {e}", h.lease))
+            })
+            .collect()
     }
 
     /// Checks every result against the inventory and its config; nothing
@@ -412,7 +508,11 @@ impl Preparer {
 
     /// Changes the devices (recording each step), then commits addresses,
     /// CDI IDs and the completed record together.
-    fn apply_and_commit(&self, record: &mut ClaimRecord) -> Result<(), PrepareError> {
+    fn apply_and_commit(
+        &self,
+        record: &mut ClaimRecord,
+        singles: &[HeldSingle],
+    ) -> Result<(), PrepareError> {
         let node = self.devices();
         let label = format!("{}/{}", record.namespace, record.name);
         let db = self.ipam.database();
@@ -491,6 +591,18 @@ impl Preparer {
             );
             let owner = Owner::new(&record.uid, &dev.request, &dev.device)
                 .map_err(|e| step(&label, where_.clone())(e.into()))?;
+            // A leased static address is recorded as this node's in the
+            // transaction that hands it out.
+            if let AddressSource::Static(list) = source {
+                for h in singles
+                    .iter()
+                    .filter(|h| list.iter().any(|n| n.ip() == h.address))
+                {
+                    self.ipam
+                        .record_static_lease_in(&txn, &h.pool, h.address, &h.lease)
+                        .map_err(|e| step(&label, where_.clone())(e.into()))?;
+                }
+            }
             let alloc = match source {
                 AddressSource::Pool(pool) => self.ipam.allocate_in(&txn, &owner, pool),
                 AddressSource::Static(list) => self.ipam.allocate_static_in(&txn, &owner, list),
@@ -694,12 +806,15 @@ impl Preparer {
 
     /// Deletes a claim's CDI spec, then releases its addresses and drops its
     /// record in one transaction; each step is a no-op when already done.
+    /// Single-address leases the claim's addresses held are deleted after
+    /// that commit.
     fn forget(&self, record: &ClaimRecord) -> Result<(), PrepareError> {
         let label = format!("{}/{}", record.namespace, record.name);
         failpoint!("unprepare::cdi_remove");
         self.cdi
             .remove(&record.uid)
             .map_err(|e| step(&label, "deleting the CDI spec")(e.into()))?;
+        let leased = self.own_singles_of(record);
         let dropped = (|| -> Result<(), BoxError> {
             let txn = self
                 .ipam
@@ -712,6 +827,45 @@ impl Preparer {
             store::commit(txn)?;
             Ok(())
         })();
-        dropped.map_err(step(&label, "releasing addresses and dropping the record"))
+        dropped.map_err(step(&label, "releasing addresses and dropping the record"))?;
+        if let Some(singles) = &self.singles {
+            for l in leased {
+                // The store no longer holds the address: a lease left behind
+                // is returned by the leaser's next reconcile.
+                if let Err(e) = singles.release(&l.pool, l.address) {
+                    tracing::warn!(claim = %label, lease = %l.lease, error = %e,
+                        "could not delete a single-address lease; the leaser's reconcile will");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's single-address leases the store records for the
+    /// claim's addresses (empty when it cannot tell: the reconcile returns
+    /// what Unprepare leaves).
+    fn own_singles_of(&self, record: &ClaimRecord) -> Vec<ipam::StaticLease> {
+        if self.singles.is_none() {
+            return Vec::new();
+        }
+        let addresses: HashSet<std::net::IpAddr> = record
+            .devices
+            .iter()
+            .filter_map(|d| d.addresses.as_ref())
+            .flat_map(|a| a.ips())
+            .collect();
+        if addresses.is_empty() {
+            return Vec::new();
+        }
+        match self.ipam.static_leases() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|l| l.holder == ipam::Holder::ThisNode && addresses.contains(&l.address))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(claim = %record.uid, error = %e, "could not read single-address leases");
+                Vec::new()
+            }
+        }
     }
 }

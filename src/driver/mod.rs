@@ -17,6 +17,7 @@ use crate::attach::Attacher;
 use crate::claim::device_ops::SystemDeviceOps;
 use crate::claim::prepare::{PrepareConfig, Preparer};
 use crate::claim::recover::{self, RecoverySchedule};
+use crate::claim::single_leases::SingleLeases;
 use crate::config::NodeConfig;
 use crate::debug_api::{self, DebugState};
 use crate::inventory::NodeInventory;
@@ -83,6 +84,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         offered,
         Arc::new(SystemDeviceOps::new(&config.sysfs_root, "/dev")),
     )?;
+    // Static addresses of cluster pools outside this node's blocks are
+    // leased one by one, sharing the leaser's marks.
+    let preparer = match &leaser {
+        Some(l) => preparer.with_single_leases(SingleLeases::new(
+            l.static_leases(),
+            client.clone(),
+            &node,
+            tokio::runtime::Handle::current(),
+        )),
+        None => preparer,
+    };
     let preparer = Arc::new(preparer);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -88,6 +88,12 @@ pub enum StaticLeaseError {
         /// The lease object.
         lease: String,
     },
+    /// The Node, owner of every lease, could not be read.
+    #[error("cannot lease a static address: the Node {node} (owner of its IPBlock) is unreadable")]
+    NoOwner {
+        /// The node.
+        node: String,
+    },
     /// The API call failed.
     #[error(transparent)]
     Lease(#[from] LeaseError),
