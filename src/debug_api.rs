@@ -257,6 +257,10 @@ struct IpamView {
     pools: Vec<ipam::PoolStatus>,
     /// Blocks of cluster pools this node leases, with their lease objects.
     blocks: Vec<ipam::BlockUsage>,
+    /// Single-address leases of cluster pools: this node's static
+    /// addresses outside its blocks, and other nodes' inside them.
+    #[serde(rename = "singleLeases")]
+    single_leases: Vec<ipam::StaticLease>,
     allocations: Vec<ipam::Allocation>,
     orphans: Vec<ipam::Allocation>,
 }
@@ -268,6 +272,7 @@ async fn ipam_handler(State(s): State<DebugState>) -> Response {
             Ok(IpamView {
                 pools: s.store.status().map_err(err)?,
                 blocks: s.store.blocks().map_err(err)?,
+                single_leases: s.store.static_leases().map_err(err)?,
                 allocations: s.store.list().map_err(err)?,
                 orphans: s.store.orphans().map_err(err)?,
             })
@@ -398,6 +403,7 @@ mod tests {
             serde_json::json!([]),
             "a node pool leases no blocks"
         );
+        assert_eq!(ipam["singleLeases"], serde_json::json!([]));
         let (code, body) = request(address, "GET", "/inventory").await;
         assert_eq!(code, 200);
         assert_eq!(json_of(&body)["devices"].as_array().unwrap().len(), 5);

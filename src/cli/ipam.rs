@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use ipam::{Allocation, BlockUsage, Ipam, IpamReader, Owner, PoolStatus};
+use ipam::{Allocation, BlockUsage, Holder, Ipam, IpamReader, Owner, PoolStatus, StaticLease};
 use serde::Serialize;
 
 /// Options of `ipam`.
@@ -91,23 +91,25 @@ pub fn render(args: &IpamArgs) -> anyhow::Result<String> {
                 })
                 .collect();
             let blocks = reader.blocks()?;
+            let singles = reader.static_leases()?;
             match args.output {
                 Output::Json => json(&ListJson {
                     pools: pools.iter().map(summary).collect(),
                     blocks,
+                    single_leases: singles,
                     allocations: rows,
                 }),
-                Output::Table if blocks.is_empty() => Ok(format!(
-                    "{}\n{}",
-                    pools_table(&pools),
-                    allocations_table(&rows)
-                )),
-                Output::Table => Ok(format!(
-                    "{}\n{}\n{}",
-                    pools_table(&pools),
-                    blocks_table(&blocks),
-                    allocations_table(&rows)
-                )),
+                Output::Table => {
+                    let mut out = pools_table(&pools);
+                    if !blocks.is_empty() {
+                        let _ = write!(out, "\n{}", blocks_table(&blocks));
+                    }
+                    if !singles.is_empty() {
+                        let _ = write!(out, "\n{}", singles_table(&singles));
+                    }
+                    let _ = write!(out, "\n{}", allocations_table(&rows));
+                    Ok(out)
+                }
             }
         }
         IpamCommand::Show { pool } => {
@@ -130,9 +132,18 @@ pub fn render(args: &IpamArgs) -> anyhow::Result<String> {
                 .into_iter()
                 .filter(|b| b.block.pool == *pool)
                 .collect();
+            let singles: Vec<StaticLease> = reader
+                .static_leases()?
+                .into_iter()
+                .filter(|l| l.pool == *pool)
+                .collect();
             match args.output {
-                Output::Json => json(status),
-                Output::Table => Ok(show_table(status, &blocks)),
+                Output::Json => json(&ShowJson {
+                    status,
+                    blocks,
+                    single_leases: singles,
+                }),
+                Output::Table => Ok(show_table(status, &blocks, &singles)),
             }
         }
         IpamCommand::Release { owner } => {
@@ -179,7 +190,24 @@ struct ListJson {
     /// Blocks of cluster pools this node leases, with their lease objects.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     blocks: Vec<BlockUsage>,
+    /// Single-address leases of cluster pools: this node's static
+    /// addresses outside its blocks, and other nodes' inside them.
+    #[serde(rename = "singleLeases", skip_serializing_if = "Vec::is_empty")]
+    single_leases: Vec<StaticLease>,
     allocations: Vec<Row>,
+}
+
+/// `show -o json`: the pool's status with its blocks and single-address
+/// leases.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShowJson<'a> {
+    #[serde(flatten)]
+    status: &'a PoolStatus,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    blocks: Vec<BlockUsage>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    single_leases: Vec<StaticLease>,
 }
 
 fn summary(p: &PoolStatus) -> PoolSummary {
@@ -289,6 +317,27 @@ fn blocks_table(blocks: &[BlockUsage]) -> String {
     )
 }
 
+fn singles_table(leases: &[StaticLease]) -> String {
+    let rows: Vec<Vec<String>> = leases
+        .iter()
+        .map(|l| {
+            vec![
+                l.pool.clone(),
+                l.address.to_string(),
+                l.lease.clone(),
+                match &l.holder {
+                    Holder::ThisNode => "this node (static)".to_string(),
+                    Holder::Node(n) => format!("node {n} (kept out)"),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["POOL", "ADDRESS", "SINGLE LEASE (IPBlock)", "HOLDER"],
+        &rows,
+    )
+}
+
 fn allocations_table(rows: &[Row]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
@@ -304,7 +353,7 @@ fn allocations_table(rows: &[Row]) -> String {
     table(&["OWNER", "POOL", "ADDRESSES", "STATE"], &rows)
 }
 
-fn show_table(p: &PoolStatus, blocks: &[BlockUsage]) -> String {
+fn show_table(p: &PoolStatus, blocks: &[BlockUsage], singles: &[StaticLease]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "pool:      {}", p.name);
     if let Some(config) = &p.config {
@@ -342,6 +391,9 @@ fn show_table(p: &PoolStatus, blocks: &[BlockUsage]) -> String {
     let _ = writeln!(out, "usage:     {}", usage_text(p));
     if !blocks.is_empty() {
         let _ = write!(out, "\n{}", blocks_table(blocks));
+    }
+    if !singles.is_empty() {
+        let _ = write!(out, "\n{}", singles_table(singles));
     }
     let mut rows: Vec<Row> = p
         .allocations
@@ -482,6 +534,80 @@ mod tests {
             &render(&args(dir.path(), Output::Json, IpamCommand::List)).unwrap(),
         )
         .unwrap();
+        assert_eq!(json["blocks"][0]["lease"], "midhaul-10-2-0-64-27");
+    }
+
+    #[test]
+    fn list_and_show_print_single_address_leases_with_their_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster: Vec<ipam::PoolConfig> = serde_json::from_str(
+            r#"[{"name":"midhaul","scope":"cluster","blockSize":{"ipv4":27},"subnets":[{"subnet":"10.2.0.0/22"}]}]"#,
+        )
+        .unwrap();
+        {
+            let ipam = Ipam::open(dir.path(), &cluster).unwrap();
+            let block = "10.2.0.64/27".parse().unwrap();
+            ipam.add_block("midhaul", block, &ipam::lease_name("midhaul", &block))
+                .unwrap();
+            let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+            ipam.reserve_foreign(
+                "midhaul",
+                ip("10.2.0.75"),
+                "midhaul-10-2-0-75-32",
+                "worker-2",
+            )
+            .unwrap();
+            let txn = ipam.database().begin_write().unwrap();
+            ipam.record_static_lease_in(&txn, "midhaul", ip("10.2.0.200"), "midhaul-10-2-0-200-32")
+                .unwrap();
+            ipam.allocate_static_in(
+                &txn,
+                &Owner::new("uid-1", "nic", "pci-0000-3b-02-1").unwrap(),
+                &["10.2.0.200/22".parse().unwrap()],
+            )
+            .unwrap();
+            txn.commit().unwrap();
+        }
+        let list = render(&args(dir.path(), Output::Table, IpamCommand::List)).unwrap();
+        let show = render(&args(
+            dir.path(),
+            Output::Table,
+            IpamCommand::Show {
+                pool: "midhaul".into(),
+            },
+        ))
+        .unwrap();
+        for out in [&list, &show] {
+            assert!(
+                out.contains(
+                    "midhaul  10.2.0.75   midhaul-10-2-0-75-32    node worker-2 (kept out)"
+                ),
+                "{out}"
+            );
+            assert!(
+                out.contains("midhaul  10.2.0.200  midhaul-10-2-0-200-32   this node (static)"),
+                "{out}"
+            );
+        }
+        let json: serde_json::Value = serde_json::from_str(
+            &render(&args(dir.path(), Output::Json, IpamCommand::List)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["singleLeases"][1]["lease"], "midhaul-10-2-0-200-32");
+        assert_eq!(json["singleLeases"][1]["holder"]["kind"], "thisNode");
+        let json: serde_json::Value = serde_json::from_str(
+            &render(&args(
+                dir.path(),
+                Output::Json,
+                IpamCommand::Show {
+                    pool: "midhaul".into(),
+                },
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["name"], "midhaul");
+        assert_eq!(json["singleLeases"][0]["holder"]["node"], "worker-2");
         assert_eq!(json["blocks"][0]["lease"], "midhaul-10-2-0-64-27");
     }
 
