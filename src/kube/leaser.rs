@@ -144,6 +144,9 @@ pub struct Reconciled {
     /// node now holds (alone or through the block): the owners keep the
     /// address, which the other node may also hand out.
     pub statics_lost: Vec<(String, String)>,
+    /// Other nodes' single-address leases inside this node's blocks whose
+    /// object is gone (their node released the address): free here again.
+    pub statics_forgotten: Vec<String>,
 }
 
 /// The leaser of one node.
@@ -224,6 +227,7 @@ impl Leaser {
         let held = self.ipam.blocks()?;
         let mut out = Reconciled::default();
         self.reconcile_statics(&singles, &mut out).await?;
+        self.forget_gone_foreign(&mut out).await?;
         for lease in &leases {
             if held
                 .iter()

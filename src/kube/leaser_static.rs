@@ -68,6 +68,46 @@ impl Leaser {
         Ok(())
     }
 
+    /// Other nodes' single addresses the store keeps out of this node's
+    /// blocks, against the API: one whose object is gone was released by
+    /// its node (store first, then the object), so it is free here again.
+    /// Lists only blocks that hold such records: no call at all on a node
+    /// without them.
+    pub(super) async fn forget_gone_foreign(&mut self, out: &mut Reconciled) -> anyhow::Result<()> {
+        let foreign: Vec<StaticLease> = self
+            .ipam
+            .static_leases()?
+            .into_iter()
+            .filter(|r| matches!(r.holder, Holder::Node(_)))
+            .collect();
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        let blocks = self.ipam.blocks()?;
+        for b in &blocks {
+            let inside: Vec<&StaticLease> = foreign
+                .iter()
+                .filter(|r| r.pool == b.block.pool && b.block.cidr.contains(r.address))
+                .collect();
+            if inside.is_empty() {
+                continue;
+            }
+            let listed = self.statics.in_block(&b.block.lease).await?;
+            self.stats.lists += 1;
+            for r in inside {
+                if listed.iter().any(|l| l.name == r.lease) {
+                    continue;
+                }
+                if self.ipam.forget_foreign(&r.pool, r.address)? {
+                    info!(node = %self.config.node, pool = %r.pool, address = %r.address, lease = %r.lease,
+                        "another node's single-address lease is gone; the address is free here again");
+                    out.statics_forgotten.push(r.lease.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// This node's single-address leases (`api`) against the store's
     /// records: a lease no record holds is deleted (unless a Prepare is
     /// using it), a record whose lease is gone is leased again.

@@ -252,3 +252,26 @@ async fn the_reconcile_never_returns_a_lease_a_prepare_holds() {
         "never recorded: returned"
     );
 }
+
+#[tokio::test]
+async fn another_nodes_static_address_is_free_again_once_its_lease_is_gone() {
+    let api = FakeApi::new();
+    let a = node(&api, "node-a");
+    let mut b = node(&api, "node-b");
+    a.prepare_static(1, "10.0.0.5").await.unwrap();
+    b.leaser.step(Instant::now()).await.unwrap();
+    let requests = api.requests();
+    let quiet = b.leaser.reconcile().await.unwrap();
+    assert!(quiet.statics_forgotten.is_empty(), "{quiet:?}");
+    // node-a's pod goes: store first, then the lease object.
+    a.unprepare_static(1, "10.0.0.5").await;
+    assert!(api.requests() > requests);
+    let done = b.leaser.reconcile().await.unwrap();
+    assert_eq!(done.statics_forgotten, ["mid-10-0-0-5-32"]);
+    b.ipam
+        .allocate_static(&claim(7), &[IpNetwork::new(ip("10.0.0.5"), 28).unwrap()])
+        .expect("node-b may hand it out now");
+    assert!(b.ipam.verify().unwrap().is_empty());
+    let again = b.leaser.reconcile().await.unwrap();
+    assert!(again.statics_forgotten.is_empty());
+}
