@@ -134,3 +134,24 @@ fn a_node_may_create_and_delete_only_its_own_ipblocks() {
         block("worker-2", "worker-2")
     ));
 }
+
+#[test]
+fn single_address_leases_pass_the_same_rule() {
+    let single = |holder: &str| {
+        serde_json::json!({
+            "metadata": {"name": "midhaul-10-2-0-70-32",
+                         "labels": {"sriov.dra.dev/node": holder, "sriov.dra.dev/pool": "midhaul",
+                                    "sriov.dra.dev/static": "true",
+                                    "sriov.dra.dev/block": "midhaul-10-2-0-64-27"},
+                         "ownerReferences": [{"kind": "Node", "name": holder, "uid": "u"}]},
+            "spec": {"pool": "midhaul", "cidr": "10.2.0.70/32", "nodeName": holder},
+        })
+    };
+    for op in ["CREATE", "DELETE"] {
+        assert!(admitted(op, "worker-1", single("worker-1")), "{op}");
+        assert!(
+            !admitted(op, "worker-1", single("worker-2")),
+            "{op}: another node's static address"
+        );
+    }
+}
