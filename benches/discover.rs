@@ -1,5 +1,7 @@
 //! Full scan + slice build of the 2048-VF fixture node, in-process and as
-//! a whole `sriov-dra discover -o slices` process.
+//! a whole `sriov-dra discover -o slices` process, and the publish loop's
+//! partial rescan after one PF's link event (plan + re-read + merge into
+//! the last inventory) against the full scan a round used to do.
 //!
 //! Prints the median and best of repeated runs against the targets: in
 //! process ≤ 30 ms; as a process ≤ 100 ms wall and ≤ 20 MiB peak RSS (from
@@ -13,8 +15,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use sriov::fixture::Fixture;
 use sriov_dra::config::NodeConfig;
+use sriov_dra::events::Nudge;
+use sriov_dra::events::targets::{Plan, link_owner, plan};
 use sriov_dra::inventory::NodeInventory;
 use sriov_dra::kube::slices::{self, SliceParams};
 
@@ -77,6 +83,59 @@ fn main() {
         );
     }
     println!("target: scan+render <= 30 ms (wall); cpu = all threads, user + system");
+    link_event_round(dir.path());
+}
+
+/// What a round reads after one PF's link went down or up: the plan and
+/// partial rescan the loop does now, against a full scan.
+fn link_event_round(root: &Path) {
+    let last = NodeInventory::discover(root).expect("scan");
+    let pf = last
+        .devices
+        .iter()
+        .find(|d| !d.function.is_vf())
+        .expect("a PF");
+    let name = pf.function.netdev.as_ref().expect("PF netdev").name.clone();
+    let operstate = root
+        .join("bus/pci/devices")
+        .join(pf.function.address.to_string())
+        .join(format!("net/{name}/operstate"));
+    let nudges = BTreeSet::from([Nudge::Link { name }]);
+    let mut partial = Vec::new();
+    let mut full = Vec::new();
+    let mut read = 0;
+    for i in 0..RUNS {
+        let state = if i % 2 == 0 { "down\n" } else { "up\n" };
+        std::fs::write(&operstate, state).expect("operstate");
+        let t0 = Instant::now();
+        let Plan::Partial(targets) = plan(&nudges, &last, |n| link_owner(root, n)) else {
+            panic!("a known PF's link event maps to its PF");
+        };
+        let rescanned = last.rescan(&targets).expect("rescan");
+        partial.push(t0.elapsed());
+        read = rescanned.read.len();
+        let t0 = Instant::now();
+        let scanned = NodeInventory::discover(root).expect("scan");
+        full.push(t0.elapsed());
+        assert_eq!(scanned.devices.len(), rescanned.inventory.devices.len());
+    }
+    partial.sort();
+    full.sort();
+    for (what, v) in [
+        ("rescan of one PF after a link event", &partial),
+        ("full scan, as every round did before", &full),
+    ] {
+        println!(
+            "round scale-2048 {what:<38} median {:7.2} ms  best {:7.2} ms  (n={})",
+            ms(v[v.len() / 2]),
+            ms(v[0]),
+            v.len()
+        );
+    }
+    println!(
+        "round scale-2048 functions read: {read} of {} (plan + re-read + merge vs scan)",
+        last.devices.len()
+    );
 }
 
 /// Runs the CLI as an operator would, `RUNS` times, and prints its wall

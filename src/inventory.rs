@@ -5,11 +5,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use rdma::RdmaDevice;
 use serde::Serialize;
 use sriov::PciAddress;
-use sriov::inventory::{PciFunction, Role, Skipped};
+use sriov::inventory::{Inventory, PciFunction, Role, Skipped};
+use sriov::sysfs::{SysDir, SysfsError};
 
 use crate::config::NodeConfig;
+
+mod rescan;
+
+pub use rescan::Rescanned;
 
 /// One PCI function with what the driver joins to it.
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +25,7 @@ pub struct NodeDevice {
     #[serde(flatten)]
     pub function: PciFunction,
     /// Its RDMA device, if it has one.
-    pub rdma: Option<rdma::RdmaDevice>,
+    pub rdma: Option<RdmaDevice>,
     /// The PF's interface name (a VF's parent; `None` for PFs and when the
     /// PF has no netdev).
     pub pf_name: Option<String>,
@@ -41,17 +47,23 @@ pub struct NodeInventory {
 impl NodeInventory {
     /// Scans `sysfs_root` for PCI functions and their RDMA devices.
     pub fn discover(sysfs_root: &Path) -> anyhow::Result<Self> {
-        // RDMA devices are found with the function, while its directory is
-        // open; by name only, which is what a slice publishes.
-        let (inv, mut rdma) = sriov::inventory::scan_with(sysfs_root, |dir, address| {
-            Ok(rdma::inventory::names_in(dir, address)?.into_iter().next())
-        })
-        .with_context(|| {
-            format!(
-                "cannot inventory PCI devices under {}",
-                sysfs_root.display()
-            )
-        })?;
+        let (inv, rdma) =
+            sriov::inventory::scan_with(sysfs_root, rdma_name).with_context(|| {
+                format!(
+                    "cannot inventory PCI devices under {}",
+                    sysfs_root.display()
+                )
+            })?;
+        Ok(NodeInventory::join(inv, rdma, sysfs_root))
+    }
+
+    /// The driver's view of a PCI inventory: each function with its RDMA
+    /// device (from `rdma`, by address) and its PF's interface name.
+    fn join(
+        inv: Inventory,
+        mut rdma: HashMap<PciAddress, Option<RdmaDevice>>,
+        sysfs_root: &Path,
+    ) -> NodeInventory {
         let pf_names: HashMap<PciAddress, String> = inv
             .functions
             .iter()
@@ -72,11 +84,20 @@ impl NodeInventory {
                 }
             })
             .collect();
-        Ok(NodeInventory {
+        NodeInventory {
             devices,
             skipped: inv.skipped,
             sysfs_root: sysfs_root.to_path_buf(),
-        })
+        }
+    }
+
+    /// The device at `address`, if the inventory has one.
+    pub fn device_at(&self, address: PciAddress) -> Option<&NodeDevice> {
+        // Devices are in PCI address order.
+        self.devices
+            .binary_search_by_key(&address, |d| d.function.address)
+            .ok()
+            .and_then(|i| self.devices.get(i))
     }
 
     /// Reads the RDMA details (ports, GUID, char devices) a scan leaves
@@ -95,6 +116,12 @@ impl NodeInventory {
     pub fn offered<'a>(&'a self, config: &'a NodeConfig) -> impl Iterator<Item = &'a NodeDevice> {
         self.devices.iter().filter(|d| d.is_offered(config))
     }
+}
+
+/// What a scan reads with each function while its directory is open: its
+/// RDMA device, by name only (what a slice publishes).
+fn rdma_name(dir: &SysDir, address: PciAddress) -> Result<Option<RdmaDevice>, SysfsError> {
+    Ok(rdma::inventory::names_in(dir, address)?.into_iter().next())
 }
 
 impl NodeDevice {

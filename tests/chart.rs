@@ -651,23 +651,29 @@ fn without_the_pool_values_class_policy_the_fronthaul_vlan_is_refused() {
 fn the_class_selectors_use_attributes_the_driver_publishes() {
     let published = published_attributes();
     let template = read(&chart_dir().join("templates/deviceclasses.yaml"));
-    let attr = regex::Regex::new(r#"\$attrs \}\}\.(\w+)|'(\w+)' in %s|"%s\.(\w+)"#).unwrap();
+    let attr = regex::Regex::new(
+        r#"\$attrs \}\}\.(\w+)|'(\w+)' in %s|"%s\.(\w+)|'(\w+)' in \{\{ \$attrs \}\}"#,
+    )
+    .unwrap();
     let used: BTreeSet<String> = attr
         .captures_iter(&template)
         .filter_map(|c| {
-            (1..=3)
+            (1..=4)
                 .find_map(|i| c.get(i))
                 .map(|m| m.as_str().to_string())
         })
         .collect();
     assert_eq!(
         used,
-        ["iommuGroup", "ifName", "isVf", "rdma"]
+        ["iommuGroup", "ifName", "isVf", "rdma", "unhealthy"]
             .map(String::from)
             .into(),
         "update this test with the template"
     );
-    for a in used {
+    // The health fallback's attribute is on no golden slice (all healthy).
+    let fallback = sriov_dra::kube::taints::UNHEALTHY_ATTRIBUTE;
+    assert!(used.contains(fallback));
+    for a in used.into_iter().filter(|a| a != fallback) {
         assert!(
             published.contains(&format!("sriov.dra.dev/{a}")),
             "DeviceClass CEL uses {a}, which no slice carries"

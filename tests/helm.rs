@@ -300,11 +300,45 @@ fn helm_template_refuses_misspelt_and_mistyped_values_naming_them() {
 /// One device of a golden ResourceSlice, as CEL sees it: `device.driver`
 /// and `device.attributes["<domain>"].<name>` (an unqualified name is in
 /// the driver's domain; a version is its string).
+#[derive(Clone)]
 struct Device {
     fixture: String,
     name: String,
+    driver: String,
     attributes: BTreeMap<String, Value>,
     cel: cel::Value,
+}
+
+impl Device {
+    /// The same device with one more attribute (`domain/name`, as JSON).
+    fn with_attribute(&self, qualified: &str, value: Value) -> Device {
+        let mut attributes = self.attributes.clone();
+        attributes.insert(qualified.to_string(), value);
+        Device {
+            cel: device_cel(&self.driver, &attributes),
+            attributes,
+            ..self.clone()
+        }
+    }
+}
+
+/// `device` as CEL sees it: its driver and its attributes by domain.
+fn device_cel(driver: &str, attributes: &BTreeMap<String, Value>) -> cel::Value {
+    let mut domains: HashMap<String, HashMap<String, cel::Value>> =
+        HashMap::from([(driver.to_string(), HashMap::new())]);
+    for (qualified, value) in attributes {
+        let (domain, id) = qualified.split_once('/').unwrap();
+        let value: k8s_openapi::api::resource::v1::DeviceAttribute =
+            serde_json::from_value(value.clone()).unwrap();
+        domains
+            .entry(domain.to_string())
+            .or_default()
+            .insert(id.to_string(), attribute_value(&value));
+    }
+    cel::Value::from(HashMap::from([
+        ("driver", cel::Value::from(driver.to_string())),
+        ("attributes", cel::Value::from(domains)),
+    ]))
 }
 
 fn attribute_value(v: &k8s_openapi::api::resource::v1::DeviceAttribute) -> cel::Value {
@@ -329,31 +363,22 @@ fn fixture_devices() -> Vec<Device> {
             let slice: ResourceSlice = serde_json::from_value(doc).unwrap();
             let driver = slice.spec.driver.clone();
             for device in slice.spec.devices.unwrap_or_default() {
-                let mut domains: HashMap<String, HashMap<String, cel::Value>> =
-                    HashMap::from([(driver.clone(), HashMap::new())]);
                 let mut attributes = BTreeMap::new();
                 for (qualified, value) in device.attributes.unwrap_or_default() {
                     let (domain, id) = qualified
                         .split_once('/')
                         .unwrap_or((driver.as_str(), qualified.as_str()));
-                    domains
-                        .entry(domain.to_string())
-                        .or_default()
-                        .insert(id.to_string(), attribute_value(&value));
                     attributes.insert(
                         format!("{domain}/{id}"),
                         serde_json::to_value(&value).unwrap(),
                     );
                 }
-                let cel = cel::Value::from(HashMap::from([
-                    ("driver", cel::Value::from(driver.clone())),
-                    ("attributes", cel::Value::from(domains)),
-                ]));
                 out.push(Device {
                     fixture: fixture.clone(),
                     name: device.name,
+                    cel: device_cel(&driver, &attributes),
+                    driver: driver.clone(),
                     attributes,
-                    cel,
                 });
             }
         }
@@ -530,6 +555,32 @@ fn each_device_class_selects_exactly_its_devices() {
             class,
             names(&selected(&defaults[*class], &devices)),
             expected(&devices, per_fixture),
+        );
+    }
+}
+
+#[test]
+fn no_device_class_selects_a_device_marked_unhealthy_by_the_attribute_fallback() {
+    let Some(helm) =
+        helm("no_device_class_selects_a_device_marked_unhealthy_by_the_attribute_fallback")
+    else {
+        return;
+    };
+    let devices = fixture_devices();
+    let unhealthy = format!(
+        "sriov.dra.dev/{}",
+        sriov_dra::kube::taints::UNHEALTHY_ATTRIBUTE
+    );
+    for (class, expressions) in class_selectors(&render(&helm, None)) {
+        let healthy = selected(&expressions, &devices);
+        assert!(!healthy.is_empty(), "{class} selects nothing to begin with");
+        let marked: Vec<Device> = healthy
+            .iter()
+            .map(|d| d.with_attribute(&unhealthy, serde_json::json!({"string": "pf-link-down"})))
+            .collect();
+        assert!(
+            selected(&expressions, &marked).is_empty(),
+            "{class} selects devices marked {unhealthy}"
         );
     }
 }

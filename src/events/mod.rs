@@ -2,11 +2,14 @@
 //! kernel announcing a link or PCI change, or our slices changing in the
 //! API. Sources send [`Nudge`]s; the publish loop gathers them with a
 //! [`debounce::Debouncer`] so a burst (a PF creating 64 VFs) is one rescan,
-//! and [`changes`] says what the rescan found different.
+//! [`targets`] says which functions the batch asks to read again (all of
+//! them only when it cannot tell), and [`changes`] says what the rescan
+//! found different.
 
 pub mod changes;
 pub mod debounce;
 pub mod kernel;
+pub mod targets;
 
 use tokio::sync::mpsc;
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::NodeConfig;
 use crate::health::DeviceHealth;
@@ -61,6 +61,9 @@ pub struct SlicePublisher {
     force: bool,
     /// Taints, until the API server refuses or drops them.
     taint_mode: TaintMode,
+    /// In the attribute fallback: ask the API server again whether it
+    /// takes taints, at the next publish that has a taint to show it.
+    retry_taints: bool,
 }
 
 /// Why applying the slices failed.
@@ -89,6 +92,7 @@ impl SlicePublisher {
             stored: Vec::new(),
             force: false,
             taint_mode: TaintMode::Taints,
+            retry_taints: false,
         }
     }
 
@@ -100,6 +104,17 @@ impl SlicePublisher {
     /// How unhealthy devices are marked now.
     pub fn taint_mode(&self) -> TaintMode {
         self.taint_mode
+    }
+
+    /// Asks the next publish to try device taints again if unhealthy
+    /// devices are marked with the attribute: the API server may have been
+    /// upgraded, or its feature gate turned on, since it refused them. The
+    /// publish loop calls this every period; the try is a dry-run apply,
+    /// so a refusal writes nothing.
+    pub fn retry_taints(&mut self) {
+        if self.taint_mode == TaintMode::Attribute {
+            self.retry_taints = true;
+        }
     }
 
     /// Sets the Node owner, learned after start or re-read because the
@@ -157,32 +172,54 @@ impl SlicePublisher {
         // One list per cycle: the kubelet deletes a driver's slices while no
         // plugin is registered (at its own restart, say), and an unchanged
         // inventory must then still be published again.
-        let existing = self.existing().await?;
-        let api_generation = existing
-            .iter()
-            .map(|s| s.spec.pool.generation)
-            .max()
-            .unwrap_or(0);
-        let in_api = flat_devices(&existing);
+        let mut existing = self.existing().await?;
+        let api_generation = pool_generation(&existing);
+        let mut in_api = flat_devices(&existing);
         if self.published.is_none() {
             // After our own restart, learn what is published from the API.
             self.published = Some((in_api.clone(), api_generation));
             self.stored = in_api.clone();
         }
         let (last_devices, last_generation) = self.published.clone().unwrap_or_default();
-        loop {
-            let mut params = SliceParams::new(config, &self.node);
-            params.owner = self.owner.clone();
+        let marked = |mode: TaintMode, params: &SliceParams| {
             let mut devices =
                 current_devices(inventory, config, &params.driver, held, &last_devices);
             for device in &mut devices {
-                taints::mark(
-                    device,
-                    health.get(&device.name),
-                    self.taint_mode,
-                    &params.driver,
-                );
+                taints::mark(device, health.get(&device.name), mode, &params.driver);
             }
+            devices
+        };
+        if self.taint_mode == TaintMode::Attribute && self.retry_taints {
+            // The slice as the next apply would send it.
+            let mut params = SliceParams::new(config, &self.node);
+            params.owner = self.owner.clone();
+            params.generation = last_generation.max(api_generation) + 1;
+            match self
+                .taints_taken(marked(TaintMode::Taints, &params), &params)
+                .await
+            {
+                // Nothing unhealthy: nothing to show it yet.
+                None => {}
+                Some(true) => {
+                    info!(
+                        "the API server takes device taints now; \
+                         marking unhealthy devices with taints instead of the attribute"
+                    );
+                    self.taint_mode = TaintMode::Taints;
+                    self.retry_taints = false;
+                }
+                Some(false) => {
+                    info!(
+                        "the API server still does not take device taints; keeping the attribute"
+                    );
+                    self.retry_taints = false;
+                }
+            }
+        }
+        loop {
+            let mut params = SliceParams::new(config, &self.node);
+            params.owner = self.owner.clone();
+            let devices = marked(self.taint_mode, &params);
 
             let slice_count = slices::slice_count(&devices);
             let expected: Vec<String> = (0..slice_count)
@@ -214,11 +251,44 @@ impl SlicePublisher {
                          marking unhealthy devices with an attribute instead"
                     );
                     self.taint_mode = TaintMode::Attribute;
+                    // The slices before the refused one are in the API at
+                    // the new generation, some perhaps beyond what the
+                    // attribute form needs: list again, so all are applied
+                    // anew (at that same generation) and the extra ones
+                    // deleted.
+                    existing = self.existing().await?;
+                    in_api = flat_devices(&existing);
                 }
                 Err(ApplyError::TaintsRefused(why)) => return Err(anyhow::anyhow!(why)),
                 Err(ApplyError::Other(e)) => return Err(e),
             }
         }
+    }
+
+    /// Whether the API server takes the taints of `devices` now, asked with
+    /// a dry-run apply of the first slice that carries one (nothing is
+    /// written either way); `None` when no device carries a taint.
+    async fn taints_taken(&self, devices: Vec<Device>, params: &SliceParams) -> Option<bool> {
+        let tainted = |d: &Device| d.taints.as_ref().is_some_and(|t| !t.is_empty());
+        let rendered = slices::assemble(devices, params);
+        let slice = rendered
+            .iter()
+            .find(|s| s.spec.devices.iter().flatten().any(tainted))?;
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let sent = slice.spec.devices.as_deref().unwrap_or_default();
+        let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        Some(
+            match self.api.patch(&name, &dry_run, &Patch::Apply(slice)).await {
+                Ok(back) => {
+                    !taints::taints_dropped(sent, back.spec.devices.as_deref().unwrap_or_default())
+                }
+                Err(e) if taints::refuses_taints(&e) => false,
+                Err(e) => {
+                    warn!(error = %e, slice = %name, "cannot ask the API server about device taints");
+                    false
+                }
+            },
+        )
     }
 
     /// Applies the slices of `devices` at `params.generation`, then deletes
@@ -310,6 +380,15 @@ fn current_devices(
     by_name.into_values().collect()
 }
 
+/// The newest generation of the pool among `slices` (0 for none).
+fn pool_generation(slices: &[ResourceSlice]) -> i64 {
+    slices
+        .iter()
+        .map(|s| s.spec.pool.generation)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Every device of `slices`, sorted by name: how they are split into
 /// slices follows from the list, so the list alone says what changed.
 fn flat_devices(slices: &[ResourceSlice]) -> Vec<Device> {
@@ -340,6 +419,8 @@ mod tests {
         /// How an API server without device taints answers a slice with
         /// taints: `Some(true)` refuses it (422), `Some(false)` drops them.
         no_taints: Arc<Mutex<Option<bool>>>,
+        /// Slices sent with `dryRun=All`: answered, never stored.
+        dry_runs: Arc<Mutex<Vec<String>>>,
     }
 
     impl SliceApi {
@@ -373,6 +454,10 @@ mod tests {
                         query.contains("fieldManager=sriov-dra") && query.contains("force=true"),
                         "{query}"
                     );
+                    let dry_run = query.contains("dryRun=All");
+                    if dry_run {
+                        self.dry_runs.lock().unwrap().push(name.clone());
+                    }
                     let mut obj: serde_json::Value = serde_json::from_slice(body).unwrap();
                     let tainted = obj["spec"]["devices"]
                         .as_array()
@@ -392,6 +477,9 @@ mod tests {
                             }
                         }
                         _ => {}
+                    }
+                    if dry_run {
+                        return (200, obj);
                     }
                     self.writes.lock().unwrap().push(format!("apply {name}"));
                     objects.insert(name, obj.clone());
@@ -771,5 +859,159 @@ mod tests {
                 Some(serde_json::Value::Null)
             );
         }
+    }
+    fn taint_keys(api: &SliceApi, device: &str) -> Vec<serde_json::Value> {
+        let objects = api.objects.lock().unwrap();
+        objects
+            .values()
+            .flat_map(|s| s["spec"]["devices"].as_array().cloned().unwrap_or_default())
+            .find(|d| d["name"] == device)
+            .and_then(|d| d["taints"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|t| t["key"].clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_fallback_tries_taints_again_when_asked_and_switches_back_once_they_are_taken() {
+        for refuses in [true, false] {
+            let api = SliceApi::default();
+            *api.no_taints.lock().unwrap() = Some(refuses);
+            let config = NodeConfig::default();
+            let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+            let inv = inventory(Fixture::ConnectX6Dx);
+            let health = link_down(&inv, "ens1f1np1");
+            let held = BTreeSet::new();
+            let publish = async |p: &mut SlicePublisher| {
+                p.publish_with_health(&inv, &config, &held, &health)
+                    .await
+                    .unwrap()
+            };
+            publish(&mut p).await;
+            assert_eq!(p.taint_mode(), TaintMode::Attribute);
+            api.take_writes();
+
+            // Still refused: asked with a dry run, nothing written.
+            p.retry_taints();
+            assert_eq!(
+                publish(&mut p).await,
+                PublishOutcome::Unchanged { generation: 1 }
+            );
+            assert_eq!(*api.dry_runs.lock().unwrap(), ["node-a-sriov-dra-dev-0"]);
+            assert_eq!(p.taint_mode(), TaintMode::Attribute, "refuses: {refuses}");
+            assert!(api.take_writes().is_empty());
+            // Asked once per retry, not on every publish.
+            publish(&mut p).await;
+            assert_eq!(api.dry_runs.lock().unwrap().len(), 1);
+
+            // The feature gate is turned on: the next retry switches back.
+            *api.no_taints.lock().unwrap() = None;
+            publish(&mut p).await;
+            assert_eq!(p.taint_mode(), TaintMode::Attribute, "only when asked");
+            p.retry_taints();
+            assert_eq!(
+                publish(&mut p).await,
+                PublishOutcome::Published {
+                    generation: 2,
+                    applied: 1,
+                    deleted: 0
+                }
+            );
+            assert_eq!(p.taint_mode(), TaintMode::Taints);
+            assert_eq!(api.dry_runs.lock().unwrap().len(), 2);
+            assert_eq!(
+                taint_keys(&api, "pci-0000-3b-02-1"),
+                ["sriov.dra.dev/pf-link-down"]
+            );
+            assert_eq!(
+                attribute(&api, "pci-0000-3b-02-1"),
+                Some(serde_json::Value::Null),
+                "the attribute is gone with the switch"
+            );
+            assert_eq!(
+                publish(&mut p).await,
+                PublishOutcome::Unchanged { generation: 2 }
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_with_nothing_unhealthy_waits_for_a_taint_to_show() {
+        let api = SliceApi::default();
+        *api.no_taints.lock().unwrap() = Some(true);
+        let config = NodeConfig::default();
+        let mut p = SlicePublisher::new(api.client(), &config, "node-a", None);
+        let inv = inventory(Fixture::E810);
+        let held = BTreeSet::new();
+        let health = link_down(&inv, "ens3f0");
+        p.publish_with_health(&inv, &config, &held, &health)
+            .await
+            .unwrap();
+        assert_eq!(p.taint_mode(), TaintMode::Attribute);
+        p.publish(&inv, &config, &held).await.unwrap();
+
+        *api.no_taints.lock().unwrap() = None;
+        p.retry_taints();
+        p.publish(&inv, &config, &held).await.unwrap();
+        assert!(api.dry_runs.lock().unwrap().is_empty(), "no taint to try");
+        assert_eq!(p.taint_mode(), TaintMode::Attribute);
+        // The link goes down again: the pending retry is made then.
+        p.publish_with_health(&inv, &config, &held, &health)
+            .await
+            .unwrap();
+        assert_eq!(api.dry_runs.lock().unwrap().len(), 1);
+        assert_eq!(p.taint_mode(), TaintMode::Taints);
+        assert_eq!(
+            taint_keys(&api, "pci-0000-af-01-0"),
+            ["sriov.dra.dev/pf-link-down"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_some_slices_were_applied_leaves_one_pool_generation() {
+        // Tainted, the pool packs 64 devices per slice: 28 slices are
+        // applied before the one with the taint is refused. The attribute
+        // form needs 16 of 128: the other 12 must go, and all 16 must be
+        // at one generation, also for a restarted driver (which starts
+        // with taints again while the API holds the attribute form).
+        let api = SliceApi::default();
+        *api.no_taints.lock().unwrap() = Some(true);
+        let config = NodeConfig::default();
+        let scale = inventory(Fixture::Scale2048);
+        let last_pf = scale
+            .devices
+            .iter()
+            .rev()
+            .find_map(|d| d.pf_name.clone())
+            .unwrap();
+        let health = link_down(&scale, &last_pf);
+        let held = BTreeSet::new();
+        let mut first = SlicePublisher::new(api.client(), &config, "node-a", None);
+        first
+            .publish_with_health(&scale, &config, &held, &health)
+            .await
+            .unwrap();
+        let one_pool = |api: &SliceApi| {
+            let objects = api.objects.lock().unwrap();
+            let generations: BTreeSet<i64> = objects
+                .values()
+                .map(|o| o["spec"]["pool"]["generation"].as_i64().unwrap())
+                .collect();
+            let devices: usize = objects
+                .values()
+                .map(|o| o["spec"]["devices"].as_array().map_or(0, Vec::len))
+                .sum();
+            assert_eq!((objects.len(), devices), (16, 2048), "{generations:?}");
+            assert_eq!(generations.len(), 1, "{generations:?}");
+        };
+        one_pool(&api);
+        let mut restarted = SlicePublisher::new(api.client(), &config, "node-a", None);
+        restarted
+            .publish_with_health(&scale, &config, &held, &health)
+            .await
+            .unwrap();
+        assert_eq!(restarted.taint_mode(), TaintMode::Attribute);
+        one_pool(&api);
     }
 }

@@ -2,9 +2,15 @@
 //! [`REPUBLISH_INTERVAL`] (the safety net), whenever the kubelet's
 //! registration verdict changes, and shortly after a [`Nudge`] (a kernel
 //! link or PCI event, a change to our slices in the API), gathered by a
-//! [`Debouncer`]. Each round re-reads the inventory, hands it to the
+//! [`Debouncer`]. Each round reads the inventory, hands it to the
 //! preparer first (what is published is what can be prepared), judges the
 //! devices' health, and publishes with the unhealthy ones tainted.
+//!
+//! A round after nudges re-reads only the functions they name
+//! ([`crate::events::targets`]), merged into the last inventory; the other
+//! rounds, and nudges that name nothing it can map, read everything. A
+//! periodic round also lets the publisher try device taints again when it
+//! fell back to the attribute.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -13,13 +19,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::claim::prepare::Preparer;
 use crate::config::NodeConfig;
 use crate::events::Nudge;
 use crate::events::changes::diff;
 use crate::events::debounce::Debouncer;
+use crate::events::targets::{Plan, link_owner, plan};
 use crate::health::{HealthBook, HealthReport, judge};
 use crate::inventory::NodeInventory;
 use crate::kube::node::node_owner;
@@ -60,9 +67,61 @@ pub struct PublishLoop {
 /// The loop's memory between rounds.
 #[derive(Default)]
 struct Rounds {
-    last: Option<NodeInventory>,
+    last: Option<Arc<NodeInventory>>,
     debouncer: Debouncer,
     nudges_open: bool,
+}
+
+/// Why a round runs, which decides what it reads.
+#[derive(Debug)]
+enum Why {
+    /// The first round: read all.
+    Start,
+    /// The kubelet's registration verdict changed: read all.
+    Registration,
+    /// The safety-net period: read all, and try taints again.
+    Period,
+    /// A debounced batch of nudges: read what they name.
+    Events(BTreeSet<Nudge>),
+}
+
+/// How a round's inventory was read, for the log.
+enum Reading {
+    /// Everything, and why.
+    Full(String),
+    /// Only these functions, merged into the last inventory.
+    Partial(BTreeSet<sriov::PciAddress>),
+}
+
+/// The inventory a round works with: the nudges' functions re-read into
+/// `last`, or a full scan when there is no last one or the nudges cannot
+/// be mapped to functions. Blocking (sysfs).
+fn read_inventory(
+    root: &std::path::Path,
+    last: Option<&NodeInventory>,
+    why: &Why,
+) -> anyhow::Result<(NodeInventory, Reading)> {
+    let full = |why: String| Ok((NodeInventory::discover(root)?, Reading::Full(why)));
+    let (nudges, last) = match (why, last) {
+        (Why::Start, _) => return full("start".into()),
+        (Why::Registration, _) => return full("kubelet registration changed".into()),
+        (Why::Period, _) => return full("period".into()),
+        (Why::Events(_), None) => return full("no inventory yet".into()),
+        (Why::Events(nudges), Some(last)) => (nudges, last),
+    };
+    match plan(nudges, last, |name| link_owner(root, name)) {
+        Plan::Full { why } => full(why),
+        Plan::Partial(targets) if targets.is_empty() => {
+            Ok((last.clone(), Reading::Partial(targets)))
+        }
+        Plan::Partial(targets) => match last.rescan(&targets) {
+            Ok(rescanned) => Ok((rescanned.inventory, Reading::Partial(rescanned.read))),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "re-reading devices failed; reading every device");
+                full("re-reading failed".into())
+            }
+        },
+    }
 }
 
 impl PublishLoop {
@@ -75,26 +134,44 @@ impl PublishLoop {
             nudges_open: true,
             ..Default::default()
         };
+        let mut why = Why::Start;
         loop {
-            self.round(&mut rounds).await;
-            if !self.next_round(&mut stopped, &mut rounds).await {
-                return;
+            self.round(&mut rounds, why).await;
+            match self.next_round(&mut stopped, &mut rounds).await {
+                Some(next) => why = next,
+                None => return,
             }
         }
     }
 
-    async fn round(&mut self, rounds: &mut Rounds) {
+    async fn round(&mut self, rounds: &mut Rounds, why: Why) {
+        if matches!(why, Why::Period) {
+            self.publisher.retry_taints();
+        }
         let (root, held_by) = (self.config.sysfs_root.clone(), self.preparer.clone());
+        let last = rounds.last.clone();
+        let after_events = matches!(why, Why::Events(_));
         let scanned = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let inventory = NodeInventory::discover(&root)?;
+            let (inventory, reading) = read_inventory(&root, last.as_deref(), &why)?;
             let held = held_by.held_devices()?;
-            Ok((inventory, held))
+            Ok((inventory, reading, held))
         });
-        let (inventory, held) = match scanned.await {
+        let (inventory, reading, held) = match scanned.await {
             Ok(Ok(scanned)) => scanned,
             Ok(Err(e)) => return error!(error = %format!("{e:#}"), "inventory failed"),
             Err(e) => return error!(error = %e, "inventory task failed"),
         };
+        match reading {
+            Reading::Partial(read) if read.is_empty() => {
+                info!("no device to re-read; republishing the last inventory")
+            }
+            Reading::Partial(read) => {
+                let read: Vec<String> = read.iter().map(|a| a.device_name()).collect();
+                info!(?read, "re-read devices after events")
+            }
+            Reading::Full(why) if after_events => info!(%why, "read every device after events"),
+            Reading::Full(why) => debug!(%why, "read every device"),
+        }
         if let Some(last) = &rounds.last {
             let changes = diff(last, &inventory);
             if !changes.is_empty() {
@@ -129,7 +206,7 @@ impl PublishLoop {
                 warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
             }
         }
-        rounds.last = Some(inventory);
+        rounds.last = Some(Arc::new(inventory));
     }
 
     /// Judges the offered and held devices, logs each device whose health
@@ -155,7 +232,7 @@ impl PublishLoop {
     }
 
     /// Waits for the next round: the period, a change of the kubelet's
-    /// registration verdict, or nudges gone quiet. False when the driver
+    /// registration verdict, or nudges gone quiet. `None` when the driver
     /// stops, or when the registration server is gone (its channel closed:
     /// the driver is shutting down, and a closed channel is "changed" at
     /// once, which would republish in a burst).
@@ -163,18 +240,18 @@ impl PublishLoop {
         &mut self,
         stopped: &mut (impl Future<Output = ()> + Unpin),
         rounds: &mut Rounds,
-    ) -> bool {
+    ) -> Option<Why> {
         let period_end = Instant::now() + self.period;
         loop {
             let due = rounds.debouncer.due().map(Instant::from_std);
             tokio::select! {
-                _ = &mut *stopped => return false,
-                _ = tokio::time::sleep_until(period_end) => return true,
+                _ = &mut *stopped => return None,
+                _ = tokio::time::sleep_until(period_end) => return Some(Why::Period),
                 _ = tokio::time::sleep_until(due.unwrap_or(period_end)), if due.is_some() => {
                     if let Some(nudges) = rounds.debouncer.take_due(std::time::Instant::now()) {
                         let sample: Vec<&Nudge> = nudges.iter().take(8).collect();
                         info!(nudges = nudges.len(), ?sample, "rescanning after events");
-                        return true;
+                        return Some(Why::Events(nudges));
                     }
                 }
                 nudge = self.nudges.recv(), if rounds.nudges_open => match nudge {
@@ -184,11 +261,11 @@ impl PublishLoop {
                 changed = self.registration.changed() => return match changed {
                     Ok(()) => {
                         info!(state = ?*self.registration.borrow(), "kubelet registration changed; republishing");
-                        true
+                        Some(Why::Registration)
                     }
                     Err(_) => {
                         info!("kubelet registration server stopped; no more republishing");
-                        false
+                        None
                     }
                 },
             }

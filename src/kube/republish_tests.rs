@@ -274,6 +274,33 @@ async fn a_pf_link_going_down_taints_its_vfs_and_the_kubelet_hears_within_2s_and
 }
 
 #[tokio::test]
+async fn a_link_event_re_reads_only_its_function_and_lost_events_read_everything() {
+    let node = Node::start().await;
+    let mtu = |n: &Node| {
+        n.devices()["pci-0000-af-01-1"]["attributes"]["sriov.dra.dev/mtu"]["int"].as_i64()
+    };
+    assert_eq!(mtu(&node), Some(1500));
+    // A change no event announced, then the PF's link event.
+    std::fs::write(
+        node.device_dir("0000:af:01.1").join("net/ens3f0v1/mtu"),
+        "9000\n",
+    )
+    .unwrap();
+    node.set_pf_link("down");
+    node.until("taints", |n| {
+        VFS.iter()
+            .all(|vf| n.taint_keys(vf) == ["sriov.dra.dev/pf-link-down"])
+    })
+    .await;
+    assert_eq!(mtu(&node), Some(1500), "only the PF was re-read");
+
+    nudge(&node.nudges, Nudge::Overrun);
+    node.until("the unannounced MTU", |n| mtu(n) == Some(9000))
+        .await;
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn a_new_vf_is_published_within_2s() {
     let node = Node::start().await;
     let mut tree = TreeBuilder::new(node.sysfs.path()).unwrap();

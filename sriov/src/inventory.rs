@@ -4,7 +4,7 @@
 //! it at `/sys`, tests and `discover --fixture` at a tree built by
 //! [`crate::fixture`]. It reads only; acting on devices lives elsewhere.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -268,6 +268,95 @@ where
             .is_ok()
     });
     Ok((inventory, extras))
+}
+
+/// What a partial read found: the functions at the addresses it was asked
+/// to read, for [`merge`] into the last full inventory.
+#[derive(Debug, Clone, Default)]
+pub struct Reread {
+    /// Every address read, whether a network function is there now or not:
+    /// [`merge`] replaces what the last inventory said about each.
+    pub addresses: BTreeSet<PciAddress>,
+    /// The network functions among them, read as a full scan reads them
+    /// but not yet joined to their PFs (a VF's index, e-switch mode and
+    /// PCIe root come from its PF in [`merge`]), and the oddities passed over.
+    pub found: Inventory,
+}
+
+impl Reread {
+    /// The function read at `address`, if one is there now.
+    pub fn get(&self, address: PciAddress) -> Option<&PciFunction> {
+        self.found.functions.iter().find(|f| f.address == address)
+    }
+
+    /// Adds a later read of other addresses to this one.
+    pub fn extend(&mut self, more: Reread) {
+        self.addresses.extend(more.addresses);
+        self.found.functions.extend(more.found.functions);
+        self.found.skipped.extend(more.found.skipped);
+    }
+}
+
+/// Reads only `addresses` under `sysfs_root`, with the per-function code
+/// of [`scan_with`] (and `extra` for each function found): after a kernel
+/// event, the few functions it touched instead of the whole node.
+///
+/// An address with no device now is simply not found (the device left);
+/// one whose directory vanishes while it is read is skipped, as in a scan.
+pub fn read_with<T, F>(
+    sysfs_root: &Path,
+    addresses: &BTreeSet<PciAddress>,
+    extra: F,
+) -> Result<(Reread, HashMap<PciAddress, T>), InventoryError>
+where
+    F: Fn(&SysDir, PciAddress) -> Result<T, SysfsError>,
+{
+    let devices_dir = sysfs_root.join("bus/pci/devices");
+    let Some(devices) = SysDir::open(&devices_dir)? else {
+        return Err(InventoryError::NoPciBus(devices_dir));
+    };
+    // A handful of functions: one thread, no fan-out.
+    let present: Vec<String> = addresses
+        .iter()
+        .map(PciAddress::to_string)
+        .filter(|entry| devices.exists(entry))
+        .collect();
+    let (found, extras) = scan_entries(&devices, &present, &extra)?;
+    let reread = Reread {
+        addresses: addresses.clone(),
+        found,
+    };
+    Ok((reread, extras.into_iter().collect()))
+}
+
+/// The last inventory with what `reread` found in place of what it said
+/// about the re-read addresses, VFs joined to their PFs again: equal to a
+/// full scan when every function that changed was re-read.
+///
+/// Pure. A VF whose PF no longer lists it is skipped, as in a scan.
+pub fn merge(last: Inventory, reread: Reread) -> Inventory {
+    let Reread { addresses, found } = reread;
+    let mut functions: Vec<PciFunction> = last
+        .functions
+        .into_iter()
+        .filter(|f| !addresses.contains(&f.address))
+        .chain(found.functions)
+        .collect();
+    functions.sort_by_key(|f| f.address);
+    let reread_entry = |s: &Skipped| {
+        s.entry
+            .parse::<PciAddress>()
+            .is_ok_and(|a| addresses.contains(&a))
+    };
+    let skipped = last
+        .skipped
+        .into_iter()
+        .filter(|s| !reread_entry(s))
+        .chain(found.skipped)
+        .collect();
+    let mut inventory = Inventory { functions, skipped };
+    link_vfs_to_pfs(&mut inventory);
+    inventory
 }
 
 /// Scans some entries of `bus/pci/devices`.
@@ -855,6 +944,78 @@ mod tests {
         let addr = |a: &str| a.parse::<PciAddress>().unwrap();
         assert!(!extras.contains_key(&addr("0000:af:01.1")));
         assert_eq!(extras[&addr("0000:af:01.0")].as_deref(), Some("1"));
+    }
+
+    fn addrs(list: &[&str]) -> BTreeSet<PciAddress> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_partial_read_merged_into_the_last_scan_equals_a_new_scan() {
+        let dir = built(Fixture::E810);
+        let last = scan(dir.path()).unwrap();
+        let devices = dir.path().join("bus/pci/devices");
+        fs::write(devices.join("0000:af:00.0/net/ens3f0/operstate"), "down\n").unwrap();
+        fs::write(devices.join("0000:af:01.0/net/ens3f0v0/mtu"), "9000\n").unwrap();
+        let (reread, extras) = read_with(
+            dir.path(),
+            &addrs(&["0000:af:00.0", "0000:af:01.0"]),
+            |_, a| Ok(a),
+        )
+        .unwrap();
+        assert_eq!(reread.found.functions.len(), 2);
+        assert_eq!(extras.len(), 2);
+        let vf = reread.get("0000:af:01.0".parse().unwrap()).unwrap();
+        assert_eq!(
+            vf.vf_of().map(|(_, i)| i),
+            Some(u32::MAX),
+            "read alone, a VF does not know its index yet"
+        );
+        let merged = merge(last.clone(), reread);
+        assert_eq!(merged.functions, scan(dir.path()).unwrap().functions);
+        assert_ne!(merged.functions, last.functions);
+    }
+
+    #[test]
+    fn a_read_address_with_no_device_is_removed_and_its_pf_no_longer_lists_it() {
+        let dir = built(Fixture::E810);
+        let last = scan(dir.path()).unwrap();
+        // VF 3 removed: its directory, its bus link and the PF's virtfn3.
+        let devices = dir.path().join("bus/pci/devices");
+        let vf = devices.join("0000:af:01.3");
+        fs::remove_dir_all(fs::canonicalize(&vf).unwrap()).unwrap();
+        fs::remove_file(&vf).unwrap();
+        fs::remove_file(devices.join("0000:af:00.0/virtfn3")).unwrap();
+        fs::write(devices.join("0000:af:00.0/sriov_numvfs"), "3\n").unwrap();
+        let (reread, _) = read_with(
+            dir.path(),
+            &addrs(&["0000:af:01.3", "0000:af:00.0"]),
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        assert!(reread.get("0000:af:01.3".parse().unwrap()).is_none());
+        let merged = merge(last, reread);
+        let full = scan(dir.path()).unwrap();
+        assert_eq!(merged.functions, full.functions);
+        assert_eq!((merged.functions.len(), merged.skipped), (4, vec![]));
+    }
+
+    #[test]
+    fn merge_skips_a_vf_its_reread_pf_no_longer_lists_as_a_scan_does() {
+        let dir = built(Fixture::E810);
+        let last = scan(dir.path()).unwrap();
+        fs::remove_file(dir.path().join("bus/pci/devices/0000:af:00.0/virtfn1")).unwrap();
+        let (reread, _) = read_with(
+            dir.path(),
+            &addrs(&["0000:af:00.0", "0000:af:01.1"]),
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        let merged = merge(last, reread);
+        let full = scan(dir.path()).unwrap();
+        assert_eq!(merged.functions, full.functions);
+        assert_eq!(merged.skipped, full.skipped);
+        assert_eq!(merged.skipped[0].entry, "0000:af:01.1");
     }
 
     #[test]
