@@ -34,6 +34,9 @@ use sriov_dra::testing::netns::have_root;
 use sriov_dra::testing::nri_runtime::{FakeRuntime, RuntimeConn, pod as wire_pod};
 use sriov_dra::testing::runtime_handshake::{self, HandshakeError};
 
+/// How often a failpoint that its armed run did not reach is armed again
+/// straight away.
+const MAX_REARMS: u32 = 10;
 /// Crashes when `CRASH_HARNESS_CRASHES` is not set.
 const DEFAULT_CRASHES: u64 = 200;
 /// Kubelet and runtime calls per driver run, at most (a run usually ends
@@ -174,6 +177,8 @@ async fn run(target: usize, seed: u64) -> Tally {
         .collect();
     let mut tally = Tally::default();
     let mut next_arm = 0;
+    let mut retry: Option<&'static str> = None;
+    let mut unreached: BTreeMap<&'static str, u32> = BTreeMap::new();
     let mut recovery_crashed = false;
     let mut iteration = 0u64;
     while tally.crashes < target && tally.violations.is_empty() {
@@ -184,8 +189,10 @@ async fn run(target: usize, seed: u64) -> Tally {
         let armed = if recovery_crashed || iteration.is_multiple_of(2) {
             None
         } else {
-            next_arm += 1;
-            Some(arms[(next_arm - 1) % arms.len()])
+            Some(retry.take().unwrap_or_else(|| {
+                next_arm += 1;
+                arms[(next_arm - 1) % arms.len()]
+            }))
         };
         let missed_stop = armed.is_some_and(needs_missed_stop);
         if iteration > 1 {
@@ -239,6 +246,19 @@ async fn run(target: usize, seed: u64) -> Tally {
             Err(Broke::Wrong(what)) => tally.violation(&node, what),
         }
         let ending = driver.kill().await;
+        // A failpoint whose run did not reach it (a missed-stop one finds
+        // no running pod, say) is armed again next time, until it fires
+        // once: every reachable failpoint must be seen firing.
+        if let Some(name) = armed
+            && !matches!(ending, Ending::Failpoint)
+            && !tally.at_failpoint.contains_key(name)
+        {
+            let tries = unreached.entry(name).or_default();
+            *tries += 1;
+            if *tries <= MAX_REARMS {
+                retry = Some(name);
+            }
+        }
         tally.ended(&driver, ending, &node);
         runtime.stop();
     }
