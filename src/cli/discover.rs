@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use sriov::fixture::Fixture;
 use sriov::inventory::Role;
 
+use crate::block_yaml;
 use crate::config::NodeConfig;
 use crate::inventory::{NodeDevice, NodeInventory};
 use crate::kube::slices::{self, SliceParams};
@@ -92,13 +93,14 @@ pub fn run_to(args: &DiscoverArgs, out: &mut impl Write) -> anyhow::Result<()> {
         Format::Json => {
             out.write_all((serde_json::to_string_pretty(&inventory)? + "\n").as_bytes())?
         }
-        Format::Yaml => out.write_all(serde_yaml::to_string(&inventory)?.as_bytes())?,
+        Format::Yaml => out.write_all(block_yaml::to_string(&inventory)?.as_bytes())?,
         Format::Slices => {
             let node = config.resolve_node_name()?;
             let params = SliceParams::new(&config, &node);
             // Built and turned into YAML on every core; printed in order.
+            // The same text as serde_yaml's, in a fraction of its time.
             let yaml =
-                |s: k8s_openapi::api::resource::v1::ResourceSlice| Ok(serde_yaml::to_string(&s)?);
+                |s: k8s_openapi::api::resource::v1::ResourceSlice| Ok(block_yaml::to_string(&s)?);
             slices::render_each_parallel(&inventory, &config, &params, yaml, |text: String| {
                 out.write_all(b"---\n")?;
                 out.write_all(text.as_bytes())?;
