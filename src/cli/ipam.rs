@@ -493,18 +493,25 @@ mod tests {
         assert!(err.contains("known pools: fronthaul"), "{err}");
     }
 
-    #[test]
-    fn list_and_show_print_the_blocks_of_a_cluster_pool_with_their_leases() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store with the cluster pool `midhaul` (/27 blocks over
+    /// 10.2.0.0/22) holding the block 10.2.0.64/27.
+    fn midhaul_with_a_block(dir: &Path) -> Ipam {
         let cluster: Vec<ipam::PoolConfig> = serde_json::from_str(
             r#"[{"name":"midhaul","scope":"cluster","blockSize":{"ipv4":27},"subnets":[{"subnet":"10.2.0.0/22"}]}]"#,
         )
         .unwrap();
+        let ipam = Ipam::open(dir, &cluster).unwrap();
+        let block = "10.2.0.64/27".parse().unwrap();
+        ipam.add_block("midhaul", block, &ipam::lease_name("midhaul", &block))
+            .unwrap();
+        ipam
+    }
+
+    #[test]
+    fn list_and_show_print_the_blocks_of_a_cluster_pool_with_their_leases() {
+        let dir = tempfile::tempdir().unwrap();
         {
-            let ipam = Ipam::open(dir.path(), &cluster).unwrap();
-            let block = "10.2.0.64/27".parse().unwrap();
-            ipam.add_block("midhaul", block, &ipam::lease_name("midhaul", &block))
-                .unwrap();
+            let ipam = midhaul_with_a_block(dir.path());
             ipam.allocate(
                 &Owner::new("uid-1", "nic", "pci-0000-3b-02-1").unwrap(),
                 "midhaul",
@@ -540,15 +547,8 @@ mod tests {
     #[test]
     fn list_and_show_print_single_address_leases_with_their_holders() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster: Vec<ipam::PoolConfig> = serde_json::from_str(
-            r#"[{"name":"midhaul","scope":"cluster","blockSize":{"ipv4":27},"subnets":[{"subnet":"10.2.0.0/22"}]}]"#,
-        )
-        .unwrap();
         {
-            let ipam = Ipam::open(dir.path(), &cluster).unwrap();
-            let block = "10.2.0.64/27".parse().unwrap();
-            ipam.add_block("midhaul", block, &ipam::lease_name("midhaul", &block))
-                .unwrap();
+            let ipam = midhaul_with_a_block(dir.path());
             let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
             ipam.reserve_foreign(
                 "midhaul",
