@@ -8,6 +8,7 @@ use anyhow::Context;
 use rdma::RdmaDevice;
 use serde::Serialize;
 use sriov::PciAddress;
+use sriov::class_index::{Class, ClassIndex};
 use sriov::inventory::{Inventory, PciFunction, Role, Skipped};
 use sriov::sysfs::{SysDir, SysfsError};
 
@@ -47,13 +48,22 @@ pub struct NodeInventory {
 impl NodeInventory {
     /// Scans `sysfs_root` for PCI functions and their RDMA devices.
     pub fn discover(sysfs_root: &Path) -> anyhow::Result<Self> {
-        let (inv, rdma) =
-            sriov::inventory::scan_with(sysfs_root, rdma_name).with_context(|| {
-                format!(
-                    "cannot inventory PCI devices under {}",
-                    sysfs_root.display()
-                )
-            })?;
+        let context = || {
+            format!(
+                "cannot inventory PCI devices under {}",
+                sysfs_root.display()
+            )
+        };
+        // Every function's RDMA device from one pass over `class/infiniband`
+        // where the tree has it, else from each function's directory.
+        let index = ClassIndex::read(sysfs_root, Class::Infiniband).with_context(context)?;
+        let (inv, rdma) = match &index {
+            Some(index) => sriov::inventory::scan_with(sysfs_root, |_, address| {
+                Ok(indexed_rdma_name(index, address))
+            }),
+            None => sriov::inventory::scan_with(sysfs_root, rdma_name),
+        }
+        .with_context(context)?;
         Ok(NodeInventory::join(inv, rdma, sysfs_root))
     }
 
@@ -122,6 +132,15 @@ impl NodeInventory {
 /// RDMA device, by name only (what a slice publishes).
 fn rdma_name(dir: &SysDir, address: PciAddress) -> Result<Option<RdmaDevice>, SysfsError> {
     Ok(rdma::inventory::names_in(dir, address)?.into_iter().next())
+}
+
+/// [`rdma_name`] from the `class/infiniband` index.
+fn indexed_rdma_name(index: &ClassIndex, address: PciAddress) -> Option<RdmaDevice> {
+    index.members(address).first().map(|m| RdmaDevice {
+        name: m.name.clone(),
+        pci_address: address,
+        details: None,
+    })
 }
 
 impl NodeDevice {

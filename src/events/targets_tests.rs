@@ -4,11 +4,12 @@
 
 use super::*;
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use sriov::fixture::{DeviceSpec, Fixture, NetdevSpec, TreeBuilder};
+use sriov::fixture::{
+    DeviceSpec, Fixture, NetdevSpec, TreeBuilder, remove_class_dir, rename_class_device,
+};
 use tempfile::TempDir;
 
 fn built(f: Fixture) -> (TempDir, NodeInventory) {
@@ -114,18 +115,13 @@ fn a_renamed_interface_is_found_through_class_net() {
 
 #[test]
 fn link_owner_reads_class_net() {
+    // The fixture lists eth0 of virtio-net as the kernel does:
+    // class/net/eth0 -> .../0000:00:03.0/virtio2/net/eth0, whose device is
+    // virtio2.
     let (dir, _) = built(Fixture::Virtio);
     let root = dir.path();
-    let net = root.join("class/net");
-    fs::create_dir_all(&net).unwrap();
-    // eth0 of virtio-net: class/net/eth0 -> .../0000:00:03.0/virtio2/net/eth0,
-    // whose device is virtio2.
-    let eth0 = fs::canonicalize(root.join("bus/pci/devices/0000:00:03.0"))
-        .unwrap()
-        .join("virtio2/net/eth0");
-    symlink(&eth0, net.join("eth0")).unwrap();
-    symlink("../..", eth0.join("device")).unwrap();
-    fs::create_dir_all(net.join("veth0")).unwrap();
+    // A virtual interface has no device.
+    fs::create_dir_all(root.join("class/net/veth0")).unwrap();
     assert_eq!(
         link_owner(root, "eth0"),
         LinkOwner::Pci("0000:00:03.0".parse().unwrap())
@@ -183,23 +179,12 @@ impl Kernel {
         fs::write(self.dev(a).join(file), format!("{content}\n")).unwrap();
     }
 
-    /// Lists `name` in `class/net`, as the kernel does for every netdev.
-    fn class_net(&self, a: PciAddress, name: &str) {
-        let net = self.root.join("class/net");
-        fs::create_dir_all(&net).unwrap();
-        let dir = self.dev(a).join("net").join(name);
-        let _ = fs::remove_file(dir.join("device"));
-        symlink("../..", dir.join("device")).unwrap();
-        let _ = fs::remove_file(net.join(name));
-        symlink(dir, net.join(name)).unwrap();
-    }
-
-    fn forget_netdev(&self, a: PciAddress) {
-        let net = self.dev(a).join("net");
-        for name in fs::read_dir(&net).into_iter().flatten().flatten() {
-            let _ = fs::remove_file(self.root.join("class/net").join(name.file_name()));
+    /// Removes the function's interfaces and RDMA devices, from its
+    /// directory and from `class/`.
+    fn forget_class_devices(&self, a: PciAddress) {
+        for class in ["net", "infiniband"] {
+            remove_class_dir(&self.root, class, &self.dev(a).join(class)).unwrap();
         }
-        let _ = fs::remove_dir_all(net);
     }
 
     /// Applies `edit` to the tree `now` describes; the kernel's nudges, or
@@ -239,8 +224,7 @@ impl Kernel {
                 };
                 let a = d.function.address;
                 fs::remove_file(self.dev(a).join("driver")).unwrap();
-                self.forget_netdev(a);
-                let _ = fs::remove_dir_all(self.dev(a).join("infiniband"));
+                self.forget_class_devices(a);
                 let mut nudges = vec![pci("unbind", &a.to_string())];
                 nudges.extend(netdev(&d).map(|n| link(&n.name)));
                 nudges
@@ -251,7 +235,7 @@ impl Kernel {
                 };
                 let a = d.function.address;
                 let (pf, _) = d.function.vf_of().unwrap();
-                self.forget_netdev(a);
+                self.forget_class_devices(a);
                 fs::remove_dir_all(self.dev(a)).unwrap();
                 fs::remove_file(self.root.join("bus/pci/devices").join(a.to_string())).unwrap();
                 for entry in fs::read_dir(self.dev(pf)).unwrap().flatten() {
@@ -308,7 +292,6 @@ impl Kernel {
                 .unwrap();
                 let index = self.virtfns(pf).iter().max().map_or(0, |m| m + 1);
                 tree.link_vf(pf, index, vf).unwrap();
-                self.class_net(vf, &name);
                 vec![pci("add", &vf.to_string()), link(&name)]
             }
             Edit::Rename { pick: i } => {
@@ -319,10 +302,8 @@ impl Kernel {
                 let old = netdev(&d).unwrap().name;
                 self.made += 1;
                 let new = format!("ren{}", self.made);
-                let net = self.dev(a).join("net");
-                fs::rename(net.join(&old), net.join(&new)).unwrap();
-                let _ = fs::remove_file(self.root.join("class/net").join(&old));
-                self.class_net(a, &new);
+                let dir = self.dev(a).join("net").join(&old);
+                rename_class_device(&self.root, "net", &dir, &new).unwrap();
                 vec![link(&new)]
             }
         }

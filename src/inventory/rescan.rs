@@ -106,7 +106,7 @@ impl NodeInventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sriov::fixture::Fixture;
+    use sriov::fixture::{Fixture, rename_class_device};
     use std::fs;
 
     fn addrs(list: &[&str]) -> BTreeSet<PciAddress> {
@@ -191,10 +191,11 @@ mod tests {
         Fixture::ConnectX6Dx.build(dir.path()).unwrap();
         let last = NodeInventory::discover(dir.path()).unwrap();
         let devices = dir.path().join("bus/pci/devices");
-        let pf1 = devices.join("0000:3b:00.1/net");
-        fs::rename(pf1.join("ens1f1np1"), pf1.join("uplink1")).unwrap();
-        let vf = devices.join("0000:3b:02.1/infiniband");
-        fs::rename(vf.join("mlx5_17"), vf.join("mlx5_99")).unwrap();
+        let rename = |class: &str, path: &str, new: &str| {
+            rename_class_device(dir.path(), class, &devices.join(path), new).unwrap();
+        };
+        rename("net", "0000:3b:00.1/net/ens1f1np1", "uplink1");
+        rename("infiniband", "0000:3b:02.1/infiniband/mlx5_17", "mlx5_99");
         let r = last
             .rescan(&addrs(&["0000:3b:00.1", "0000:3b:02.1"]))
             .unwrap();

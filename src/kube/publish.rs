@@ -370,9 +370,9 @@ fn current_devices(
     held: &BTreeSet<String>,
     last: &[Device],
 ) -> Vec<Device> {
-    let mut by_name: BTreeMap<String, Device> = inventory
-        .offered(config)
-        .map(|d| (d.name(), slices::device(d, driver)))
+    let mut by_name: BTreeMap<String, Device> = slices::devices(inventory, config, driver)
+        .into_iter()
+        .map(|d| (d.name.clone(), d))
         .collect();
     for previous in last.iter().filter(|d| held.contains(&d.name)) {
         by_name.insert(previous.name.clone(), previous.clone());
@@ -599,7 +599,7 @@ mod tests {
         p.publish(&before, &config, &BTreeSet::new()).await.unwrap();
         // The VF went into a pod: its netdev left the host.
         let net = dir.path().join("bus/pci/devices/0000:af:01.0/net");
-        std::fs::remove_dir_all(&net).unwrap();
+        sriov::fixture::remove_class_dir(dir.path(), "net", &net).unwrap();
         let in_use = NodeInventory::discover(dir.path()).unwrap();
         let held = BTreeSet::from(["pci-0000-af-01-0".to_string()]);
         assert_eq!(

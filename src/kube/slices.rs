@@ -58,8 +58,15 @@ pub fn render(
     config: &NodeConfig,
     params: &SliceParams,
 ) -> Vec<ResourceSlice> {
-    let devices = inventory.offered(config).map(|d| device(d, &params.driver));
-    assemble(devices, params)
+    assemble(devices(inventory, config, &params.driver), params)
+}
+
+/// Every offered device as published, in PCI address order.
+pub fn devices(inventory: &NodeInventory, config: &NodeConfig, driver: &str) -> Vec<Device> {
+    inventory
+        .offered(config)
+        .map(|d| device(d, driver))
+        .collect()
 }
 
 /// Packs devices, already in order, into the pool's slices.

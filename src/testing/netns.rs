@@ -60,10 +60,9 @@ pub fn rename_in_tree(tree: &TempDir, pci: PciAddress, name: &str) {
         .join("bus/pci/devices")
         .join(pci.to_string())
         .join("net");
-    for entry in std::fs::read_dir(&net).unwrap() {
-        std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
-    }
+    sriov::fixture::remove_class_dir(tree.path(), "net", &net).unwrap();
     std::fs::create_dir_all(net.join(name)).unwrap();
+    sriov::fixture::class_link(tree.path(), "net", &net.join(name)).unwrap();
 }
 
 /// An `RTM_NEWLINK` reply as the kernel sends it for a 1500-byte-MTU link.

@@ -299,6 +299,9 @@ impl TreeBuilder {
     fn netdev(&mut self, net_dir: &Path, nd: &NetdevSpec) -> io::Result<()> {
         let dir = net_dir.join(&nd.name);
         fs::create_dir_all(&dir)?;
+        self.class_link("net", &dir)?;
+        // The interface's parent device, which `class/net/<if>/device` names.
+        symlink("../..", dir.join("device"))?;
         write(&dir, "address", &nd.mac)?;
         write(&dir, "mtu", &nd.mtu.to_string())?;
         write(
@@ -324,6 +327,8 @@ impl TreeBuilder {
         let ib = dir.join("infiniband").join(&r.name);
         let port = ib.join("ports/1");
         fs::create_dir_all(port.join("gid_attrs/ndevs"))?;
+        self.class_link("infiniband", &ib)?;
+        symlink("../..", ib.join("device"))?;
         write(&ib, "node_guid", &r.node_guid)?;
         write(&ib, "node_type", "1: CA")?;
         write(&port, "state", r.port_state)?;
@@ -345,6 +350,81 @@ impl TreeBuilder {
             }
         }
         Ok(())
+    }
+}
+
+impl TreeBuilder {
+    /// Lists the device at `dir` in `class/<class>/`, as the kernel lists
+    /// every interface and RDMA device there.
+    fn class_link(&self, class: &str, dir: &Path) -> io::Result<()> {
+        class_link(&self.root, class, dir)
+    }
+}
+
+/// Links `<root>/class/<class>/<name>` to the device directory `dir` (under
+/// `<root>/devices`), as the kernel does for each class device: trees that
+/// move or rename interfaces keep `class/` in step with this.
+pub fn class_link(root: &Path, class: &str, dir: &Path) -> io::Result<()> {
+    // Either may be reached through links (`bus/pci/devices/<address>`).
+    let (root, dir) = (fs::canonicalize(root)?, fs::canonicalize(dir)?);
+    let rel = dir.strip_prefix(&root).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not under {}", dir.display(), root.display()),
+        )
+    })?;
+    let name = dir.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "a class device needs a name")
+    })?;
+    let class_dir = root.join("class").join(class);
+    fs::create_dir_all(&class_dir)?;
+    let link = class_dir.join(name);
+    let _ = fs::remove_file(&link);
+    symlink(Path::new("../..").join(rel), link)
+}
+
+/// Renames the class device at `dir` (an interface, an RDMA device) to
+/// `new_name` in its directory and in `class/<class>/`, as the kernel does.
+pub fn rename_class_device(
+    root: &Path,
+    class: &str,
+    dir: &Path,
+    new_name: &str,
+) -> io::Result<PathBuf> {
+    let old = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a class device needs a name"))?
+        .to_string();
+    let real = fs::canonicalize(dir)?;
+    let renamed = real.with_file_name(new_name);
+    fs::rename(&real, &renamed)?;
+    class_unlink(root, class, &old)?;
+    class_link(root, class, &renamed)?;
+    Ok(renamed)
+}
+
+/// Removes a function's class directory (`<function>/net`,
+/// `<function>/infiniband`) and its entries' links in `class/<class>/`, as
+/// when a driver unbinds or the devices leave for another namespace.
+pub fn remove_class_dir(root: &Path, class: &str, dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        class_unlink(root, class, &entry?.file_name().to_string_lossy())?;
+    }
+    fs::remove_dir_all(dir)
+}
+
+/// Takes `name` out of `<root>/class/<class>/`, as when the kernel removes
+/// the device or it leaves for another network namespace.
+pub fn class_unlink(root: &Path, class: &str, name: &str) -> io::Result<()> {
+    match fs::remove_file(root.join("class").join(class).join(name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

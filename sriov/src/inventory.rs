@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::class_index::{Class, ClassIndex, Member};
+use crate::fan_out::map_chunks;
 use crate::ids::NameCache;
 use crate::pci::PciAddress;
 use crate::sysfs::{self, SysDir, SysfsError};
@@ -233,23 +235,12 @@ where
         return Err(InventoryError::NoPciBus(devices_dir));
     };
     let entries = sysfs::list_dir(&devices_dir)?;
-    // sysfs reads are syscall-bound and independent per device: a thread
-    // per core cuts the scan of a 2048-VF node by about that factor.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let chunk = entries.len().div_ceil(threads).max(64);
+    // Every function's interfaces from one pass over `class/net`, instead
+    // of listing each function's `net/`.
+    let net = ClassIndex::read(sysfs_root, Class::Net)?;
     type Part<T> = Result<(Inventory, Vec<(PciAddress, T)>), SysfsError>;
-    let results: Vec<Part<T>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = entries
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| scan_entries(&devices, part, &extra)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+    let results: Vec<Part<T>> = map_chunks(&entries, 64, |part| {
+        scan_entries(&devices, part, net.as_ref(), &extra)
     });
     let mut inventory = Inventory::default();
     let mut extras = HashMap::with_capacity(entries.len());
@@ -321,7 +312,9 @@ where
         .map(PciAddress::to_string)
         .filter(|entry| devices.exists(entry))
         .collect();
-    let (found, extras) = scan_entries(&devices, &present, &extra)?;
+    // Listing the few functions' own directories is cheaper than the
+    // class index, and sees the tree as it is now.
+    let (found, extras) = scan_entries(&devices, &present, None, &extra)?;
     let reread = Reread {
         addresses: addresses.clone(),
         found,
@@ -363,6 +356,7 @@ pub fn merge(last: Inventory, reread: Reread) -> Inventory {
 fn scan_entries<T>(
     devices: &SysDir,
     entries: &[String],
+    net: Option<&ClassIndex>,
     extra: &impl Fn(&SysDir, PciAddress) -> Result<T, SysfsError>,
 ) -> Result<(Inventory, Vec<(PciAddress, T)>), SysfsError> {
     let mut names = NameCache::default();
@@ -385,7 +379,7 @@ fn scan_entries<T>(
             inventory.skipped.push(vanished());
             continue;
         };
-        let read = read_function(devices, &dir, entry, address, &mut names)
+        let read = read_function(devices, &dir, entry, address, net, &mut names)
             .and_then(|f| f.map(|f| Ok((f, extra(&dir, address)?))).transpose());
         match read {
             Ok(Some((f, more))) => {
@@ -444,6 +438,7 @@ fn read_function(
     dir: &SysDir,
     entry: &str,
     address: PciAddress,
+    net: Option<&ClassIndex>,
     names: &mut NameCache,
 ) -> Result<Option<PciFunction>, SysfsError> {
     let uevent = Uevent::read(dir)?;
@@ -485,7 +480,8 @@ fn read_function(
     // nor judged (its health is its PF's link), so they are not read.
     let role = read_role(dir)?;
     let is_vf = matches!(role, Role::Vf { .. });
-    let netdev = read_netdev(dir, ib_class, !is_vf)?;
+    let known = net.map(|index| index.members(address));
+    let netdev = read_netdev(dir, known, ib_class, !is_vf)?;
     let link_type = match &netdev {
         Some((_, Some(ty))) if *ty != ARPHRD_INFINIBAND => LinkType::Ethernet,
         _ if ib_class => LinkType::Infiniband,
@@ -634,75 +630,95 @@ fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError
 /// there, which carry a `phys_port_name` like `pf0vf3`: the uplink is the
 /// one with no port name or a `pN` one.
 ///
+/// `known`: the function's interfaces from the `class/net` index, or
+/// `None` to list its directories. An indexed interface that is gone by
+/// now (renamed, moved to another namespace) sends it to the listing.
+///
 /// `link_facts`: read the link's speed and `operstate` too (PFs and plain
 /// functions; a VF's are `None`).
 fn read_netdev(
     dir: &SysDir,
+    known: Option<&[Member]>,
     read_type: bool,
     link_facts: bool,
 ) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
-    // Listing `net` also answers whether it exists.
-    let (net_dirs, listed) = match dir.list_present("net")? {
-        Some(ifaces) => (vec!["net".to_string()], Some(ifaces)),
-        None => {
-            let virtio = dir
-                .list(".")?
-                .into_iter()
-                .filter(|n| n.starts_with("virtio"));
-            (virtio.map(|n| format!("{n}/net")).collect(), None)
-        }
+    let candidates = match known {
+        Some(members) => members.to_vec(),
+        None => list_netdevs(dir)?,
     };
-    let mut listed = listed;
-    for net_dir in net_dirs {
-        let ifaces = match listed.take() {
-            Some(ifaces) => ifaces,
-            None => dir.list(&net_dir)?,
-        };
-        let mut chosen = None;
-        // Only a PF with representors has more than one; skip the reads otherwise.
-        for name in ifaces.iter().filter(|_| ifaces.len() > 1) {
-            let port = dir.read_lenient(&format!("{net_dir}/{name}/phys_port_name"));
-            let is_uplink = match port.as_deref() {
-                None | Some("") => true,
-                Some(p) => p
-                    .strip_prefix('p')
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())),
-            };
-            if is_uplink {
-                chosen = Some(name);
-                break;
-            }
+    // The first directory that holds any: `net` before `virtioN/net`.
+    let Some(first_dir) = candidates.iter().map(|m| &m.dir).min() else {
+        return Ok(None);
+    };
+    let ifaces: Vec<&Member> = candidates.iter().filter(|m| &m.dir == first_dir).collect();
+    // Only a PF with representors has more than one; skip the reads otherwise.
+    let uplink = ifaces.iter().filter(|_| ifaces.len() > 1).find(|m| {
+        let port = dir.read_lenient(&format!("{}/{}/phys_port_name", m.dir, m.name));
+        match port.as_deref() {
+            None | Some("") => true,
+            Some(p) => p
+                .strip_prefix('p')
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())),
         }
-        let Some(name) = chosen.or(ifaces.first()) else {
-            continue;
-        };
-        // Relative paths through `net/<if>/` cost less than opening it.
-        let attr = |file: &str| format!("{net_dir}/{name}/{file}");
-        let netdev = NetDev {
-            name: name.clone(),
-            mac: dir.read_optional(&attr("address"))?,
-            mtu: dir.read_optional_decimal(&attr("mtu"))?,
-            // The kernel answers EINVAL for the speed of a down link and
-            // prints -1 when unknown: neither is an error for us.
-            speed_mbps: link_facts
-                .then(|| dir.read_lenient(&attr("speed")))
-                .flatten()
-                .and_then(|s| s.parse::<i64>().ok())
-                .and_then(|s| u32::try_from(s).ok()),
-            operstate: if link_facts {
-                dir.read_optional(&attr("operstate"))?
-            } else {
-                None
-            },
-        };
-        let arp_type = if read_type {
-            dir.read_optional_decimal(&attr("type"))?
+    });
+    let Some(chosen) = uplink.or(ifaces.first()) else {
+        return Ok(None);
+    };
+    // Relative paths through `net/<if>/` cost less than opening it.
+    let attr = |file: &str| format!("{}/{}/{file}", chosen.dir, chosen.name);
+    let mac = dir.read_optional(&attr("address"))?;
+    if mac.is_none() && known.is_some() && !dir.exists(&format!("{}/{}", chosen.dir, chosen.name)) {
+        return read_netdev(dir, None, read_type, link_facts);
+    }
+    let netdev = NetDev {
+        name: chosen.name.clone(),
+        mac,
+        mtu: dir.read_optional_decimal(&attr("mtu"))?,
+        // The kernel answers EINVAL for the speed of a down link and
+        // prints -1 when unknown: neither is an error for us.
+        speed_mbps: link_facts
+            .then(|| dir.read_lenient(&attr("speed")))
+            .flatten()
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|s| u32::try_from(s).ok()),
+        operstate: if link_facts {
+            dir.read_optional(&attr("operstate"))?
         } else {
             None
-        };
-        return Ok(Some((netdev, arp_type)));
+        },
+    };
+    let arp_type = if read_type {
+        dir.read_optional_decimal(&attr("type"))?
+    } else {
+        None
+    };
+    Ok(Some((netdev, arp_type)))
+}
+
+/// The interfaces in a function's own directories: `net/`, or where it
+/// has none, each `virtioN/net/`.
+fn list_netdevs(dir: &SysDir) -> Result<Vec<Member>, SysfsError> {
+    fn in_dir(net_dir: &str, names: Vec<String>) -> impl Iterator<Item = Member> + '_ {
+        names.into_iter().map(move |name| Member {
+            dir: net_dir.to_string(),
+            name,
+        })
     }
-    Ok(None)
+    // Listing `net` also answers whether it exists.
+    if let Some(names) = dir.list_present("net")? {
+        return Ok(in_dir("net", names).collect());
+    }
+    let mut found = Vec::new();
+    for virtio in dir
+        .list(".")?
+        .into_iter()
+        .filter(|n| n.starts_with("virtio"))
+    {
+        let net_dir = format!("{virtio}/net");
+        let names = dir.list(&net_dir)?;
+        found.extend(in_dir(&net_dir, names));
+    }
+    Ok(found)
 }
 
 /// mlx5 exposes the e-switch mode at `net/<pf>/compat/devlink/mode`; other
@@ -1030,5 +1046,33 @@ mod tests {
         let inv = scan(dir.path()).unwrap();
         assert_eq!(inv.functions.iter().filter(|f| f.is_vf()).count(), 2048);
         assert_eq!(inv.functions.len(), 2056);
+    }
+
+    #[test]
+    fn the_class_net_index_reads_what_listing_each_function_reads() {
+        for fixture in Fixture::ALL {
+            let dir = built(fixture);
+            let indexed = scan(dir.path()).unwrap();
+            // Without `class/` (a tree that bind-mounts only `bus/`), each
+            // function's own directories are listed instead.
+            fs::remove_dir_all(dir.path().join("class")).unwrap();
+            let listed = scan(dir.path()).unwrap();
+            assert_eq!(indexed.functions, listed.functions, "{fixture}");
+            assert_eq!(indexed.skipped, listed.skipped, "{fixture}");
+        }
+    }
+
+    #[test]
+    fn an_interface_renamed_after_the_class_was_listed_is_found_by_its_function() {
+        // What a scan sees when a rename lands between its pass over
+        // `class/net` and its read of the function: the old name is gone.
+        let dir = built(Fixture::E810);
+        let vf = dir.path().join("bus/pci/devices/0000:af:01.0/net");
+        let old = fs::read_dir(&vf).unwrap().next().unwrap().unwrap().path();
+        fs::rename(&old, vf.join("fronthaul0")).unwrap();
+        let inv = scan(dir.path()).unwrap();
+        let netdev = get(&inv, "0000:af:01.0").netdev.as_ref().unwrap();
+        assert_eq!(netdev.name, "fronthaul0");
+        assert!(netdev.mac.is_some() && netdev.mtu.is_some(), "{netdev:?}");
     }
 }

@@ -5,6 +5,8 @@
 //! the API. Every reader takes a sysfs root so tests run on fixture trees.
 
 pub mod bind;
+pub mod class_index;
+pub mod fan_out;
 pub mod fixture;
 mod ids;
 pub mod ifname;

@@ -85,7 +85,9 @@ impl RecordingSysfsWriter {
         std::os::unix::fs::symlink(&driver_dir, dev.join("driver"))?;
         if driver != VFIO_PCI {
             for name in self.parked_netdevs.remove(addr).unwrap_or_default() {
-                fs::create_dir_all(dev.join("net").join(name))?;
+                let netdev = dev.join("net").join(name);
+                fs::create_dir_all(&netdev)?;
+                crate::fixture::class_link(&self.root, "net", &netdev)?;
             }
         }
         Ok(())
@@ -99,6 +101,7 @@ impl RecordingSysfsWriter {
         let names = list_dir(&dev.join("net")).map_err(io::Error::other)?;
         for name in &names {
             fs::remove_dir_all(dev.join("net").join(name))?;
+            crate::fixture::class_unlink(&self.root, "net", name)?;
         }
         if !names.is_empty() {
             self.parked_netdevs.insert(addr.to_string(), names);

@@ -1,0 +1,247 @@
+//! Which PCI function owns each entry of a sysfs class directory
+//! (`class/net`, `class/infiniband`), read in one pass over the class.
+//!
+//! A full scan needs every function's interfaces and RDMA devices. Listing
+//! each function's `net/` and `infiniband/` costs an open, two `getdents`
+//! and a close per function, most of them for directories that hold one
+//! name; the class directory lists the same kernel objects once, and one
+//! `readlink` per entry says whose each is. The kernel keeps the two views
+//! in step (they are the same kobjects, filtered by the same network
+//! namespace), so either answers the same question.
+//!
+//! A tree without the class directory (a hand-built test tree, a container
+//! that bind-mounts only `bus/`) has no index: callers list per function.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::fan_out::map_chunks;
+use crate::pci::PciAddress;
+use crate::sysfs::{SysDir, SysfsError};
+
+/// A sysfs class whose entries hang off PCI functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Network interfaces: `<function>/net/<if>`, or
+    /// `<function>/virtioN/net/<if>` for virtio-net.
+    Net,
+    /// RDMA devices: `<function>/infiniband/<dev>`.
+    Infiniband,
+}
+
+impl Class {
+    /// The directory name under `class/` and under a function.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Class::Net => "net",
+            Class::Infiniband => "infiniband",
+        }
+    }
+}
+
+/// One class entry of a function: where it sits under the function's
+/// directory and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The directory under the function that holds it (`net`,
+    /// `virtio2/net`, `infiniband`).
+    pub dir: String,
+    /// The entry's name (`ens1f0v3`, `mlx5_4`).
+    pub name: String,
+}
+
+/// The members of one class, by the PCI function they belong to.
+#[derive(Debug, Clone, Default)]
+pub struct ClassIndex {
+    by_function: HashMap<PciAddress, Vec<Member>>,
+}
+
+impl ClassIndex {
+    /// Reads `<sysfs_root>/class/<class>`: `Ok(None)` when the tree has no
+    /// such directory.
+    ///
+    /// An entry that vanishes while it is read is left out (a scan reads a
+    /// moving tree; the event it caused brings a rescan). Entries of
+    /// virtual devices and of devices other than PCI functions (USB NICs,
+    /// mlx5 sub-functions) are not any function's own and are left out too.
+    pub fn read(sysfs_root: &Path, class: Class) -> Result<Option<ClassIndex>, SysfsError> {
+        let path = sysfs_root.join("class").join(class.dir());
+        let Some(dir) = SysDir::open(&path)? else {
+            return Ok(None);
+        };
+        let Some(names) = dir.list_present(".")? else {
+            return Ok(None);
+        };
+        // One readlink per entry, spread over the cores like the scan.
+        type Part = Result<Vec<(PciAddress, Member)>, SysfsError>;
+        let parts: Vec<Part> = map_chunks(&names, 256, |part| {
+            let mut owned = Vec::with_capacity(part.len());
+            for name in part {
+                let Some(target) = dir.link_target(name)? else {
+                    continue;
+                };
+                if let Some(found) = target.to_str().and_then(|t| owner(t, class)) {
+                    owned.push(found);
+                }
+            }
+            Ok(owned)
+        });
+        let mut by_function: HashMap<PciAddress, Vec<Member>> = HashMap::new();
+        for part in parts {
+            for (function, member) in part? {
+                by_function.entry(function).or_default().push(member);
+            }
+        }
+        for members in by_function.values_mut() {
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(Some(ClassIndex { by_function }))
+    }
+
+    /// The members of `function`, sorted by name; empty when it has none.
+    pub fn members(&self, function: PciAddress) -> &[Member] {
+        self.by_function
+            .get(&function)
+            .map_or(&[], |members| members.as_slice())
+    }
+}
+
+/// The PCI function a class entry belongs to, from its link's target
+/// (`../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/net/ens1f0v0`).
+///
+/// Pure. Only the layouts a function's own directory has count: the
+/// entry right under `<function>/<class>/`, or for interfaces also under
+/// `<function>/virtioN/net/`; anything deeper belongs to a child device.
+pub fn owner(target: &str, class: Class) -> Option<(PciAddress, Member)> {
+    let mut parts = target.rsplit('/');
+    let name = parts.next().filter(|n| !n.is_empty())?;
+    if parts.next()? != class.dir() {
+        return None;
+    }
+    let parent = parts.next()?;
+    let member = |dir: String| Member {
+        dir,
+        name: name.to_string(),
+    };
+    if let Ok(function) = parent.parse::<PciAddress>() {
+        return Some((function, member(class.dir().to_string())));
+    }
+    let virtio = parent
+        .strip_prefix("virtio")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if class == Class::Net && virtio {
+        let function = parts.next()?.parse::<PciAddress>().ok()?;
+        return Some((function, member(format!("{parent}/net"))));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_interface_belongs_to_the_function_whose_net_dir_holds_it() {
+        let (function, member) = owner(
+            "../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/net/ens1f0v0",
+            Class::Net,
+        )
+        .unwrap();
+        assert_eq!(function, addr("0000:3b:00.2"));
+        assert_eq!(member.dir, "net");
+        assert_eq!(member.name, "ens1f0v0");
+    }
+
+    #[test]
+    fn virtio_net_interfaces_belong_to_the_pci_function_above_the_virtio_device() {
+        let (function, member) = owner(
+            "../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0",
+            Class::Net,
+        )
+        .unwrap();
+        assert_eq!(function, addr("0000:00:03.0"));
+        assert_eq!(member.dir, "virtio2/net");
+    }
+
+    #[test]
+    fn entries_of_virtual_and_child_devices_are_no_functions_own() {
+        for target in [
+            "../../devices/virtual/net/lo",
+            // A USB NIC under a PCI USB controller.
+            "../../devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/net/usb0",
+            // An mlx5 sub-function's interface under its PF.
+            "../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0/mlx5_core.sf.2/net/en3s0f0s2",
+            "../../devices/pci0000:00/0000:00:03.0/virtio/net/eth0",
+            "",
+        ] {
+            assert_eq!(owner(target, Class::Net), None, "{target}");
+        }
+        // virtio holds interfaces, never RDMA devices.
+        assert_eq!(
+            owner(
+                "../../devices/pci0000:00/0000:00:03.0/virtio2/infiniband/x",
+                Class::Infiniband
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn an_rdma_device_belongs_to_the_function_whose_infiniband_dir_holds_it() {
+        let (function, member) = owner(
+            "../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/infiniband/mlx5_2",
+            Class::Infiniband,
+        )
+        .unwrap();
+        assert_eq!(
+            (function, member.name.as_str()),
+            (addr("0000:3b:00.2"), "mlx5_2")
+        );
+        // An interface's link is not an RDMA device's.
+        assert_eq!(
+            owner(
+                "../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/net/ens1f0v0",
+                Class::Infiniband
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn an_index_lists_each_functions_members_sorted_and_skips_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let class = root.path().join("class/net");
+        std::fs::create_dir_all(&class).unwrap();
+        for (name, target) in [
+            (
+                "pf0vf1",
+                "../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0/net/pf0vf1",
+            ),
+            (
+                "ens1f0np0",
+                "../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0/net/ens1f0np0",
+            ),
+            ("lo", "../../devices/virtual/net/lo"),
+        ] {
+            std::os::unix::fs::symlink(target, class.join(name)).unwrap();
+        }
+        let index = ClassIndex::read(root.path(), Class::Net).unwrap().unwrap();
+        let names: Vec<&str> = index
+            .members(addr("0000:3b:00.0"))
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, ["ens1f0np0", "pf0vf1"]);
+        assert!(index.members(addr("0000:3b:00.1")).is_empty());
+        // No class/infiniband in this tree: no index, list per function.
+        assert!(
+            ClassIndex::read(root.path(), Class::Infiniband)
+                .unwrap()
+                .is_none()
+        );
+    }
+}
