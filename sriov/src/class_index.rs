@@ -77,8 +77,18 @@ impl ClassIndex {
         let parts: Vec<Part> = map_chunks(&names, 256, |part| {
             let mut owned = Vec::with_capacity(part.len());
             for name in part {
-                let Some(target) = dir.link_target(name)? else {
-                    continue;
+                let target = match dir.link_target(name) {
+                    Ok(Some(target)) => target,
+                    // Gone since the listing.
+                    Ok(None) => continue,
+                    // Not a link: no device's entry (the kernel makes only
+                    // links here; a test tree may not).
+                    Err(SysfsError::Read { source, .. })
+                        if source.kind() == std::io::ErrorKind::InvalidInput =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 };
                 if let Some(found) = target.to_str().and_then(|t| owner(t, class)) {
                     owned.push(found);
@@ -229,6 +239,7 @@ mod tests {
         ] {
             std::os::unix::fs::symlink(target, class.join(name)).unwrap();
         }
+        std::fs::create_dir(class.join("not-a-link")).unwrap();
         let index = ClassIndex::read(root.path(), Class::Net).unwrap().unwrap();
         let names: Vec<&str> = index
             .members(addr("0000:3b:00.0"))
