@@ -11,6 +11,7 @@ use k8s_openapi::api::resource::v1::{
     Device, DeviceAttribute, ResourcePool, ResourceSlice, ResourceSliceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sriov::fan_out::map_chunks;
 use sriov::inventory::{PciFunction, Role};
 
 use crate::config::NodeConfig;
@@ -133,32 +134,21 @@ pub fn render_each_parallel<T: Send>(
     if offered.is_empty() {
         return each(build(slice_of(params, 0, 1, Vec::new()))?);
     }
-    let chunks: Vec<&[&NodeDevice]> = offered.chunks(MAX_DEVICES_PER_SLICE).collect();
+    let chunks: Vec<(usize, &[&NodeDevice])> =
+        offered.chunks(MAX_DEVICES_PER_SLICE).enumerate().collect();
     let count = chunks.len();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let build = &build;
-    for (round, group) in chunks.chunks(threads).enumerate() {
-        let built: Vec<anyhow::Result<T>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = group
-                .iter()
-                .enumerate()
-                .map(|(j, chunk)| {
-                    let index = round * threads + j;
-                    scope.spawn(move || {
-                        let devices = chunk.iter().map(|d| device(d, &params.driver)).collect();
-                        build(slice_of(params, index, count, devices))
-                    })
+    for group in chunks.chunks(threads) {
+        // One slice per thread: each part holds one chunk.
+        let built = map_chunks(group, 1, |part| {
+            part.iter()
+                .map(|(index, chunk)| {
+                    let devices = chunk.iter().map(|d| device(d, &params.driver)).collect();
+                    build(slice_of(params, *index, count, devices))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
+                .collect::<Vec<_>>()
         });
-        for b in built {
+        for b in built.into_iter().flatten() {
             each(b?)?;
         }
     }
