@@ -55,14 +55,18 @@ impl NodeInventory {
             )
         };
         // Every function's RDMA device from one pass over `class/infiniband`
-        // where the tree has it, else from each function's directory.
-        let index = ClassIndex::read(sysfs_root, Class::Infiniband).with_context(context)?;
-        let (inv, rdma) = match &index {
-            Some(index) => sriov::inventory::scan_with(sysfs_root, |_, address| {
-                Ok(indexed_rdma_name(index, address))
-            }),
-            None => sriov::inventory::scan_with(sysfs_root, rdma_name),
-        }
+        // where the tree has it (a function it lists none for is asked
+        // itself), else from each function's directory. An unreadable index
+        // is no index, as for interfaces.
+        let index = ClassIndex::read(sysfs_root, Class::Infiniband)
+            .ok()
+            .flatten();
+        let (inv, rdma) = sriov::inventory::scan_with(sysfs_root, |dir, address| {
+            match index.as_ref().and_then(|i| indexed_rdma_name(i, address)) {
+                Some(found) => Ok(Some(found)),
+                None => rdma_name(dir, address),
+            }
+        })
         .with_context(context)?;
         Ok(NodeInventory::join(inv, rdma, sysfs_root))
     }
@@ -129,7 +133,8 @@ impl NodeInventory {
 }
 
 /// What a scan reads with each function while its directory is open: its
-/// RDMA device, by name only (what a slice publishes).
+/// RDMA device, by name only (what a slice publishes), from the function's
+/// own `infiniband/` (partial rescans, and where the index has none).
 fn rdma_name(dir: &SysDir, address: PciAddress) -> Result<Option<RdmaDevice>, SysfsError> {
     Ok(rdma::inventory::names_in(dir, address)?.into_iter().next())
 }
@@ -194,6 +199,31 @@ mod tests {
         assert_eq!(vf.function.address.to_string(), "0000:3b:00.2");
         assert_eq!(vf.pf_name.as_deref(), Some("ens1f0np0"));
         assert_eq!(vf.rdma.as_ref().unwrap().name, "mlx5_1");
+    }
+
+    #[test]
+    fn the_class_indexes_give_what_listing_each_function_gives() {
+        for fixture in Fixture::ALL {
+            let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+            fixture.build(dir.path()).unwrap();
+            let indexed = NodeInventory::discover(dir.path()).unwrap();
+            // A VF whose RDMA device the index lost (renamed during the
+            // pass) is asked itself.
+            let _ = std::fs::remove_file(dir.path().join("class/infiniband/mlx5_1"));
+            assert_eq!(
+                serde_json::to_value(&NodeInventory::discover(dir.path()).unwrap().devices)
+                    .unwrap(),
+                serde_json::to_value(&indexed.devices).unwrap(),
+                "{fixture}"
+            );
+            std::fs::remove_dir_all(dir.path().join("class")).unwrap();
+            let listed = NodeInventory::discover(dir.path()).unwrap();
+            assert_eq!(
+                serde_json::to_value(&listed.devices).unwrap(),
+                serde_json::to_value(&indexed.devices).unwrap(),
+                "{fixture}"
+            );
+        }
     }
 
     #[test]

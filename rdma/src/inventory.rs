@@ -140,7 +140,8 @@ pub fn for_pci_dir(dir: &SysDir, address: PciAddress) -> Result<Vec<RdmaDevice>,
 }
 
 /// The RDMA devices of a PCI function's open directory, by name only: what
-/// a node scan needs (one directory listing per function).
+/// a scan publishes, for a function the `class/infiniband` index has
+/// nothing on (or a tree without one) and for partial rescans.
 pub fn names_in(dir: &SysDir, address: PciAddress) -> Result<Vec<RdmaDevice>, SysfsError> {
     Ok(dir
         .list("infiniband")?

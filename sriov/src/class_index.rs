@@ -10,7 +10,10 @@
 //! namespace), so either answers the same question.
 //!
 //! A tree without the class directory (a hand-built test tree, a container
-//! that bind-mounts only `bus/`) has no index: callers list per function.
+//! that bind-mounts only `bus/` and `devices/`) has no index: callers list
+//! per function. The index is trusted for what it lists; a function it
+//! lists nothing for is still asked, since an interface can appear while
+//! a scan runs.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -90,7 +93,8 @@ impl ClassIndex {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Some(found) = target.to_str().and_then(|t| owner(t, class)) {
+                // Lossy, as a function's own listing reads names.
+                if let Some(found) = owner(&target.to_string_lossy(), class) {
                     owned.push(found);
                 }
             }

@@ -300,8 +300,6 @@ impl TreeBuilder {
         let dir = net_dir.join(&nd.name);
         fs::create_dir_all(&dir)?;
         self.class_link("net", &dir)?;
-        // The interface's parent device, which `class/net/<if>/device` names.
-        symlink("../..", dir.join("device"))?;
         write(&dir, "address", &nd.mac)?;
         write(&dir, "mtu", &nd.mtu.to_string())?;
         write(
@@ -328,7 +326,6 @@ impl TreeBuilder {
         let port = ib.join("ports/1");
         fs::create_dir_all(port.join("gid_attrs/ndevs"))?;
         self.class_link("infiniband", &ib)?;
-        symlink("../..", ib.join("device"))?;
         write(&ib, "node_guid", &r.node_guid)?;
         write(&ib, "node_type", "1: CA")?;
         write(&port, "state", r.port_state)?;
@@ -362,11 +359,15 @@ impl TreeBuilder {
 }
 
 /// Links `<root>/class/<class>/<name>` to the device directory `dir` (under
-/// `<root>/devices`), as the kernel does for each class device: trees that
-/// move or rename interfaces keep `class/` in step with this.
+/// `<root>/devices`), and `dir/device` to its parent device two levels up,
+/// as the kernel does for each class device: trees that move or rename
+/// interfaces keep `class/` in step with this.
 pub fn class_link(root: &Path, class: &str, dir: &Path) -> io::Result<()> {
     // Either may be reached through links (`bus/pci/devices/<address>`).
     let (root, dir) = (fs::canonicalize(root)?, fs::canonicalize(dir)?);
+    if fs::symlink_metadata(dir.join("device")).is_err() {
+        symlink("../..", dir.join("device"))?;
+    }
     let rel = dir.strip_prefix(&root).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -236,8 +236,10 @@ where
     };
     let entries = sysfs::list_dir(&devices_dir)?;
     // Every function's interfaces from one pass over `class/net`, instead
-    // of listing each function's `net/`.
-    let net = ClassIndex::read(sysfs_root, Class::Net)?;
+    // of listing each function's `net/`. An index that cannot be read is
+    // no index: listing each function's directory then reports whatever
+    // is wrong with the device it belongs to.
+    let net = ClassIndex::read(sysfs_root, Class::Net).ok().flatten();
     type Part<T> = Result<(Inventory, Vec<(PciAddress, T)>), SysfsError>;
     let results: Vec<Part<T>> = map_chunks(&entries, 64, |part| {
         scan_entries(&devices, part, net.as_ref(), &extra)
@@ -290,7 +292,8 @@ impl Reread {
 
 /// Reads only `addresses` under `sysfs_root`, with the per-function code
 /// of [`scan_with`] (and `extra` for each function found): after a kernel
-/// event, the few functions it touched instead of the whole node.
+/// event, the few functions it touched instead of the whole node. Their
+/// interfaces come from listing their own directories, not `class/net`.
 ///
 /// An address with no device now is simply not found (the device left);
 /// one whose directory vanishes while it is read is skipped, as in a scan.
@@ -480,7 +483,12 @@ fn read_function(
     // nor judged (its health is its PF's link), so they are not read.
     let role = read_role(dir)?;
     let is_vf = matches!(role, Role::Vf { .. });
-    let known = net.map(|index| index.members(address));
+    // The index is trusted for what it lists; a function it lists nothing
+    // for is asked (one failed open where it truly has none), so an
+    // interface that appeared or was renamed after the class pass is seen.
+    let known = net
+        .map(|index| index.members(address))
+        .filter(|members| !members.is_empty());
     let netdev = read_netdev(dir, known, ib_class, !is_vf)?;
     let link_type = match &netdev {
         Some((_, Some(ty))) if *ty != ARPHRD_INFINIBAND => LinkType::Ethernet,
@@ -632,7 +640,9 @@ fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError
 ///
 /// `known`: the function's interfaces from the `class/net` index, or
 /// `None` to list its directories. An indexed interface that is gone by
-/// now (renamed, moved to another namespace) sends it to the listing.
+/// now (renamed, moved to another namespace), or several indexed ones with
+/// no uplink among them (the uplink renamed during the class pass), send it
+/// to the listing.
 ///
 /// `link_facts`: read the link's speed and `operstate` too (PFs and plain
 /// functions; a VF's are `None`).
@@ -661,6 +671,9 @@ fn read_netdev(
                 .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())),
         }
     });
+    if uplink.is_none() && ifaces.len() > 1 && known.is_some() {
+        return read_netdev(dir, None, read_type, link_facts);
+    }
     let Some(chosen) = uplink.or(ifaces.first()) else {
         return Ok(None);
     };
@@ -1074,5 +1087,37 @@ mod tests {
         let netdev = get(&inv, "0000:af:01.0").netdev.as_ref().unwrap();
         assert_eq!(netdev.name, "fronthaul0");
         assert!(netdev.mac.is_some() && netdev.mtu.is_some(), "{netdev:?}");
+    }
+
+    #[test]
+    fn a_function_the_index_lists_nothing_for_is_asked_itself() {
+        // An interface that appeared (a VF back from a pod) after the pass
+        // over `class/net`.
+        let dir = built(Fixture::E810);
+        let before = scan(dir.path()).unwrap();
+        let name = get(&before, "0000:af:01.0")
+            .netdev
+            .as_ref()
+            .unwrap()
+            .name
+            .clone();
+        fs::remove_file(dir.path().join("class/net").join(&name)).unwrap();
+        let after = scan(dir.path()).unwrap();
+        assert_eq!(after.functions, before.functions);
+    }
+
+    #[test]
+    fn a_switchdev_pf_whose_uplink_the_index_missed_is_listed() {
+        // The uplink renamed during the class pass: the index holds only
+        // the PF's representors, none of which may stand for the PF.
+        let dir = built(Fixture::ConnectX6Dx);
+        let before = scan(dir.path()).unwrap();
+        fs::remove_file(dir.path().join("class/net/ens1f0np0")).unwrap();
+        let after = scan(dir.path()).unwrap();
+        assert_eq!(
+            get(&after, "0000:3b:00.0").netdev.as_ref().unwrap().name,
+            "ens1f0np0"
+        );
+        assert_eq!(after.functions, before.functions);
     }
 }

@@ -87,7 +87,10 @@ impl RecordingSysfsWriter {
             for name in self.parked_netdevs.remove(addr).unwrap_or_default() {
                 let netdev = dev.join("net").join(name);
                 fs::create_dir_all(&netdev)?;
-                crate::fixture::class_link(&self.root, "net", &netdev)?;
+                // A hand-built tree without `class/` stays without it.
+                if self.root.join("class/net").is_dir() {
+                    crate::fixture::class_link(&self.root, "net", &netdev)?;
+                }
             }
         }
         Ok(())
