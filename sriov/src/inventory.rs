@@ -652,9 +652,13 @@ fn read_netdev(
     read_type: bool,
     link_facts: bool,
 ) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
+    let listed;
     let candidates = match known {
-        Some(members) => members.to_vec(),
-        None => list_netdevs(dir)?,
+        Some(members) => members,
+        None => {
+            listed = list_netdevs(dir)?;
+            listed.as_slice()
+        }
     };
     // The first directory that holds any: `net` before `virtioN/net`.
     let Some(first_dir) = candidates.iter().map(|m| &m.dir).min() else {
@@ -1066,7 +1070,7 @@ mod tests {
         for fixture in Fixture::ALL {
             let dir = built(fixture);
             let indexed = scan(dir.path()).unwrap();
-            // Without `class/` (a tree that bind-mounts only `bus/`), each
+            // Without `class/` (a tree that mounts only `bus/` and `devices/`), each
             // function's own directories are listed instead.
             fs::remove_dir_all(dir.path().join("class")).unwrap();
             let listed = scan(dir.path()).unwrap();
