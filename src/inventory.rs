@@ -48,26 +48,22 @@ pub struct NodeInventory {
 impl NodeInventory {
     /// Scans `sysfs_root` for PCI functions and their RDMA devices.
     pub fn discover(sysfs_root: &Path) -> anyhow::Result<Self> {
-        let context = || {
-            format!(
-                "cannot inventory PCI devices under {}",
-                sysfs_root.display()
-            )
-        };
         // Every function's RDMA device from one pass over `class/infiniband`
         // where the tree has it (a function it lists none for is asked
-        // itself), else from each function's directory. An unreadable index
-        // is no index, as for interfaces.
-        let index = ClassIndex::read(sysfs_root, Class::Infiniband)
-            .ok()
-            .flatten();
+        // itself), else from each function's directory.
+        let index = ClassIndex::read(sysfs_root, Class::Infiniband);
         let (inv, rdma) = sriov::inventory::scan_with(sysfs_root, |dir, address| {
             match index.as_ref().and_then(|i| indexed_rdma_name(i, address)) {
                 Some(found) => Ok(Some(found)),
                 None => rdma_name(dir, address),
             }
         })
-        .with_context(context)?;
+        .with_context(|| {
+            format!(
+                "cannot inventory PCI devices under {}",
+                sysfs_root.display()
+            )
+        })?;
         Ok(NodeInventory::join(inv, rdma, sysfs_root))
     }
 

@@ -60,14 +60,20 @@ pub struct ClassIndex {
 }
 
 impl ClassIndex {
-    /// Reads `<sysfs_root>/class/<class>`: `Ok(None)` when the tree has no
-    /// such directory.
+    /// Reads `<sysfs_root>/class/<class>`: `None` when the tree has no such
+    /// directory or it cannot be read. No index is never an error: callers
+    /// then list each function's own directory, whose reads report whatever
+    /// is wrong with the device it belongs to.
     ///
     /// An entry that vanishes while it is read is left out (a scan reads a
     /// moving tree; the event it caused brings a rescan). Entries of
     /// virtual devices and of devices other than PCI functions (USB NICs,
     /// mlx5 sub-functions) are not any function's own and are left out too.
-    pub fn read(sysfs_root: &Path, class: Class) -> Result<Option<ClassIndex>, SysfsError> {
+    pub fn read(sysfs_root: &Path, class: Class) -> Option<ClassIndex> {
+        Self::try_read(sysfs_root, class).ok().flatten()
+    }
+
+    fn try_read(sysfs_root: &Path, class: Class) -> Result<Option<ClassIndex>, SysfsError> {
         let path = sysfs_root.join("class").join(class.dir());
         let Some(dir) = SysDir::open(&path)? else {
             return Ok(None);
@@ -244,7 +250,7 @@ mod tests {
             std::os::unix::fs::symlink(target, class.join(name)).unwrap();
         }
         std::fs::create_dir(class.join("not-a-link")).unwrap();
-        let index = ClassIndex::read(root.path(), Class::Net).unwrap().unwrap();
+        let index = ClassIndex::read(root.path(), Class::Net).unwrap();
         let names: Vec<&str> = index
             .members(addr("0000:3b:00.0"))
             .iter()
@@ -253,10 +259,6 @@ mod tests {
         assert_eq!(names, ["ens1f0np0", "pf0vf1"]);
         assert!(index.members(addr("0000:3b:00.1")).is_empty());
         // No class/infiniband in this tree: no index, list per function.
-        assert!(
-            ClassIndex::read(root.path(), Class::Infiniband)
-                .unwrap()
-                .is_none()
-        );
+        assert!(ClassIndex::read(root.path(), Class::Infiniband).is_none());
     }
 }

@@ -299,7 +299,7 @@ impl TreeBuilder {
     fn netdev(&mut self, net_dir: &Path, nd: &NetdevSpec) -> io::Result<()> {
         let dir = net_dir.join(&nd.name);
         fs::create_dir_all(&dir)?;
-        self.class_link("net", &dir)?;
+        class_link(&self.root, "net", &dir)?;
         write(&dir, "address", &nd.mac)?;
         write(&dir, "mtu", &nd.mtu.to_string())?;
         write(
@@ -325,7 +325,7 @@ impl TreeBuilder {
         let ib = dir.join("infiniband").join(&r.name);
         let port = ib.join("ports/1");
         fs::create_dir_all(port.join("gid_attrs/ndevs"))?;
-        self.class_link("infiniband", &ib)?;
+        class_link(&self.root, "infiniband", &ib)?;
         write(&ib, "node_guid", &r.node_guid)?;
         write(&ib, "node_type", "1: CA")?;
         write(&port, "state", r.port_state)?;
@@ -347,14 +347,6 @@ impl TreeBuilder {
             }
         }
         Ok(())
-    }
-}
-
-impl TreeBuilder {
-    /// Lists the device at `dir` in `class/<class>/`, as the kernel lists
-    /// every interface and RDMA device there.
-    fn class_link(&self, class: &str, dir: &Path) -> io::Result<()> {
-        class_link(&self.root, class, dir)
     }
 }
 

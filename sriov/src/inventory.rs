@@ -236,10 +236,8 @@ where
     };
     let entries = sysfs::list_dir(&devices_dir)?;
     // Every function's interfaces from one pass over `class/net`, instead
-    // of listing each function's `net/`. An index that cannot be read is
-    // no index: listing each function's directory then reports whatever
-    // is wrong with the device it belongs to.
-    let net = ClassIndex::read(sysfs_root, Class::Net).ok().flatten();
+    // of listing each function's `net/`.
+    let net = ClassIndex::read(sysfs_root, Class::Net);
     type Part<T> = Result<(Inventory, Vec<(PciAddress, T)>), SysfsError>;
     let results: Vec<Part<T>> = map_chunks(&entries, 64, |part| {
         scan_entries(&devices, part, net.as_ref(), &extra)
