@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Access, AtFlags, Mode, OFlags};
@@ -57,7 +57,8 @@ fn read_small(path: &Path) -> io::Result<String> {
 /// The body of [`read_small`] for a file already open.
 fn read_file(mut file: fs::File) -> io::Result<String> {
     use std::io::Read;
-    let mut buf = [0u8; 4096];
+    // Larger than any attribute a scan reads; a longer file is read on.
+    let mut buf = [0u8; 1024];
     let mut len = file.read(&mut buf)?;
     if len == buf.len() {
         // Not a sysfs attribute after all: read the rest properly.
@@ -185,6 +186,21 @@ pub fn list_dir(path: &Path) -> Result<Vec<String>, SysfsError> {
     Ok(names)
 }
 
+/// A directory entry: its name, and the inode number `getdents` gave
+/// with it at no extra cost.
+///
+/// sysfs numbers each kernel object's node once for the life of the
+/// system (kernfs ids carry a generation), so an entry with the same name
+/// and inode number is the same object it was: a device removed and added
+/// again at the same address has a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The entry's name.
+    pub name: String,
+    /// Its inode number.
+    pub ino: u64,
+}
+
 /// An open sysfs directory that attributes are read relative to.
 ///
 /// A path-based read walks every component again, and a device reached
@@ -294,9 +310,47 @@ impl SysDir {
         &self,
         name: &str,
     ) -> Result<Option<T>, SysfsError> {
-        self.read_optional(name)?
-            .map(|c| parse_decimal(&self.join(name), &c))
-            .transpose()
+        // Parsed where it was read: a large node reads thousands of these,
+        // and none needs its text kept.
+        let parsed = self.read_in_place(name, |text| {
+            let text = text.trim();
+            text.parse::<T>().map_err(|_| text.to_string())
+        });
+        match parsed {
+            Ok(Ok(value)) => Ok(Some(value)),
+            Ok(Err(content)) => Err(SysfsError::Parse {
+                path: self.join(name),
+                content,
+                expected: "a decimal number",
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// Reads `name` into a buffer on the stack and hands `f` its text;
+    /// a file longer than the buffer is read whole on the heap.
+    fn read_in_place<R>(&self, name: &str, f: impl FnOnce(&str) -> R) -> io::Result<R> {
+        use std::io::Read;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut file = fs::File::from(fd);
+        let mut buf = [0u8; 256];
+        let len = file.read(&mut buf)?;
+        if len == buf.len() {
+            let mut rest = Vec::from(&buf[..]);
+            file.read_to_end(&mut rest)?;
+            let text = String::from_utf8(rest)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            return Ok(f(&text));
+        }
+        let text = std::str::from_utf8(&buf[..len])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(f(text))
     }
 
     /// [`read_id16`] of `name` in this directory.
@@ -317,13 +371,31 @@ impl SysDir {
 
     /// [`link_target_name`] of `name` in this directory.
     pub fn link_target_name(&self, name: &str) -> Result<Option<String>, SysfsError> {
-        Ok(self
-            .link_target(name)?
-            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned())))
+        // Into a buffer on the stack: only the last component is kept.
+        let mut buf = [0u8; 256];
+        match rustix::fs::readlinkat_raw(&self.fd, name, &mut buf[..]) {
+            Ok(len) if len < buf.len() => {
+                let target = Path::new(std::ffi::OsStr::from_bytes(&buf[..len]));
+                Ok(target.file_name().map(|n| n.to_string_lossy().into_owned()))
+            }
+            // Perhaps cut short: read it whole.
+            Ok(_) => Ok(self
+                .link_target(name)?
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))),
+            Err(e) if e == Errno::NOENT => Ok(None),
+            Err(e) => Err(self.error(name, e)),
+        }
     }
 
     /// Entries of the subdirectory `name`, sorted; `Ok(None)` when absent.
     pub fn list_present(&self, name: &str) -> Result<Option<Vec<String>>, SysfsError> {
+        Ok(self
+            .entries_present(name)?
+            .map(|entries| entries.into_iter().map(|e| e.name).collect()))
+    }
+
+    /// [`list_present`](Self::list_present) with each entry's inode number.
+    pub fn entries_present(&self, name: &str) -> Result<Option<Vec<Entry>>, SysfsError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,
@@ -331,16 +403,19 @@ impl SysDir {
             Err(e) => return Err(self.error(name, e)),
         };
         let mut dir = rustix::fs::Dir::new(fd).map_err(|e| self.error(name, e))?;
-        let mut names = Vec::new();
+        let mut entries = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry.map_err(|e| self.error(name, e))?;
             let bytes = entry.file_name().to_bytes();
             if bytes != b"." && bytes != b".." {
-                names.push(String::from_utf8_lossy(bytes).into_owned());
+                entries.push(Entry {
+                    name: String::from_utf8_lossy(bytes).into_owned(),
+                    ino: entry.ino(),
+                });
             }
         }
-        names.sort();
-        Ok(Some(names))
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(entries))
     }
 
     /// [`list_dir`] of the subdirectory `name`: absent is empty.
