@@ -8,8 +8,9 @@ use anyhow::Context;
 use rdma::RdmaDevice;
 use serde::Serialize;
 use sriov::PciAddress;
-use sriov::class_index::{Class, ClassIndex};
+use sriov::class_index::ClassIndex;
 use sriov::inventory::{Inventory, PciFunction, Role, Skipped};
+use sriov::memo::ScanMemo;
 use sriov::sysfs::{SysDir, SysfsError};
 
 use crate::config::NodeConfig;
@@ -48,22 +49,36 @@ pub struct NodeInventory {
 impl NodeInventory {
     /// Scans `sysfs_root` for PCI functions and their RDMA devices.
     pub fn discover(sysfs_root: &Path) -> anyhow::Result<Self> {
+        // A one-off scan: nothing to keep for a next one.
+        Self::discover_remembering(sysfs_root, &ScanMemo::with_max_dirs(0))
+    }
+
+    /// [`discover`](Self::discover) for a process that scans the same tree
+    /// again and again: `memo` carries what cannot change between scans
+    /// (see [`sriov::memo`]), so each reads only what can.
+    pub fn discover_remembering(sysfs_root: &Path, memo: &ScanMemo) -> anyhow::Result<Self> {
         // Every function's RDMA device from one pass over `class/infiniband`
         // where the tree has it (a function it lists none for is asked
         // itself), else from each function's directory.
-        let index = ClassIndex::read(sysfs_root, Class::Infiniband);
-        let (inv, rdma) = sriov::inventory::scan_with(sysfs_root, |dir, address| {
-            match index.as_ref().and_then(|i| indexed_rdma_name(i, address)) {
-                Some(found) => Ok(Some(found)),
-                None => rdma_name(dir, address),
-            }
-        })
-        .with_context(|| {
-            format!(
-                "cannot inventory PCI devices under {}",
-                sysfs_root.display()
-            )
-        })?;
+        let (inv, rdma) =
+            sriov::inventory::scan_remembering(sysfs_root, memo, |dir, address, classes| {
+                // From the `class/infiniband` index where the tree has one; a
+                // function it lists none for is asked itself.
+                match classes
+                    .infiniband
+                    .as_ref()
+                    .and_then(|i| indexed_rdma_name(i, address))
+                {
+                    Some(found) => Ok(Some(found)),
+                    None => rdma_name(dir, address),
+                }
+            })
+            .with_context(|| {
+                format!(
+                    "cannot inventory PCI devices under {}",
+                    sysfs_root.display()
+                )
+            })?;
         Ok(NodeInventory::join(inv, rdma, sysfs_root))
     }
 

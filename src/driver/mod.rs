@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ipam::Ipam;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::attach::Attacher;
 use crate::claim::device_ops::SystemDeviceOps;
@@ -44,6 +44,7 @@ pub use sides::{KubeletSide, serve_kubelet, serve_runtime};
 /// The debug API starts before the kubelet and runtime sockets, so an
 /// operator can look at the state while they come up.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let node = config.resolve_node_name()?;
     let readiness = Readiness::new();
     let ipam = Arc::new(
@@ -211,4 +212,32 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Raises the soft open-file limit to the hard one, as Go programs do at
+/// start: container runtimes often hand out a soft limit of 1024, and the
+/// publish loop keeps each network function's sysfs directory open between
+/// scans (a few thousand on a large node; see `sriov::memo`). A failure
+/// only costs speed, so it is logged, not fatal.
+pub fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: RLIMIT_NOFILE with a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+    }
+    debug!(
+        from = before,
+        to = limit.rlim_max,
+        "raised the open-file limit"
+    );
 }

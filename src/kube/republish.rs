@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use sriov::memo::ScanMemo;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -68,6 +69,8 @@ pub struct PublishLoop {
 #[derive(Default)]
 struct Rounds {
     last: Option<Arc<NodeInventory>>,
+    /// What full scans need not read again.
+    memo: Arc<ScanMemo>,
     debouncer: Debouncer,
     nudges_open: bool,
 }
@@ -98,10 +101,16 @@ enum Reading {
 /// be mapped to functions. Blocking (sysfs).
 fn read_inventory(
     root: &std::path::Path,
+    memo: &ScanMemo,
     last: Option<&NodeInventory>,
     why: &Why,
 ) -> anyhow::Result<(NodeInventory, Reading)> {
-    let full = |why: String| Ok((NodeInventory::discover(root)?, Reading::Full(why)));
+    let full = |why: String| {
+        Ok((
+            NodeInventory::discover_remembering(root, memo)?,
+            Reading::Full(why),
+        ))
+    };
     let (nudges, last) = match (why, last) {
         (Why::Start, _) => return full("start".into()),
         (Why::Registration, _) => return full("kubelet registration changed".into()),
@@ -149,10 +158,10 @@ impl PublishLoop {
             self.publisher.retry_taints();
         }
         let (root, held_by) = (self.config.sysfs_root.clone(), self.preparer.clone());
-        let last = rounds.last.clone();
+        let (last, memo) = (rounds.last.clone(), rounds.memo.clone());
         let after_events = matches!(why, Why::Events(_));
         let scanned = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let (inventory, reading) = read_inventory(&root, last.as_deref(), &why)?;
+            let (inventory, reading) = read_inventory(&root, &memo, last.as_deref(), &why)?;
             let held = held_by.held_devices()?;
             Ok((inventory, reading, held))
         });

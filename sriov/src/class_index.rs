@@ -17,10 +17,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::fan_out::map_chunks;
+use crate::memo::{Links, Remembered, ScanMemo};
 use crate::pci::PciAddress;
-use crate::sysfs::{SysDir, SysfsError};
+use crate::sysfs::{Entry, SysDir, SysfsError};
 
 /// A sysfs class whose entries hang off PCI functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,16 @@ pub struct Member {
     pub name: String,
 }
 
+/// The class indexes a scan reads: `None` where the tree has no such
+/// directory (then each function's own directory is listed).
+#[derive(Debug, Clone, Default)]
+pub struct Classes {
+    /// `class/net`.
+    pub net: Option<Arc<ClassIndex>>,
+    /// `class/infiniband`.
+    pub infiniband: Option<Arc<ClassIndex>>,
+}
+
 /// The members of one class, by the PCI function they belong to.
 #[derive(Debug, Clone, Default)]
 pub struct ClassIndex {
@@ -69,24 +81,72 @@ impl ClassIndex {
     /// moving tree; the event it caused brings a rescan). Entries of
     /// virtual devices and of devices other than PCI functions (USB NICs,
     /// mlx5 sub-functions) are not any function's own and are left out too.
-    pub fn read(sysfs_root: &Path, class: Class) -> Option<ClassIndex> {
-        Self::try_read(sysfs_root, class).ok().flatten()
+    pub fn read(sysfs_root: &Path, class: Class) -> Option<Arc<ClassIndex>> {
+        Self::try_read(sysfs_root, class, &mut Remembered::default())
+            .ok()
+            .flatten()
     }
 
-    fn try_read(sysfs_root: &Path, class: Class) -> Result<Option<ClassIndex>, SysfsError> {
+    /// [`read`](Self::read) that resolves the entries `memo` has seen
+    /// before without a `readlink` (an entry with the same name and inode
+    /// number is the same link, pointing where it did), and remembers the
+    /// rest for next time. A class whose entries are all as they were
+    /// gives the same index again.
+    pub fn read_remembering(
+        sysfs_root: &Path,
+        class: Class,
+        memo: &ScanMemo,
+    ) -> Option<Arc<ClassIndex>> {
+        let mut remembered = memo.links(class);
+        match Self::try_read(sysfs_root, class, &mut remembered) {
+            Ok(index) => index,
+            Err(_) => {
+                *remembered = Remembered::default();
+                None
+            }
+        }
+    }
+
+    /// Reads the class with `remembered` as what is known of its entries,
+    /// and leaves in it what is known now.
+    fn try_read(
+        sysfs_root: &Path,
+        class: Class,
+        remembered: &mut Remembered,
+    ) -> Result<Option<Arc<ClassIndex>>, SysfsError> {
         let path = sysfs_root.join("class").join(class.dir());
-        let Some(dir) = SysDir::open(&path)? else {
+        let listed = match SysDir::open(&path)? {
+            Some(dir) => dir.entries_present(".")?.map(|entries| (dir, entries)),
+            None => None,
+        };
+        let Some((dir, entries)) = listed else {
+            *remembered = Remembered::default();
             return Ok(None);
         };
-        let Some(names) = dir.list_present(".")? else {
-            return Ok(None);
-        };
-        // One readlink per entry, spread over the cores like the scan.
-        type Part = Result<Vec<(PciAddress, Member)>, SysfsError>;
-        let parts: Vec<Part> = map_chunks(&names, 256, |part| {
-            let mut owned = Vec::with_capacity(part.len());
-            for name in part {
-                let target = match dir.link_target(name) {
+        // The same entries as last time, each the same link: the same index.
+        if let Some((listed, index)) = &remembered.index
+            && *listed == entries
+        {
+            return Ok(Some(index.clone()));
+        }
+        let links = &mut remembered.links;
+        let mut known = Links::with_capacity(entries.len());
+        let mut unknown = Vec::new();
+        let listed = entries.clone();
+        for entry in entries {
+            match links.remove(&entry.name) {
+                Some((ino, owner)) if ino == entry.ino => {
+                    known.insert(entry.name, (ino, owner));
+                }
+                _ => unknown.push(entry),
+            }
+        }
+        // One readlink per new entry, spread over the cores like the scan.
+        type Part = Result<Vec<(Entry, Option<(PciAddress, Member)>)>, SysfsError>;
+        let parts: Vec<Part> = map_chunks(&unknown, 256, |part| {
+            let mut read = Vec::with_capacity(part.len());
+            for entry in part {
+                let target = match dir.link_target(&entry.name) {
                     Ok(Some(target)) => target,
                     // Gone since the listing.
                     Ok(None) => continue,
@@ -95,27 +155,34 @@ impl ClassIndex {
                     Err(SysfsError::Read { source, .. })
                         if source.kind() == std::io::ErrorKind::InvalidInput =>
                     {
+                        read.push((entry.clone(), None));
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
                 // Lossy, as a function's own listing reads names.
-                if let Some(found) = owner(&target.to_string_lossy(), class) {
-                    owned.push(found);
-                }
+                read.push((entry.clone(), owner(&target.to_string_lossy(), class)));
             }
-            Ok(owned)
+            Ok(read)
         });
-        let mut by_function: HashMap<PciAddress, Vec<Member>> = HashMap::new();
         for part in parts {
-            for (function, member) in part? {
-                by_function.entry(function).or_default().push(member);
+            for (entry, owner) in part? {
+                known.insert(entry.name, (entry.ino, owner));
             }
+        }
+        let mut by_function: HashMap<PciAddress, Vec<Member>> = HashMap::new();
+        for (function, member) in known.values().filter_map(|(_, owner)| owner.clone()) {
+            by_function.entry(function).or_default().push(member);
         }
         for members in by_function.values_mut() {
             members.sort_by(|a, b| a.name.cmp(&b.name));
         }
-        Ok(Some(ClassIndex { by_function }))
+        let index = Arc::new(ClassIndex { by_function });
+        *remembered = Remembered {
+            links: known,
+            index: Some((listed, index.clone())),
+        };
+        Ok(Some(index))
     }
 
     /// The members of `function`, sorted by name; empty when it has none.

@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::class_index::{Class, ClassIndex, Member};
+use std::sync::Arc;
+
+use crate::class_index::{Class, ClassIndex, Classes, Member};
 use crate::fan_out::map_chunks;
 use crate::ids::NameCache;
+use crate::memo::{DirBudget, Known, ScanMemo, Virtfns};
 use crate::pci::PciAddress;
-use crate::sysfs::{self, SysDir, SysfsError};
+use crate::sysfs::{self, Entry, SysDir, SysfsError};
 
 /// PCI base class of network controllers (`0x02xxxx`).
 const CLASS_NETWORK: u32 = 0x02;
@@ -209,46 +212,105 @@ pub enum InventoryError {
 /// scan with an error naming the file, since a half-read device must not be
 /// published.
 pub fn scan(sysfs_root: &Path) -> Result<Inventory, InventoryError> {
-    scan_with(sysfs_root, |_, _| Ok(())).map(|(inventory, _)| inventory)
+    scan_with(sysfs_root, |_, _, _| Ok(())).map(|(inventory, _)| inventory)
 }
 
 /// [`scan`] that also reads more of each network function while its
 /// directory is open (its RDMA devices, say), on the scan's threads.
 ///
-/// `extra` runs once per network function; its results are keyed by
-/// address and hold an entry for every function in the inventory. Its
-/// errors are handled like the scan's own: a vanished device is skipped,
-/// anything else fails the scan.
+/// `extra` runs once per network function, with the class indexes the
+/// scan read (so an RDMA device is looked up, not listed); its results
+/// are keyed by address and hold an entry for every function in the
+/// inventory. Its errors are handled like the scan's own: a vanished
+/// device is skipped, anything else fails the scan.
 pub fn scan_with<T, F>(
     sysfs_root: &Path,
     extra: F,
 ) -> Result<(Inventory, HashMap<PciAddress, T>), InventoryError>
 where
     T: Send,
-    F: Fn(&SysDir, PciAddress) -> Result<T, SysfsError> + Sync,
+    F: Fn(&SysDir, PciAddress, &Classes) -> Result<T, SysfsError> + Sync,
+{
+    // A one-off scan keeps nothing open: its memo is dropped with it.
+    scan_remembering(sysfs_root, &ScanMemo::with_max_dirs(0), extra)
+}
+
+/// [`scan_with`] that reads only what can have changed since the scans
+/// `memo` remembers, and leaves in it what this one learned. The result
+/// is the same as without the memo (see [`crate::memo`]).
+pub fn scan_remembering<T, F>(
+    sysfs_root: &Path,
+    memo: &ScanMemo,
+    extra: F,
+) -> Result<(Inventory, HashMap<PciAddress, T>), InventoryError>
+where
+    T: Send,
+    F: Fn(&SysDir, PciAddress, &Classes) -> Result<T, SysfsError> + Sync,
 {
     let devices_dir = sysfs_root.join("bus/pci/devices");
-    if !devices_dir.is_dir() {
-        return Err(InventoryError::NoPciBus(devices_dir));
-    }
     let Some(devices) = SysDir::open(&devices_dir)? else {
         return Err(InventoryError::NoPciBus(devices_dir));
     };
-    let entries = sysfs::list_dir(&devices_dir)?;
-    // Every function's interfaces from one pass over `class/net`, instead
-    // of listing each function's `net/`.
-    let net = ClassIndex::read(sysfs_root, Class::Net);
-    type Part<T> = Result<(Inventory, Vec<(PciAddress, T)>), SysfsError>;
-    let results: Vec<Part<T>> = map_chunks(&entries, 64, |part| {
-        scan_entries(&devices, part, net.as_ref(), &extra)
+    // Every function's interfaces and RDMA devices from one pass over each
+    // class directory, instead of listing each function's `net/` and
+    // `infiniband/`. The three listings are independent: read at once.
+    let (entries, classes) = std::thread::scope(|s| {
+        let net = s.spawn(|| ClassIndex::read_remembering(sysfs_root, Class::Net, memo));
+        let infiniband =
+            s.spawn(|| ClassIndex::read_remembering(sysfs_root, Class::Infiniband, memo));
+        let entries = devices.entries_present(".");
+        let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
+            h.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        let classes = Classes {
+            net: join(net),
+            infiniband: join(infiniband),
+        };
+        (entries, classes)
     });
+    let Some(entries) = entries? else {
+        return Err(InventoryError::NoPciBus(devices_dir));
+    };
+    let inos: HashMap<PciAddress, u64> = entries
+        .iter()
+        .filter_map(|e| Some((e.name.parse().ok()?, e.ino)))
+        .collect();
+    let known = memo.take_functions();
+    let scope = Scope {
+        devices: &devices,
+        classes: &classes,
+        known: &known,
+        inos: Some(&inos),
+        dirs: memo.dir_budget(),
+    };
+    let results: Vec<Result<Part<T>, SysfsError>> =
+        map_chunks(&entries, 64, |part| scan_entries(&scope, part, &extra));
     let mut inventory = Inventory::default();
     let mut extras = HashMap::with_capacity(entries.len());
+    let mut learned = HashMap::with_capacity(entries.len());
+    let mut failed = None;
     for part in results {
-        let (part, part_extras) = part?;
-        inventory.functions.extend(part.functions);
-        inventory.skipped.extend(part.skipped);
-        extras.extend(part_extras);
+        match part {
+            Ok(part) => {
+                inventory.functions.extend(part.found.functions);
+                inventory.skipped.extend(part.found.skipped);
+                extras.extend(part.extras);
+                learned.extend(part.learned);
+            }
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    // What was read before a failure is still true; what was known of the
+    // rest is kept for the next scan.
+    if failed.is_some() {
+        for (address, k) in known {
+            learned.entry(address).or_insert(k);
+        }
+    }
+    memo.put_functions(learned);
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     inventory.functions.sort_by_key(|f| f.address);
     link_vfs_to_pfs(&mut inventory);
@@ -259,6 +321,34 @@ where
             .is_ok()
     });
     Ok((inventory, extras))
+}
+
+/// What one chunk of a scan found, and what it learned for the memo.
+struct Part<T> {
+    found: Inventory,
+    extras: Vec<(PciAddress, T)>,
+    learned: Vec<(PciAddress, Known)>,
+}
+
+/// What every chunk of one scan shares.
+struct Scope<'a> {
+    /// `bus/pci/devices`.
+    devices: &'a SysDir,
+    /// The class indexes, where the tree has them.
+    classes: &'a Classes,
+    /// What earlier scans learned.
+    known: &'a HashMap<PciAddress, Known>,
+    /// Each listed entry's inode number; `None` in a partial read, which
+    /// lists nothing and remembers nothing.
+    inos: Option<&'a HashMap<PciAddress, u64>>,
+    /// How many more directories may stay open.
+    dirs: DirBudget,
+}
+
+impl Scope<'_> {
+    fn ino_of(&self, address: PciAddress) -> Option<u64> {
+        self.inos?.get(&address).copied()
+    }
 }
 
 /// What a partial read found: the functions at the addresses it was asked
@@ -307,20 +397,29 @@ where
     let Some(devices) = SysDir::open(&devices_dir)? else {
         return Err(InventoryError::NoPciBus(devices_dir));
     };
-    // A handful of functions: one thread, no fan-out.
-    let present: Vec<String> = addresses
+    // A handful of functions: one thread, no fan-out, no memo (the tree
+    // is read as it is now).
+    let present: Vec<Entry> = addresses
         .iter()
         .map(PciAddress::to_string)
         .filter(|entry| devices.exists(entry))
+        .map(|name| Entry { name, ino: 0 })
         .collect();
     // Listing the few functions' own directories is cheaper than the
     // class index, and sees the tree as it is now.
-    let (found, extras) = scan_entries(&devices, &present, None, &extra)?;
+    let scope = Scope {
+        devices: &devices,
+        classes: &Classes::default(),
+        known: &HashMap::new(),
+        inos: None,
+        dirs: ScanMemo::with_max_dirs(0).dir_budget(),
+    };
+    let part = scan_entries(&scope, &present, &|dir, address, _| extra(dir, address))?;
     let reread = Reread {
         addresses: addresses.clone(),
-        found,
+        found: part.found,
     };
-    Ok((reread, extras.into_iter().collect()))
+    Ok((reread, part.extras.into_iter().collect()))
 }
 
 /// The last inventory with what `reread` found in place of what it said
@@ -355,46 +454,156 @@ pub fn merge(last: Inventory, reread: Reread) -> Inventory {
 
 /// Scans some entries of `bus/pci/devices`.
 fn scan_entries<T>(
-    devices: &SysDir,
-    entries: &[String],
-    net: Option<&ClassIndex>,
-    extra: &impl Fn(&SysDir, PciAddress) -> Result<T, SysfsError>,
-) -> Result<(Inventory, Vec<(PciAddress, T)>), SysfsError> {
+    scope: &Scope<'_>,
+    entries: &[Entry],
+    extra: &impl Fn(&SysDir, PciAddress, &Classes) -> Result<T, SysfsError>,
+) -> Result<Part<T>, SysfsError> {
     let mut names = NameCache::default();
-    let mut inventory = Inventory::default();
-    let mut extras = Vec::new();
+    let mut part = Part {
+        found: Inventory::default(),
+        extras: Vec::new(),
+        learned: Vec::new(),
+    };
     for entry in entries {
-        let Ok(address) = entry.parse::<PciAddress>() else {
-            inventory.skipped.push(Skipped {
-                entry: entry.clone(),
+        let Ok(address) = entry.name.parse::<PciAddress>() else {
+            part.found.skipped.push(Skipped {
+                entry: entry.name.clone(),
                 reason: "name is not a PCI address".into(),
             });
             continue;
         };
-        let vanished = || Skipped {
-            entry: entry.clone(),
-            reason: "device disappeared during the scan".into(),
-        };
-        // One lookup through the bus link; every read below is relative.
-        let Some(dir) = devices.open_dir(entry)? else {
-            inventory.skipped.push(vanished());
-            continue;
-        };
-        let read = read_function(devices, &dir, entry, address, net, &mut names)
-            .and_then(|f| f.map(|f| Ok((f, extra(&dir, address)?))).transpose());
-        match read {
-            Ok(Some((f, more))) => {
-                inventory.functions.push(f);
-                extras.push((address, more));
+        match read_entry(scope, entry, address, &mut names, extra)? {
+            Some(read) => {
+                if let Some((f, more)) = read.function {
+                    part.found.functions.push(f);
+                    part.extras.push((address, more));
+                }
+                part.learned.extend(read.known.map(|k| (address, k)));
             }
+            None => part.found.skipped.push(Skipped {
+                entry: entry.name.clone(),
+                reason: "device disappeared during the scan".into(),
+            }),
+        }
+    }
+    Ok(part)
+}
+
+/// What reading one entry gave: the network function with its extra
+/// (`None`: the device is not a network function), and what to remember.
+struct EntryRead<T> {
+    function: Option<(PciFunction, T)>,
+    known: Option<Known>,
+}
+
+/// Reads one entry of `bus/pci/devices`, from what is remembered of it
+/// where it is the same object; `Ok(None)` when it vanished meanwhile.
+fn read_entry<T>(
+    scope: &Scope<'_>,
+    entry: &Entry,
+    address: PciAddress,
+    names: &mut NameCache,
+    extra: &impl Fn(&SysDir, PciAddress, &Classes) -> Result<T, SysfsError>,
+) -> Result<Option<EntryRead<T>>, SysfsError> {
+    let remembered = scope
+        .known
+        .get(&address)
+        .filter(|k| scope.inos.is_some() && k.ino == entry.ino);
+    if let Some(known) = remembered {
+        match read_remembered(scope, known, address, extra) {
+            Ok(Some(read)) => return Ok(Some(read)),
             Ok(None) => {}
-            Err(e) if e.is_not_found() && !dir.path().exists() => {
-                inventory.skipped.push(vanished())
-            }
+            // Gone under the kept descriptor: read it afresh through the
+            // bus, which tells a vanished device from a re-created one.
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
     }
-    Ok((inventory, extras))
+    // One lookup through the bus link; every read below is relative.
+    let Some(dir) = scope.devices.open_dir(&entry.name)? else {
+        return Ok(None);
+    };
+    let read = identify(scope.devices, &dir, &entry.name, names).and_then(|identity| {
+        let Some(identity) = identity else {
+            return Ok(EntryRead {
+                function: None,
+                known: scope.inos.is_some().then(|| Known {
+                    ino: entry.ino,
+                    dir: None,
+                    identity: None,
+                    virtfns: None,
+                }),
+            });
+        };
+        let Current {
+            function,
+            virtfns,
+            has_numa_node,
+        } = read_current(scope, &dir, &identity, address, None)?;
+        let identity = Identity {
+            has_numa_node,
+            ..identity
+        };
+        let more = extra(&dir, address, scope.classes)?;
+        // Kept only within the budget: past it, the function is read in
+        // full each time.
+        let known = (scope.inos.is_some() && scope.dirs.take()).then(|| Known {
+            ino: entry.ino,
+            dir: None,
+            identity: Some(Arc::new(identity)),
+            virtfns,
+        });
+        Ok(EntryRead {
+            function: Some((function, more)),
+            known,
+        })
+    });
+    match read {
+        Ok(mut read) => {
+            if let Some(known) = &mut read.known
+                && known.identity.is_some()
+            {
+                known.dir = Some(Arc::new(dir));
+            }
+            Ok(Some(read))
+        }
+        Err(e) if e.is_not_found() && !dir.path().exists() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads what can change of a function the memo knows; `Ok(None)` when
+/// the memo cannot answer (no directory kept).
+fn read_remembered<T>(
+    scope: &Scope<'_>,
+    known: &Known,
+    address: PciAddress,
+    extra: &impl Fn(&SysDir, PciAddress, &Classes) -> Result<T, SysfsError>,
+) -> Result<Option<EntryRead<T>>, SysfsError> {
+    let Some(identity) = &known.identity else {
+        // Not a network function, and never will be while it exists.
+        return Ok(Some(EntryRead {
+            function: None,
+            known: Some(known.clone()),
+        }));
+    };
+    let Some(dir) = &known.dir else {
+        return Ok(None);
+    };
+    if !scope.dirs.take() {
+        return Ok(None);
+    }
+    let Current {
+        function, virtfns, ..
+    } = read_current(scope, dir, identity, address, known.virtfns.as_deref())?;
+    let more = extra(dir, address, scope.classes)?;
+    Ok(Some(EntryRead {
+        function: Some((function, more)),
+        known: Some(Known {
+            virtfns,
+            ..known.clone()
+        }),
+    }))
 }
 
 /// The identity fields of a PCI device's `uevent`: one read instead of
@@ -431,17 +640,44 @@ impl Uevent {
     }
 }
 
-/// Reads one device directory; `Ok(None)` when it is not a network function.
+/// What cannot change about a network function while the device exists:
+/// read once per device by a scan with a [`ScanMemo`].
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    class: u32,
+    vendor_id: u16,
+    device_id: u16,
+    subsystem_vendor_id: u16,
+    subsystem_device_id: u16,
+    vendor_name: Option<String>,
+    device_name: Option<String>,
+    /// Whether the device has a `numa_node` file (every PCI device of a
+    /// NUMA kernel does): read through a kept directory, its absence means
+    /// the directory is gone, since every other read may find nothing.
+    has_numa_node: bool,
+    kind: Kind,
+    /// A VF's is its PF's (filled in by `link_vfs_to_pfs`).
+    pcie_root: Option<String>,
+}
+
+/// The SR-IOV role without what a PF's can change (its VF count and VFs).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Pf { total_vfs: u32 },
+    Vf { pf: PciAddress },
+    Plain,
+}
+
+/// Reads what cannot change about the device in `dir`; `Ok(None)` when it
+/// is not a network function.
 ///
-/// `dir` is the device's directory, `entry` its link in `devices`.
-fn read_function(
+/// `entry` is the device's link in `devices`.
+fn identify(
     devices: &SysDir,
     dir: &SysDir,
     entry: &str,
-    address: PciAddress,
-    net: Option<&ClassIndex>,
     names: &mut NameCache,
-) -> Result<Option<PciFunction>, SysfsError> {
+) -> Result<Option<Identity>, SysfsError> {
     let uevent = Uevent::read(dir)?;
     let class = match uevent.class {
         Some(c) => c,
@@ -462,31 +698,109 @@ fn read_function(
         ),
     };
     let (vendor_name, device_name) = names.lookup(vendor_id, device_id);
+    let kind = read_kind(dir)?;
+    Ok(Some(Identity {
+        class,
+        vendor_id,
+        device_id,
+        subsystem_vendor_id,
+        subsystem_device_id,
+        vendor_name,
+        device_name,
+        // Learned by the first `read_current`.
+        has_numa_node: false,
+        kind,
+        // A VF sits under its PF's root complex: filled in from the PF by
+        // `link_vfs_to_pfs`, which saves a link read per VF.
+        pcie_root: match kind {
+            Kind::Vf { .. } => None,
+            _ => pcie_root(devices, entry)?,
+        },
+    }))
+}
 
-    let numa_node = dir
-        .read_optional_decimal::<i64>("numa_node")?
-        .and_then(|n| u32::try_from(n).ok());
-    let iommu_group = match dir.link_target_name("iommu_group")? {
-        Some(name) => Some(sysfs::parse_decimal(
+/// The device's IOMMU group, `None` without one.
+fn read_iommu_group(dir: &SysDir) -> Result<Option<u32>, SysfsError> {
+    match dir.link_target_name("iommu_group")? {
+        Some(name) => Ok(Some(sysfs::parse_decimal(
             &dir.path().join("iommu_group"),
             &name,
-        )?),
-        None => None,
-    };
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads what can change about a network function while it exists: its
+/// driver, NUMA node, interface and, for a PF, its VFs.
+///
+/// `virtfns`: the PF's VFs as a previous scan read them, used again while
+/// they still hold.
+fn read_current(
+    scope: &Scope<'_>,
+    dir: &SysDir,
+    id: &Identity,
+    address: PciAddress,
+    virtfns: Option<&Virtfns>,
+) -> Result<Current, SysfsError> {
+    let numa = dir.read_optional_decimal::<i64>("numa_node")?;
+    if numa.is_none() && id.has_numa_node {
+        return Err(SysfsError::Read {
+            path: dir.join("numa_node"),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let numa_node = numa.and_then(|n| u32::try_from(n).ok());
+    // Read each time, though it seldom changes: a group leaves with its
+    // IOMMU (a driver unloaded), comes with one loaded late, and a wrong
+    // one sends a DPDK pod to another device's /dev/vfio node.
+    let iommu_group = read_iommu_group(dir)?;
     // Only an InfiniBand-class function can run Ethernet instead (a VPI
     // port set to Ethernet): ask its netdev's ARPHRD type; the rest are
     // Ethernet, which saves a read per function on large nodes.
-    let ib_class = class >> 8 == SUBCLASS_INFINIBAND;
-    // The role first: a VF's own link speed and state are neither published
-    // nor judged (its health is its PF's link), so they are not read.
-    let role = read_role(dir)?;
+    let ib_class = id.class >> 8 == SUBCLASS_INFINIBAND;
+    let (role, virtfns) = match id.kind {
+        Kind::Vf { pf } => (
+            Role::Vf {
+                pf,
+                // From the PF's virtfnN links in `link_vfs_to_pfs`.
+                index: u32::MAX,
+            },
+            None,
+        ),
+        Kind::Plain => (Role::Plain, None),
+        Kind::Pf { total_vfs } => {
+            let num_vfs = dir.read_optional_decimal("sriov_numvfs")?.unwrap_or(0);
+            let still = virtfns.filter(|v| v.still_hold(num_vfs, |vf| scope.ino_of(vf)));
+            let virtfns = match still {
+                Some(v) => v.clone(),
+                None => Virtfns {
+                    num_vfs,
+                    vfs: read_virtfns(dir)?
+                        .into_iter()
+                        .map(|vf| (vf, scope.ino_of(vf).unwrap_or(0)))
+                        .collect(),
+                },
+            };
+            let role = Role::Pf {
+                total_vfs,
+                num_vfs,
+                vfs: virtfns.vfs.iter().map(|&(vf, _)| vf).collect(),
+            };
+            (role, Some(Arc::new(virtfns)))
+        }
+    };
     let is_vf = matches!(role, Role::Vf { .. });
     // The index is trusted for what it lists; a function it lists nothing
     // for is asked (one failed open where it truly has none), so an
     // interface that appeared or was renamed after the class pass is seen.
-    let known = net
+    let known = scope
+        .classes
+        .net
+        .as_ref()
         .map(|index| index.members(address))
         .filter(|members| !members.is_empty());
+    // A VF's own link speed and state are neither published nor judged
+    // (its health is its PF's link), so they are not read.
     let netdev = read_netdev(dir, known, ib_class, !is_vf)?;
     let link_type = match &netdev {
         Some((_, Some(ty))) if *ty != ARPHRD_INFINIBAND => LinkType::Ethernet,
@@ -498,54 +812,53 @@ fn read_function(
         (Some((nd, _)), Role::Pf { .. }) => read_eswitch_mode(dir, &nd.name),
         _ => EswitchMode::Unknown,
     };
-    Ok(Some(PciFunction {
+    let function = PciFunction {
         address,
-        vendor_id,
-        device_id,
-        subsystem_vendor_id,
-        subsystem_device_id,
-        vendor_name,
-        device_name,
-        class,
+        vendor_id: id.vendor_id,
+        device_id: id.device_id,
+        subsystem_vendor_id: id.subsystem_vendor_id,
+        subsystem_device_id: id.subsystem_device_id,
+        vendor_name: id.vendor_name.clone(),
+        device_name: id.device_name.clone(),
+        class: id.class,
         driver: dir.link_target_name("driver")?,
         numa_node,
         iommu_group,
-        // A VF sits under its PF's root complex: filled in from the PF by
-        // `link_vfs_to_pfs`, which saves a link read per VF.
-        pcie_root: if is_vf {
-            None
-        } else {
-            pcie_root(devices, entry)?
-        },
+        pcie_root: id.pcie_root.clone(),
         role,
         netdev: netdev.map(|(nd, _)| nd),
         link_type,
         eswitch_mode,
-    }))
+    };
+    Ok(Current {
+        function,
+        virtfns,
+        has_numa_node: numa.is_some(),
+    })
+}
+
+/// What [`read_current`] read, with what the memo keeps of it.
+struct Current {
+    function: PciFunction,
+    /// A PF's VFs as read now.
+    virtfns: Option<Arc<Virtfns>>,
+    /// Whether `numa_node` was there.
+    has_numa_node: bool,
 }
 
 /// PF, VF or plain, from the SR-IOV files and links.
-fn read_role(dir: &SysDir) -> Result<Role, SysfsError> {
+fn read_kind(dir: &SysDir) -> Result<Kind, SysfsError> {
     if let Some(pf) = dir.link_target_name("physfn")? {
         let pf = pf.parse().map_err(|_| SysfsError::Parse {
             path: dir.path().join("physfn"),
             content: pf,
             expected: "a link to the PF's PCI directory",
         })?;
-        // The index comes from the PF's virtfnN links in `link_vfs_to_pfs`.
-        return Ok(Role::Vf {
-            pf,
-            index: u32::MAX,
-        });
+        return Ok(Kind::Vf { pf });
     }
-    let Some(total_vfs) = dir.read_optional_decimal("sriov_totalvfs")? else {
-        return Ok(Role::Plain);
-    };
-    let num_vfs = dir.read_optional_decimal("sriov_numvfs")?.unwrap_or(0);
-    Ok(Role::Pf {
-        total_vfs,
-        num_vfs,
-        vfs: read_virtfns(dir)?,
+    Ok(match dir.read_optional_decimal("sriov_totalvfs")? {
+        Some(total_vfs) => Kind::Pf { total_vfs },
+        None => Kind::Plain,
     })
 }
 
@@ -662,9 +975,10 @@ fn read_netdev(
     let Some(first_dir) = candidates.iter().map(|m| &m.dir).min() else {
         return Ok(None);
     };
-    let ifaces: Vec<&Member> = candidates.iter().filter(|m| &m.dir == first_dir).collect();
+    let in_first = || candidates.iter().filter(move |m| &m.dir == first_dir);
     // Only a PF with representors has more than one; skip the reads otherwise.
-    let uplink = ifaces.iter().filter(|_| ifaces.len() > 1).find(|m| {
+    let several = in_first().nth(1).is_some();
+    let uplink = in_first().filter(|_| several).find(|m| {
         let port = dir.read_lenient(&format!("{}/{}/phys_port_name", m.dir, m.name));
         match port.as_deref() {
             None | Some("") => true,
@@ -673,14 +987,20 @@ fn read_netdev(
                 .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())),
         }
     });
-    if uplink.is_none() && ifaces.len() > 1 && known.is_some() {
+    if uplink.is_none() && several && known.is_some() {
         return read_netdev(dir, None, read_type, link_facts);
     }
-    let Some(chosen) = uplink.or(ifaces.first()) else {
+    let Some(chosen) = uplink.or_else(|| in_first().next()) else {
         return Ok(None);
     };
     // Relative paths through `net/<if>/` cost less than opening it.
-    let attr = |file: &str| format!("{}/{}/{file}", chosen.dir, chosen.name);
+    let attr = |file: &str| {
+        let mut path = String::with_capacity(chosen.dir.len() + chosen.name.len() + file.len() + 2);
+        for part in [chosen.dir.as_str(), "/", chosen.name.as_str(), "/", file] {
+            path.push_str(part);
+        }
+        path
+    };
     let mac = dir.read_optional(&attr("address"))?;
     if mac.is_none() && known.is_some() && !dir.exists(&format!("{}/{}", chosen.dir, chosen.name)) {
         return read_netdev(dir, None, read_type, link_facts);
@@ -970,7 +1290,7 @@ mod tests {
         let dir = built(Fixture::E810);
         // A VF its PF no longer lists is skipped, and its extra with it.
         fs::remove_file(dir.path().join("bus/pci/devices/0000:af:00.0/virtfn1")).unwrap();
-        let (inv, extras) = scan_with(dir.path(), |d, _| d.read_optional("numa_node")).unwrap();
+        let (inv, extras) = scan_with(dir.path(), |d, _, _| d.read_optional("numa_node")).unwrap();
         assert_eq!(extras.len(), inv.functions.len());
         let addr = |a: &str| a.parse::<PciAddress>().unwrap();
         assert!(!extras.contains_key(&addr("0000:af:01.1")));

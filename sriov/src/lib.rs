@@ -11,6 +11,7 @@ pub mod fixture;
 mod ids;
 pub mod ifname;
 pub mod inventory;
+pub mod memo;
 pub mod netlink;
 pub mod pci;
 pub mod policy;
