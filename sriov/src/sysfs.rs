@@ -274,14 +274,14 @@ impl SysDir {
         rustix::fs::accessat(&self.fd, name, Access::EXISTS, AtFlags::SYMLINK_NOFOLLOW).is_ok()
     }
 
+    /// Opens the file `name` for reading.
+    fn open_file(&self, name: &str) -> io::Result<fs::File> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        Ok(rustix::fs::openat(&self.fd, name, flags, Mode::empty())?.into())
+    }
+
     fn read_small(&self, name: &str) -> io::Result<String> {
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        read_file(fs::File::from(fd))
+        read_file(self.open_file(name)?)
     }
 
     /// [`read_optional`] of `name` in this directory.
@@ -332,13 +332,7 @@ impl SysDir {
     /// a file longer than the buffer is read whole on the heap.
     fn read_in_place<R>(&self, name: &str, f: impl FnOnce(&str) -> R) -> io::Result<R> {
         use std::io::Read;
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut file = fs::File::from(fd);
+        let mut file = self.open_file(name)?;
         let mut buf = [0u8; 256];
         let len = file.read(&mut buf)?;
         if len == buf.len() {
