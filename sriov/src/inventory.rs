@@ -302,12 +302,8 @@ where
         }
     }
     // What was read before a failure is still true; what was known of the
-    // rest is kept for the next scan.
-    if failed.is_some() {
-        for (address, k) in known {
-            learned.entry(address).or_insert(k);
-        }
-    }
+    // rest is let go (with its directories, so the budget holds).
+    drop(known);
     memo.put_functions(learned);
     if let Some(e) = failed {
         return Err(e.into());
@@ -663,8 +659,12 @@ pub(crate) struct Identity {
 /// The SR-IOV role without what a PF's can change (its VF count and VFs).
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Pf { total_vfs: u32 },
-    Vf { pf: PciAddress },
+    /// Its `sriov_totalvfs` is read each time: a driver sets its own limit
+    /// when it binds and the kernel resets it when it unbinds.
+    Pf,
+    Vf {
+        pf: PciAddress,
+    },
     Plain,
 }
 
@@ -768,7 +768,8 @@ fn read_current(
             None,
         ),
         Kind::Plain => (Role::Plain, None),
-        Kind::Pf { total_vfs } => {
+        Kind::Pf => {
+            let total_vfs = dir.read_optional_decimal("sriov_totalvfs")?.unwrap_or(0);
             let num_vfs = dir.read_optional_decimal("sriov_numvfs")?.unwrap_or(0);
             let still = virtfns.filter(|v| v.still_hold(num_vfs, |vf| scope.ino_of(vf)));
             let virtfns = match still {
@@ -856,9 +857,9 @@ fn read_kind(dir: &SysDir) -> Result<Kind, SysfsError> {
         })?;
         return Ok(Kind::Vf { pf });
     }
-    Ok(match dir.read_optional_decimal("sriov_totalvfs")? {
-        Some(total_vfs) => Kind::Pf { total_vfs },
-        None => Kind::Plain,
+    Ok(match dir.exists("sriov_totalvfs") {
+        true => Kind::Pf,
+        false => Kind::Plain,
     })
 }
 

@@ -10,7 +10,10 @@
 //!
 //! Identity comes free with the listing: sysfs gives each kernel object's
 //! node an inode number that is never reused (kernfs ids carry a
-//! generation), and `getdents` returns it with the name. A device removed
+//! generation, Linux 5.5 and later), and `getdents` returns it with the
+//! name. tmpfs, where the fixtures live, does not reuse them either; a
+//! disk file system (ext4) does at once, so a memo is for sysfs and tmpfs
+//! trees only. A device removed
 //! and added again at the same address, an interface deleted and created
 //! again under the same name, has a new one, and is read afresh.
 //!
@@ -267,7 +270,13 @@ mod tests {
         fs::write(vf.join("net/ens3f0v0/address"), "02:11:22:33:44:55\n").unwrap();
         fs::write(pf.join("net/ens3f0/operstate"), "down\n").unwrap();
         fs::write(vf.join("numa_node"), "0\n").unwrap();
-        let inv = same_as_fresh(root, &memo, "MTU, MAC, link state and NUMA writes");
+        // A PF driver that sets its own VF limit when it binds.
+        fs::write(pf.join("sriov_totalvfs"), "7\n").unwrap();
+        let inv = same_as_fresh(
+            root,
+            &memo,
+            "MTU, MAC, link state, NUMA and VF limit writes",
+        );
         let f = inv
             .functions
             .iter()
@@ -310,12 +319,20 @@ mod tests {
         fs::remove_file(&link).unwrap();
         symlink(&target, &link).unwrap();
         let uevent = fs::read_to_string(vf.join("uevent")).unwrap();
-        fs::write(
-            vf.join("uevent"),
-            uevent.replace("PCI_SUBSYS_ID=", "PCI_SUBSYS_ID=1"),
-        )
-        .unwrap();
-        same_as_fresh(root, &memo, "a re-created device");
+        let old_ids = uevent
+            .lines()
+            .find_map(|l| l.strip_prefix("PCI_SUBSYS_ID="))
+            .unwrap()
+            .to_string();
+        fs::write(vf.join("uevent"), uevent.replace(&old_ids, "1234:5678")).unwrap();
+        fs::write(vf.join("subsystem_vendor"), "0x1234\n").unwrap();
+        fs::write(vf.join("subsystem_device"), "0x5678\n").unwrap();
+        let inv = same_as_fresh(root, &memo, "a re-created device");
+        let f = inv
+            .functions
+            .iter()
+            .find(|f| f.address.to_string() == "0000:af:01.2");
+        assert_eq!(f.map(|f| f.subsystem_device_id), Some(0x5678));
 
         // A directory replaced under the same link (only a test tree can):
         // reads through the kept descriptor find nothing, and the device is
