@@ -116,7 +116,10 @@ impl ClassIndex {
     ) -> Result<Option<Arc<ClassIndex>>, SysfsError> {
         let path = sysfs_root.join("class").join(class.dir());
         let listed = match SysDir::open(&path)? {
-            Some(dir) => dir.entries_present(".")?.map(|entries| (dir, entries)),
+            // Unsorted: the index is built from a map, and an unchanged
+            // directory lists in the same order, so the comparison below
+            // still finds it unchanged (a mere reorder would rebuild it).
+            Some(dir) => dir.entries_unsorted(".")?.map(|entries| (dir, entries)),
             None => None,
         };
         let Some((dir, entries)) = listed else {

@@ -258,7 +258,7 @@ where
         let net = s.spawn(|| ClassIndex::read_remembering(sysfs_root, Class::Net, memo));
         let infiniband =
             s.spawn(|| ClassIndex::read_remembering(sysfs_root, Class::Infiniband, memo));
-        let entries = devices.entries_present(".");
+        let entries = devices.entries_unsorted(".");
         let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
             h.join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -272,10 +272,19 @@ where
     let Some(entries) = entries? else {
         return Err(InventoryError::NoPciBus(devices_dir));
     };
-    let inos: HashMap<PciAddress, u64> = entries
-        .iter()
-        .filter_map(|e| Some((e.name.parse().ok()?, e.ino)))
+    // In address order (the names' order, for the names the kernel gives),
+    // sorted by the parsed address: comparing thousands of names that
+    // share their first five bytes costs more than the listing.
+    let mut keyed: Vec<(Option<PciAddress>, Entry)> = entries
+        .into_iter()
+        .map(|e| (e.name.parse().ok(), e))
         .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    let inos: Vec<(PciAddress, u64)> = keyed
+        .iter()
+        .filter_map(|(address, e)| Some(((*address)?, e.ino)))
+        .collect();
+    let entries: Vec<Entry> = keyed.into_iter().map(|(_, e)| e).collect();
     let known = memo.take_functions();
     let scope = Scope {
         devices: &devices,
@@ -336,14 +345,16 @@ struct Scope<'a> {
     known: &'a HashMap<PciAddress, Known>,
     /// Each listed entry's inode number; `None` in a partial read, which
     /// lists nothing and remembers nothing.
-    inos: Option<&'a HashMap<PciAddress, u64>>,
+    inos: Option<&'a [(PciAddress, u64)]>,
     /// How many more directories may stay open.
     dirs: DirBudget,
 }
 
 impl Scope<'_> {
     fn ino_of(&self, address: PciAddress) -> Option<u64> {
-        self.inos?.get(&address).copied()
+        let inos = self.inos?;
+        let at = inos.binary_search_by_key(&address, |&(a, _)| a).ok()?;
+        Some(inos[at].1)
     }
 }
 
@@ -721,13 +732,15 @@ fn identify(
 
 /// The device's IOMMU group, `None` without one.
 fn read_iommu_group(dir: &SysDir) -> Result<Option<u32>, SysfsError> {
-    match dir.link_target_name("iommu_group")? {
-        Some(name) => Ok(Some(sysfs::parse_decimal(
-            &dir.path().join("iommu_group"),
-            &name,
-        )?)),
-        None => Ok(None),
-    }
+    // Parsed where the link was read; the path is built only for an error.
+    let parsed = dir.with_link_target_name("iommu_group", |name| {
+        name.parse::<u32>().map_err(|_| name.to_string())
+    })?;
+    parsed.transpose().map_err(|content| SysfsError::Parse {
+        path: dir.join("iommu_group"),
+        content,
+        expected: "a decimal number",
+    })
 }
 
 /// Reads what can change about a network function while it exists: its
@@ -888,36 +901,44 @@ fn read_virtfns(pf_dir: &SysDir) -> Result<Vec<PciAddress>, SysfsError> {
 
 /// Fills in each VF's index from its PF's `virtfnN` list and its e-switch
 /// mode from the PF. A VF whose PF does not list it is a sysfs oddity (a VF
-/// being torn down): it is moved to `skipped`.
+/// being torn down): it is moved to `skipped`. The functions must be sorted
+/// by address.
 fn link_vfs_to_pfs(inventory: &mut Inventory) {
-    let mut by_vf: HashMap<PciAddress, (u32, EswitchMode, Option<String>)> = HashMap::new();
-    for f in &inventory.functions {
-        if let Role::Pf { vfs, .. } = &f.role {
-            for (i, vf) in vfs.iter().enumerate() {
-                by_vf.insert(*vf, (i as u32, f.eswitch_mode, f.pcie_root.clone()));
+    // Functions are sorted by address, so each PF's VFs are found by a
+    // search: no map of 2048 VFs built and hashed every scan.
+    let functions = &mut inventory.functions;
+    let mut linked = vec![false; functions.len()];
+    for p in 0..functions.len() {
+        let pf = &functions[p];
+        let Role::Pf { vfs, .. } = &pf.role else {
+            continue;
+        };
+        let (vfs, mode, root) = (vfs.clone(), pf.eswitch_mode, pf.pcie_root.clone());
+        for (i, vf) in vfs.iter().enumerate() {
+            let Ok(v) = functions.binary_search_by_key(vf, |f| f.address) else {
+                continue;
+            };
+            let f = &mut functions[v];
+            if let Role::Vf { index, .. } = &mut f.role {
+                *index = i as u32;
+                f.eswitch_mode = mode;
+                f.pcie_root.clone_from(&root);
+                linked[v] = true;
             }
         }
     }
     let mut skipped = Vec::new();
-    inventory.functions.retain_mut(|f| {
-        let Role::Vf { pf, index } = &mut f.role else {
-            return true;
-        };
-        match by_vf.get(&f.address) {
-            Some((i, mode, root)) => {
-                *index = *i;
-                f.eswitch_mode = *mode;
-                f.pcie_root.clone_from(root);
-                true
-            }
-            None => {
-                skipped.push(Skipped {
-                    entry: f.address.to_string(),
-                    reason: format!("its PF {pf} is not a scanned PF that lists it as a virtfn"),
-                });
-                false
-            }
+    let mut position = 0;
+    functions.retain(|f| {
+        let keep = linked[position] || !f.is_vf();
+        position += 1;
+        if !keep && let Role::Vf { pf, .. } = &f.role {
+            skipped.push(Skipped {
+                entry: f.address.to_string(),
+                reason: format!("its PF {pf} is not a scanned PF that lists it as a virtfn"),
+            });
         }
+        keep
     });
     inventory.skipped.extend(skipped);
 }

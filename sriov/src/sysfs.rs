@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Access, AtFlags, Mode, OFlags};
@@ -201,6 +201,33 @@ pub struct Entry {
     pub ino: u64,
 }
 
+/// Bytes of `getdents` buffer per listing: a name longer than the buffer
+/// could not be listed, and sysfs names are at most a page (most are
+/// short: this holds about a thousand entries per call).
+const LISTING_BUFFER: usize = 32 * 1024;
+
+/// The last component of a link target (`../../drivers/mlx5_core` →
+/// `mlx5_core`), as [`Path::file_name`] gives it: trailing slashes and `.`
+/// components are passed over, and a target ending in `..` has none.
+fn last_component(target: &[u8]) -> Option<&[u8]> {
+    let mut rest = target;
+    loop {
+        while let [head @ .., b'/'] = rest {
+            rest = head;
+        }
+        let (head, last) = match rest.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (&rest[..0], rest),
+        };
+        match last {
+            b"" | b".." => return None,
+            b"." if !head.is_empty() => rest = head,
+            b"." => return None,
+            name => return Some(name),
+        }
+    }
+}
+
 /// An open sysfs directory that attributes are read relative to.
 ///
 /// A path-based read walks every component again, and a device reached
@@ -365,20 +392,36 @@ impl SysDir {
 
     /// [`link_target_name`] of `name` in this directory.
     pub fn link_target_name(&self, name: &str) -> Result<Option<String>, SysfsError> {
-        // Into a buffer on the stack: only the last component is kept.
+        self.with_link_target_name(name, str::to_owned)
+    }
+
+    /// Hands `f` the last component of the target of the symlink `name`
+    /// (read into a buffer on the stack) and returns what it made of it;
+    /// `Ok(None)` when the link is absent. A scan reads two links per
+    /// function, and the IOMMU group's needs no `String` at all.
+    pub fn with_link_target_name<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&str) -> R,
+    ) -> Result<Option<R>, SysfsError> {
         let mut buf = [0u8; 256];
-        match rustix::fs::readlinkat_raw(&self.fd, name, &mut buf[..]) {
-            Ok(len) if len < buf.len() => {
-                let target = Path::new(std::ffi::OsStr::from_bytes(&buf[..len]));
-                Ok(target.file_name().map(|n| n.to_string_lossy().into_owned()))
-            }
+        let target = match rustix::fs::readlinkat_raw(&self.fd, name, &mut buf[..]) {
+            Ok(len) if len < buf.len() => &buf[..len],
             // Perhaps cut short: read it whole.
-            Ok(_) => Ok(self
-                .link_target(name)?
-                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))),
-            Err(e) if e == Errno::NOENT => Ok(None),
-            Err(e) => Err(self.error(name, e)),
-        }
+            Ok(_) => {
+                let whole = self.link_target(name)?;
+                let last = whole.as_deref().and_then(Path::file_name);
+                return Ok(last.map(|n| f(&n.to_string_lossy())));
+            }
+            Err(e) if e == Errno::NOENT => return Ok(None),
+            Err(e) => return Err(self.error(name, e)),
+        };
+        Ok(
+            last_component(target).map(|n| match std::str::from_utf8(n) {
+                Ok(text) => f(text),
+                Err(_) => f(&String::from_utf8_lossy(n)),
+            }),
+        )
     }
 
     /// Entries of the subdirectory `name`, sorted; `Ok(None)` when absent.
@@ -390,25 +433,46 @@ impl SysDir {
 
     /// [`list_present`](Self::list_present) with each entry's inode number.
     pub fn entries_present(&self, name: &str) -> Result<Option<Vec<Entry>>, SysfsError> {
+        let mut entries = self.entries_unsorted(name)?;
+        if let Some(entries) = &mut entries {
+            // Names in one directory are unique: no order to keep among equals.
+            entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(entries)
+    }
+
+    /// [`entries_present`](Self::entries_present) in the order `getdents`
+    /// gives them, for a caller that does not need them sorted (sorting
+    /// `class/net` on a large node costs more than listing it). An
+    /// unchanged directory lists in the same order each time: kernfs keeps
+    /// its entries by name hash.
+    pub fn entries_unsorted(&self, name: &str) -> Result<Option<Vec<Entry>>, SysfsError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(e) if e == Errno::NOENT => return Ok(None),
             Err(e) => return Err(self.error(name, e)),
         };
-        let mut dir = rustix::fs::Dir::new(fd).map_err(|e| self.error(name, e))?;
+        // Entries are taken straight from the `getdents` buffer: the
+        // iterator that copies each name first costs an allocation per
+        // entry, and `bus/pci/devices` and `class/net` have thousands.
+        let mut buf = Vec::with_capacity(LISTING_BUFFER);
+        let mut dir = rustix::fs::RawDir::new(&fd, buf.spare_capacity_mut());
         let mut entries = Vec::new();
-        while let Some(entry) = dir.read() {
+        while let Some(entry) = dir.next() {
             let entry = entry.map_err(|e| self.error(name, e))?;
             let bytes = entry.file_name().to_bytes();
             if bytes != b"." && bytes != b".." {
+                let name = match std::str::from_utf8(bytes) {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+                };
                 entries.push(Entry {
-                    name: String::from_utf8_lossy(bytes).into_owned(),
+                    name,
                     ino: entry.ino(),
                 });
             }
         }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Some(entries))
     }
 
@@ -479,6 +543,48 @@ mod tests {
         let full = dir.path().join("net/eth0");
         assert!(err.contains(&full.display().to_string()), "{err}");
         assert!(SysDir::open(&dir.path().join("absent")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_link_targets_last_component_is_what_path_file_name_gives() {
+        for target in [
+            "../../../bus/pci/drivers/mlx5_core",
+            "../kernel/iommu_groups/7",
+            "7",
+            "a//b",
+            "drivers/vfio-pci/",
+            "a/./",
+            "a/.",
+            "a/..",
+            "..",
+            ".",
+            "/",
+            "",
+        ] {
+            let ours = last_component(target.as_bytes()).map(|n| std::str::from_utf8(n).unwrap());
+            let std = Path::new(target).file_name().and_then(|n| n.to_str());
+            assert_eq!(ours, std, "{target:?}");
+        }
+    }
+
+    #[test]
+    fn a_listing_longer_than_one_buffer_comes_back_whole_and_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Long names, so the entries fill several `getdents` buffers.
+        let mut names: Vec<String> = (0..3000).map(|i| format!("{i:0>60}")).collect();
+        for name in &names {
+            fs::write(dir.path().join(name), "").unwrap();
+        }
+        let d = SysDir::open(dir.path()).unwrap().unwrap();
+        let entries = d.entries_present(".").unwrap().unwrap();
+        names.sort();
+        let listed: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(listed, names);
+        let ino = |name: &str| {
+            use std::os::unix::fs::MetadataExt;
+            fs::symlink_metadata(dir.path().join(name)).unwrap().ino()
+        };
+        assert!(entries.iter().take(50).all(|e| e.ino == ino(&e.name)));
     }
 
     #[test]
