@@ -16,7 +16,7 @@ use crate::fan_out::map_chunks;
 use crate::ids::NameCache;
 use crate::memo::{DirBudget, Known, ScanMemo, Virtfns};
 use crate::pci::PciAddress;
-use crate::sysfs::{self, Entry, SysDir, SysfsError};
+use crate::sysfs::{self, Entry, JoinedPath, SysDir, SysfsError};
 
 /// PCI base class of network controllers (`0x02xxxx`).
 const CLASS_NETWORK: u32 = 0x02;
@@ -1016,36 +1016,30 @@ fn read_netdev(
         return Ok(None);
     };
     // Relative paths through `net/<if>/` cost less than opening it.
-    let attr = |file: &str| {
-        let mut path = String::with_capacity(chosen.dir.len() + chosen.name.len() + file.len() + 2);
-        for part in [chosen.dir.as_str(), "/", chosen.name.as_str(), "/", file] {
-            path.push_str(part);
-        }
-        path
-    };
-    let mac = dir.read_optional(&attr("address"))?;
+    let attr = |file: &str| JoinedPath::new(&[&chosen.dir, "/", &chosen.name, "/", file]);
+    let mac = dir.read_optional(attr("address").as_str())?;
     if mac.is_none() && known.is_some() && !dir.exists(&format!("{}/{}", chosen.dir, chosen.name)) {
         return read_netdev(dir, None, read_type, link_facts);
     }
     let netdev = NetDev {
         name: chosen.name.clone(),
         mac,
-        mtu: dir.read_optional_decimal(&attr("mtu"))?,
+        mtu: dir.read_optional_decimal(attr("mtu").as_str())?,
         // The kernel answers EINVAL for the speed of a down link and
         // prints -1 when unknown: neither is an error for us.
         speed_mbps: link_facts
-            .then(|| dir.read_lenient(&attr("speed")))
+            .then(|| dir.read_lenient(attr("speed").as_str()))
             .flatten()
             .and_then(|s| s.parse::<i64>().ok())
             .and_then(|s| u32::try_from(s).ok()),
         operstate: if link_facts {
-            dir.read_optional(&attr("operstate"))?
+            dir.read_optional(attr("operstate").as_str())?
         } else {
             None
         },
     };
     let arp_type = if read_type {
-        dir.read_optional_decimal(&attr("type"))?
+        dir.read_optional_decimal(attr("type").as_str())?
     } else {
         None
     };

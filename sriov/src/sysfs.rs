@@ -228,6 +228,49 @@ fn last_component(target: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// A relative path joined from parts, on the stack where it fits (sysfs
+/// names are short: an interface's is at most 15 bytes). A large node's
+/// scan reads two attributes of each of thousands of interfaces, and a
+/// path allocated for each cost as much as the parsing of what it read.
+pub struct JoinedPath {
+    short: [u8; JoinedPath::SHORT],
+    len: usize,
+    long: Option<String>,
+}
+
+impl JoinedPath {
+    const SHORT: usize = 128;
+
+    /// `parts` one after the other.
+    pub fn new(parts: &[&str]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut path = JoinedPath {
+            short: [0; JoinedPath::SHORT],
+            len,
+            long: None,
+        };
+        if len > JoinedPath::SHORT {
+            path.long = Some(parts.concat());
+            return path;
+        }
+        let mut at = 0;
+        for part in parts {
+            path.short[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        path
+    }
+
+    /// The joined path.
+    pub fn as_str(&self) -> &str {
+        match &self.long {
+            Some(long) => long,
+            // Whole `&str`s copied end to end: always UTF-8.
+            None => std::str::from_utf8(&self.short[..self.len]).unwrap_or_default(),
+        }
+    }
+}
+
 /// An open sysfs directory that attributes are read relative to.
 ///
 /// A path-based read walks every component again, and a device reached
@@ -585,6 +628,18 @@ mod tests {
             fs::symlink_metadata(dir.path().join(name)).unwrap().ino()
         };
         assert!(entries.iter().take(50).all(|e| e.ino == ino(&e.name)));
+    }
+
+    #[test]
+    fn a_joined_path_is_its_parts_end_to_end_however_long() {
+        let path = JoinedPath::new(&["net", "/", "ens1f0v3", "/", "mtu"]);
+        assert_eq!(path.as_str(), "net/ens1f0v3/mtu");
+        let long = "x".repeat(200);
+        assert_eq!(
+            JoinedPath::new(&["a/", &long]).as_str(),
+            format!("a/{long}")
+        );
+        assert_eq!(JoinedPath::new(&[]).as_str(), "");
     }
 
     #[test]
