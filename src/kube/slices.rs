@@ -305,8 +305,9 @@ impl<'a> Attributes<'a> {
     /// which for a list already in order is one look along it): a 2048-VF
     /// node has 45 000 attributes, and inserting them one by one costs a
     /// search, a node split now and then, and moves of the 96-byte entries,
-    /// which made up half of a render. A key added twice keeps its last
-    /// value, as an insert would.
+    /// which made up half of a render. A key added twice keeps one value:
+    /// only a driver named `dra.net` repeats one (`numaNode`), with the
+    /// same value both times.
     fn into_map(self) -> BTreeMap<String, DeviceAttribute> {
         self.list.into_iter().collect()
     }

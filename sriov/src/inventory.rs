@@ -734,7 +734,7 @@ fn identify(
 fn read_iommu_group(dir: &SysDir) -> Result<Option<u32>, SysfsError> {
     // Parsed where the link was read; the path is built only for an error.
     let parsed = dir.with_link_target_name("iommu_group", |name| {
-        name.parse::<u32>().map_err(|_| name.to_string())
+        name.trim().parse::<u32>().map_err(|_| name.to_string())
     })?;
     parsed.transpose().map_err(|content| SysfsError::Parse {
         path: dir.join("iommu_group"),
@@ -907,6 +907,7 @@ fn link_vfs_to_pfs(inventory: &mut Inventory) {
     // Functions are sorted by address, so each PF's VFs are found by a
     // search: no map of 2048 VFs built and hashed every scan.
     let functions = &mut inventory.functions;
+    debug_assert!(functions.is_sorted_by_key(|f| f.address));
     let mut linked = vec![false; functions.len()];
     for p in 0..functions.len() {
         let pf = &functions[p];
@@ -915,15 +916,20 @@ fn link_vfs_to_pfs(inventory: &mut Inventory) {
         };
         let (vfs, mode, root) = (vfs.clone(), pf.eswitch_mode, pf.pcie_root.clone());
         for (i, vf) in vfs.iter().enumerate() {
-            let Ok(v) = functions.binary_search_by_key(vf, |f| f.address) else {
-                continue;
-            };
-            let f = &mut functions[v];
-            if let Role::Vf { index, .. } = &mut f.role {
-                *index = i as u32;
-                f.eswitch_mode = mode;
-                f.pcie_root.clone_from(&root);
-                linked[v] = true;
+            // Every function at the address (one, but for names that spell
+            // the same address twice).
+            let first = functions.partition_point(|f| f.address < *vf);
+            for v in first..functions.len() {
+                let f = &mut functions[v];
+                if f.address != *vf {
+                    break;
+                }
+                if let Role::Vf { index, .. } = &mut f.role {
+                    *index = i as u32;
+                    f.eswitch_mode = mode;
+                    f.pcie_root.clone_from(&root);
+                    linked[v] = true;
+                }
             }
         }
     }
@@ -1383,6 +1389,45 @@ mod tests {
         assert_eq!(merged.functions, full.functions);
         assert_eq!(merged.skipped, full.skipped);
         assert_eq!(merged.skipped[0].entry, "0000:af:01.1");
+    }
+
+    #[test]
+    fn vfs_take_index_mode_and_root_from_the_pf_that_lists_them_and_orphans_are_skipped() {
+        let dir = built(Fixture::Scale2048);
+        let scanned = scan(dir.path()).unwrap();
+        let mut pfs = scanned.functions.iter().filter(|f| !f.is_vf());
+        let (kept_pf, dropped_pf) = (pfs.next().unwrap().address, pfs.next().unwrap().address);
+        // As the per-function reads leave them: nothing from the PF yet.
+        let mut functions: Vec<PciFunction> = scanned
+            .functions
+            .iter()
+            .filter(|f| f.address != dropped_pf)
+            .cloned()
+            .collect();
+        for f in &mut functions {
+            if let Role::Vf { index, .. } = &mut f.role {
+                *index = u32::MAX;
+                f.eswitch_mode = EswitchMode::Unknown;
+                f.pcie_root = None;
+            }
+        }
+        let mut inventory = Inventory {
+            functions,
+            skipped: Vec::new(),
+        };
+        link_vfs_to_pfs(&mut inventory);
+        let of = |pf: PciAddress| move |f: &&PciFunction| f.vf_of().is_some_and(|(p, _)| p == pf);
+        let expected: Vec<&PciFunction> = scanned.functions.iter().filter(of(kept_pf)).collect();
+        let linked: Vec<&PciFunction> = inventory.functions.iter().filter(of(kept_pf)).collect();
+        assert_eq!(linked, expected);
+        assert!(!inventory.functions.iter().any(|f| of(dropped_pf)(&f)));
+        let orphans = scanned.functions.iter().filter(of(dropped_pf)).count();
+        assert_eq!(inventory.skipped.len(), orphans);
+        assert!(
+            inventory.skipped[0]
+                .reason
+                .contains(&dropped_pf.to_string())
+        );
     }
 
     #[test]

@@ -75,6 +75,11 @@ impl PciAddress {
         out.push(hex_digit(u32::from(self.device) >> 4));
         out.push(hex_digit(u32::from(self.device)));
         out.push(after_device);
+        // One digit for the functions `new` allows; two for a wider one
+        // built field by field, as `{:x}` would.
+        if self.function >= 0x10 {
+            out.push(hex_digit(u32::from(self.function) >> 4));
+        }
         out.push(hex_digit(u32::from(self.function)));
         out
     }
@@ -166,8 +171,8 @@ struct AddressText {
 }
 
 impl AddressText {
-    /// Eight domain digits and `:BB:DD.F`.
-    const CAPACITY: usize = 16;
+    /// Eight domain digits and `:BB:DD.FF`.
+    const CAPACITY: usize = 17;
 
     fn push(&mut self, byte: u8) {
         self.bytes[self.len] = byte;
@@ -222,6 +227,16 @@ mod tests {
             let a = PciAddress::new(domain, bus, device, function).unwrap();
             let kernel = format!("{domain:04x}:{bus:02x}:{device:02x}.{function:x}");
             assert_eq!(a.to_string(), kernel);
+            // Fields set one by one can be out of `new`'s range.
+            let wide = PciAddress {
+                function: 0xa0 | function,
+                ..a
+            };
+            assert_eq!(
+                wide.to_string(),
+                format!("{domain:04x}:{bus:02x}:{device:02x}.{:x}", wide.function)
+            );
+            assert_eq!(a.to_string(), kernel);
             assert_eq!(
                 a.device_name(),
                 format!("pci-{}", kernel.replace([':', '.'], "-"))
@@ -246,6 +261,7 @@ mod tests {
             "00000:3b:02.1",
             "0000:13b:02.1",
             "0000:3b:02.1.1",
+            "1:0000:3b:02.1",
             "pci-0000-3b-02-1",
             "0000:+3:02.1",
         ] {

@@ -201,9 +201,9 @@ pub struct Entry {
     pub ino: u64,
 }
 
-/// Bytes of `getdents` buffer per listing: a name longer than the buffer
-/// could not be listed, and sysfs names are at most a page (most are
-/// short: this holds about a thousand entries per call).
+/// Bytes of `getdents` buffer per listing, about a thousand short entries
+/// per call. An entry larger than the buffer fails the listing (EINVAL);
+/// a name is at most 255 bytes.
 const LISTING_BUFFER: usize = 32 * 1024;
 
 /// The last component of a link target (`../../drivers/mlx5_core` →
@@ -503,7 +503,13 @@ impl SysDir {
         let mut dir = rustix::fs::RawDir::new(&fd, buf.spare_capacity_mut());
         let mut entries = Vec::new();
         while let Some(entry) = dir.next() {
-            let entry = entry.map_err(|e| self.error(name, e))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                // Removed while listed: what was read is the listing, as
+                // an empty directory's would be.
+                Err(e) if e == Errno::NOENT => break,
+                Err(e) => return Err(self.error(name, e)),
+            };
             let bytes = entry.file_name().to_bytes();
             if bytes != b"." && bytes != b".." {
                 let name = match std::str::from_utf8(bytes) {
