@@ -870,9 +870,10 @@ fn read_kind(dir: &SysDir) -> Result<Kind, SysfsError> {
         })?;
         return Ok(Kind::Vf { pf });
     }
-    Ok(match dir.exists("sriov_totalvfs") {
-        true => Kind::Pf,
-        false => Kind::Plain,
+    Ok(if dir.exists("sriov_totalvfs") {
+        Kind::Pf
+    } else {
+        Kind::Plain
     })
 }
 

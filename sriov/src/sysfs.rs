@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Access, AtFlags, Mode, OFlags};
@@ -448,14 +448,17 @@ impl SysDir {
         f: impl FnOnce(&str) -> R,
     ) -> Result<Option<R>, SysfsError> {
         let mut buf = [0u8; 256];
+        let whole;
         let target = match rustix::fs::readlinkat_raw(&self.fd, name, &mut buf[..]) {
             Ok(len) if len < buf.len() => &buf[..len],
             // Perhaps cut short: read it whole.
-            Ok(_) => {
-                let whole = self.link_target(name)?;
-                let last = whole.as_deref().and_then(Path::file_name);
-                return Ok(last.map(|n| f(&n.to_string_lossy())));
-            }
+            Ok(_) => match self.link_target(name)? {
+                Some(target) => {
+                    whole = target;
+                    whole.as_os_str().as_bytes()
+                }
+                None => return Ok(None),
+            },
             Err(e) if e == Errno::NOENT => return Ok(None),
             Err(e) => return Err(self.error(name, e)),
         };
@@ -614,6 +617,19 @@ mod tests {
             let std = Path::new(target).file_name().and_then(|n| n.to_str());
             assert_eq!(ours, std, "{target:?}");
         }
+    }
+
+    #[test]
+    fn a_link_longer_than_the_stack_buffer_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = format!("{}/drivers/mlx5_core/", "../x".repeat(100));
+        std::os::unix::fs::symlink(&target, dir.path().join("driver")).unwrap();
+        let d = SysDir::open(dir.path()).unwrap().unwrap();
+        assert!(target.len() > 256);
+        assert_eq!(
+            d.link_target_name("driver").unwrap().as_deref(),
+            Some("mlx5_core")
+        );
     }
 
     #[test]
