@@ -124,7 +124,12 @@ fn read_inventory(
             Ok((last.clone(), Reading::Partial(targets)))
         }
         Plan::Partial(targets) => match last.rescan(&targets) {
-            Ok(rescanned) => Ok((rescanned.inventory, Reading::Partial(rescanned.read))),
+            Ok(rescanned) => {
+                // What the memo holds of them may be older than what is
+                // published now (a NUMA node it re-reads in turn).
+                memo.forget(&rescanned.read);
+                Ok((rescanned.inventory, Reading::Partial(rescanned.read)))
+            }
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "re-reading devices failed; reading every device");
                 full("re-reading failed".into())

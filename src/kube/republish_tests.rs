@@ -416,3 +416,41 @@ async fn a_closed_registration_channel_ends_the_loop_instead_of_a_burst() {
     );
     let _ = node.stop.send(true);
 }
+
+#[tokio::test]
+async fn a_numa_node_read_after_an_event_is_not_undone_by_the_full_scans_after_it() {
+    let node = Node::start().await;
+    let attr = |n: &Node, device: &str, key: &str| {
+        n.devices()[device]["attributes"][format!("sriov.dra.dev/{key}")]["int"].as_i64()
+    };
+    let numa = |n: &Node| attr(n, "pci-0000-af-01-2", "numaNode");
+    assert_ne!(numa(&node), Some(3));
+    // An admin's NUMA override, which no event announces, then an event
+    // about the same VF: the partial read publishes the new node.
+    std::fs::write(node.device_dir("0000:af:01.2").join("numa_node"), "3\n").unwrap();
+    nudge(
+        &node.nudges,
+        Nudge::Pci {
+            action: "bind".into(),
+            device: "0000:af:01.2".into(),
+        },
+    );
+    node.until("the new node", |n| numa(n) == Some(3)).await;
+    // Full scans (each known done by an unannounced MTU it publishes)
+    // through a whole re-read period of the memo: none goes back.
+    let mtu_file = node.device_dir("0000:af:01.0").join("net/ens3f0v0/mtu");
+    for mtu in (9001..).take(sriov::memo::NUMA_REREAD_EVERY as usize) {
+        std::fs::write(&mtu_file, format!("{mtu}\n")).unwrap();
+        nudge(&node.nudges, Nudge::Overrun);
+        node.until("a full scan", |n| {
+            attr(n, "pci-0000-af-01-0", "mtu") == Some(mtu)
+        })
+        .await;
+        assert_eq!(
+            numa(&node),
+            Some(3),
+            "the full scan that published MTU {mtu}"
+        );
+    }
+    node.stop().await;
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::class_index::{Class, ClassIndex, Classes, Member};
 use crate::fan_out::map_chunks;
 use crate::ids::NameCache;
-use crate::memo::{DirBudget, Known, ScanMemo, Virtfns};
+use crate::memo::{DirBudget, KeptNetdev, Known, NUMA_REREAD_EVERY, ScanMemo, Virtfns};
 use crate::pci::PciAddress;
 use crate::sysfs::{self, Entry, JoinedPath, SysDir, SysfsError};
 
@@ -237,7 +237,8 @@ where
 
 /// [`scan_with`] that reads only what can have changed since the scans
 /// `memo` remembers, and leaves in it what this one learned. The result
-/// is the same as without the memo (see [`crate::memo`]).
+/// is the same as without the memo, but for a NUMA node written by hand
+/// since, published within a few scans (see [`crate::memo`]).
 pub fn scan_remembering<T, F>(
     sysfs_root: &Path,
     memo: &ScanMemo,
@@ -292,6 +293,7 @@ where
         known: &known,
         inos: Some(&inos),
         dirs: memo.dir_budget(),
+        round: memo.next_round(),
     };
     let results: Vec<Result<Part<T>, SysfsError>> =
         map_chunks(&entries, 64, |part| scan_entries(&scope, part, &extra));
@@ -348,6 +350,8 @@ struct Scope<'a> {
     inos: Option<&'a [(PciAddress, u64)]>,
     /// How many more directories may stay open.
     dirs: DirBudget,
+    /// The memo's count of scans, which says whose NUMA node is due.
+    round: u64,
 }
 
 impl Scope<'_> {
@@ -420,6 +424,7 @@ where
         known: &HashMap::new(),
         inos: None,
         dirs: ScanMemo::with_max_dirs(0).dir_budget(),
+        round: 0,
     };
     let part = scan_entries(&scope, &present, &|dir, address, _| extra(dir, address))?;
     let reread = Reread {
@@ -539,26 +544,32 @@ fn read_entry<T>(
                     dir: None,
                     identity: None,
                     virtfns: None,
+                    netdev: None,
+                    numa_node: None,
                 }),
             });
         };
+        // Kept only within the budget: past it, the function is read in
+        // full each time.
+        let keep = scope.inos.is_some() && scope.dirs.take();
         let Current {
             function,
             virtfns,
             has_numa_node,
-        } = read_current(scope, &dir, &identity, address, None)?;
+            netdev_dir,
+        } = read_current(scope, &dir, &identity, address, None, keep)?;
         let identity = Identity {
             has_numa_node,
             ..identity
         };
         let more = extra(&dir, address, scope.classes)?;
-        // Kept only within the budget: past it, the function is read in
-        // full each time.
-        let known = (scope.inos.is_some() && scope.dirs.take()).then(|| Known {
+        let known = keep.then(|| Known {
             ino: entry.ino,
             dir: None,
             identity: Some(Arc::new(identity)),
             virtfns,
+            netdev: netdev_dir,
+            numa_node: function.numa_node,
         });
         Ok(EntryRead {
             function: Some((function, more)),
@@ -601,15 +612,20 @@ fn read_remembered<T>(
         return Ok(None);
     }
     let Current {
-        function, virtfns, ..
-    } = read_current(scope, dir, identity, address, known.virtfns.as_deref())?;
+        function,
+        virtfns,
+        netdev_dir,
+        ..
+    } = read_current(scope, dir, identity, address, Some(known), true)?;
     let more = extra(dir, address, scope.classes)?;
     Ok(Some(EntryRead {
-        function: Some((function, more)),
         known: Some(Known {
             virtfns,
+            netdev: netdev_dir,
+            numa_node: function.numa_node,
             ..known.clone()
         }),
+        function: Some((function, more)),
     }))
 }
 
@@ -743,18 +759,17 @@ fn read_iommu_group(dir: &SysDir) -> Result<Option<u32>, SysfsError> {
     })
 }
 
-/// Reads what can change about a network function while it exists: its
-/// driver, NUMA node, interface and, for a PF, its VFs.
-///
-/// `virtfns`: the PF's VFs as a previous scan read them, used again while
-/// they still hold.
-fn read_current(
-    scope: &Scope<'_>,
-    dir: &SysDir,
-    id: &Identity,
-    address: PciAddress,
-    virtfns: Option<&Virtfns>,
-) -> Result<Current, SysfsError> {
+/// Whether a remembering scan re-reads `address`'s NUMA node: one
+/// function in [`NUMA_REREAD_EVERY`] each scan, neighbours in turn.
+fn numa_due(address: PciAddress, round: u64) -> bool {
+    let key =
+        u64::from(address.bus) << 8 | u64::from(address.device) << 3 | u64::from(address.function);
+    key.wrapping_add(round) % NUMA_REREAD_EVERY == 0
+}
+
+/// Reads the NUMA node; a `numa_node` the device had and has no more
+/// means its directory is gone (reported as not found).
+fn read_numa_node(dir: &SysDir, id: &Identity) -> Result<Option<i64>, SysfsError> {
     let numa = dir.read_optional_decimal::<i64>("numa_node")?;
     if numa.is_none() && id.has_numa_node {
         return Err(SysfsError::Read {
@@ -762,11 +777,31 @@ fn read_current(
             source: std::io::ErrorKind::NotFound.into(),
         });
     }
-    let numa_node = numa.and_then(|n| u32::try_from(n).ok());
-    // Read each time, though it seldom changes: a group leaves with its
-    // IOMMU (a driver unloaded), comes with one loaded late, and a wrong
-    // one sends a DPDK pod to another device's /dev/vfio node.
-    let iommu_group = read_iommu_group(dir)?;
+    Ok(numa)
+}
+
+/// Reads what can change about a network function while it exists: its
+/// driver, NUMA node, interface and, for a PF, its VFs.
+///
+/// `last`: what the memo knows of it (a PF's VFs, used again while they
+/// still hold; its interface's directory; its NUMA node, unless due).
+/// `keep`: the memo keeps the function, so its interface's directory may
+/// be kept too.
+fn read_current(
+    scope: &Scope<'_>,
+    dir: &SysDir,
+    id: &Identity,
+    address: PciAddress,
+    last: Option<&Known>,
+    keep: bool,
+) -> Result<Current, SysfsError> {
+    let virtfns = last.and_then(|k| k.virtfns.as_deref());
+    // Read first where it is read: a first read learns from it whether the
+    // device has the file at all.
+    let numa_read = match last {
+        Some(_) if !numa_due(address, scope.round) => None,
+        _ => Some(read_numa_node(dir, id)?),
+    };
     // Only an InfiniBand-class function can run Ethernet instead (a VPI
     // port set to Ethernet): ask its netdev's ARPHRD type; the rest are
     // Ethernet, which saves a read per function on large nodes.
@@ -815,16 +850,40 @@ fn read_current(
         .filter(|members| !members.is_empty());
     // A VF's own link speed and state are neither published nor judged
     // (its health is its PF's link), so they are not read.
-    let netdev = read_netdev(dir, known, ib_class, !is_vf)?;
+    let netdev_memo = NetdevMemo {
+        kept: last.and_then(|k| k.netdev.as_ref()),
+        budget: keep.then_some(&scope.dirs),
+    };
+    let netdev = read_netdev(dir, known, ib_class, !is_vf, netdev_memo)?;
     let link_type = match &netdev {
-        Some((_, Some(ty))) if *ty != ARPHRD_INFINIBAND => LinkType::Ethernet,
+        Some(read) if read.arp_type.is_some_and(|ty| ty != ARPHRD_INFINIBAND) => LinkType::Ethernet,
         _ if ib_class => LinkType::Infiniband,
         _ => LinkType::Ethernet,
     };
     // A VF reports its PF's mode (filled in by `link_vfs_to_pfs`).
     let eswitch_mode = match (&netdev, &role) {
-        (Some((nd, _)), Role::Pf { .. }) => read_eswitch_mode(dir, &nd.name),
+        (Some(read), Role::Pf { .. }) => read_eswitch_mode(dir, &read.netdev.name),
         _ => EswitchMode::Unknown,
+    };
+    let driver = dir.link_target_name("driver")?;
+    // Read each time, though it seldom changes: a group leaves with its
+    // IOMMU (a driver unloaded), comes with one loaded late, and a wrong
+    // one sends a DPDK pod to another device's /dev/vfio node. Read last:
+    // found, it says the directory was there for every read above.
+    let iommu_group = read_iommu_group(dir)?;
+    // Without a group to say so, `numa_node` tells whether the device is
+    // still there (and is then fresh anyway).
+    let numa_read = match numa_read {
+        None if iommu_group.is_none() => Some(read_numa_node(dir, id)?),
+        read => read,
+    };
+    let (numa_node, has_numa_node) = match numa_read {
+        Some(numa) => (numa.and_then(|n| u32::try_from(n).ok()), numa.is_some()),
+        None => (last.and_then(|k| k.numa_node), id.has_numa_node),
+    };
+    let (netdev, netdev_dir) = match netdev {
+        Some(read) => (Some(read.netdev), read.kept),
+        None => (None, None),
     };
     let function = PciFunction {
         address,
@@ -835,19 +894,20 @@ fn read_current(
         vendor_name: id.vendor_name.clone(),
         device_name: id.device_name.clone(),
         class: id.class,
-        driver: dir.link_target_name("driver")?,
+        driver,
         numa_node,
         iommu_group,
         pcie_root: id.pcie_root.clone(),
         role,
-        netdev: netdev.map(|(nd, _)| nd),
+        netdev,
         link_type,
         eswitch_mode,
     };
     Ok(Current {
         function,
         virtfns,
-        has_numa_node: numa.is_some(),
+        has_numa_node,
+        netdev_dir,
     })
 }
 
@@ -858,6 +918,8 @@ struct Current {
     virtfns: Option<Arc<Virtfns>>,
     /// Whether `numa_node` was there.
     has_numa_node: bool,
+    /// Its interface's directory, where the memo may keep it.
+    netdev_dir: Option<Arc<KeptNetdev>>,
 }
 
 /// PF, VF or plain, from the SR-IOV files and links.
@@ -971,6 +1033,23 @@ fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError
         .map(str::to_string))
 }
 
+/// What the memo holds of a function's interface directory, and the budget
+/// to keep one from (`None`: nothing may be kept).
+#[derive(Clone, Copy)]
+struct NetdevMemo<'a> {
+    kept: Option<&'a Arc<KeptNetdev>>,
+    budget: Option<&'a DirBudget>,
+}
+
+/// A function's interface as read, with its directory where the memo may
+/// keep it.
+struct NetdevRead {
+    netdev: NetDev,
+    /// Its ARPHRD type, where asked.
+    arp_type: Option<u32>,
+    kept: Option<Arc<KeptNetdev>>,
+}
+
 /// The function's own netdev and, when asked, its ARPHRD type.
 ///
 /// Most drivers put interfaces in `<dev>/net/`; virtio-net puts them under
@@ -986,12 +1065,17 @@ fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError
 ///
 /// `link_facts`: read the link's speed and `operstate` too (PFs and plain
 /// functions; a VF's are `None`).
+///
+/// `memo`: the interface's attributes are read through a kept directory
+/// while it is the chosen interface's; one that is gone (the interface
+/// deleted and made again under its name) is read through the function's.
 fn read_netdev(
     dir: &SysDir,
     known: Option<&[Member]>,
     read_type: bool,
     link_facts: bool,
-) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
+    memo: NetdevMemo<'_>,
+) -> Result<Option<NetdevRead>, SysfsError> {
     let listed;
     let candidates = match known {
         Some(members) => members,
@@ -1017,40 +1101,88 @@ fn read_netdev(
         }
     });
     if uplink.is_none() && several && known.is_some() {
-        return read_netdev(dir, None, read_type, link_facts);
+        return read_netdev(dir, None, read_type, link_facts, memo);
     }
     let Some(chosen) = uplink.or_else(|| in_first().next()) else {
         return Ok(None);
     };
-    // Relative paths through `net/<if>/` cost less than opening it.
-    let attr = |file: &str| JoinedPath::new(&[&chosen.dir, "/", &chosen.name, "/", file]);
-    let mac = dir.read_optional(attr("address").as_str())?;
-    if mac.is_none() && known.is_some() && !dir.exists(&format!("{}/{}", chosen.dir, chosen.name)) {
-        return read_netdev(dir, None, read_type, link_facts);
+    let keeps = || memo.budget.is_some_and(DirBudget::take);
+    if let Some(kept) = memo.kept.filter(|k| k.member == *chosen)
+        // Every live interface has an address file.
+        && let Some(mac) = kept.dir.read_optional("address")?
+    {
+        let (netdev, arp_type) =
+            read_link(&kept.dir, &[], chosen, Some(mac), read_type, link_facts)?;
+        return Ok(Some(NetdevRead {
+            netdev,
+            arp_type,
+            kept: keeps().then(|| kept.clone()),
+        }));
     }
+    // Relative paths through `net/<if>/` cost less than opening it.
+    let prefix = [chosen.dir.as_str(), "/", chosen.name.as_str(), "/"];
+    let mac = dir.read_optional(JoinedPath::with_last(&prefix, "address").as_str())?;
+    if mac.is_none() && known.is_some() && !dir.exists(&format!("{}/{}", chosen.dir, chosen.name)) {
+        return read_netdev(dir, None, read_type, link_facts, memo);
+    }
+    let (netdev, arp_type) = read_link(dir, &prefix, chosen, mac, read_type, link_facts)?;
+    // Opened once, for the next scans: keeping is only a saving, so a
+    // directory that cannot be opened is simply not kept.
+    let kept = if keeps() {
+        dir.open_dir(JoinedPath::new(&prefix[..3]).as_str())
+            .ok()
+            .flatten()
+            .map(|dir| {
+                Arc::new(KeptNetdev {
+                    member: chosen.clone(),
+                    dir,
+                })
+            })
+    } else {
+        None
+    };
+    Ok(Some(NetdevRead {
+        netdev,
+        arp_type,
+        kept,
+    }))
+}
+
+/// An interface's attributes under `at`, each at `prefix` + its name:
+/// its MTU, its ARPHRD type where asked, its speed and state where
+/// `link_facts`; `mac` was read already.
+fn read_link(
+    at: &SysDir,
+    prefix: &[&str],
+    member: &Member,
+    mac: Option<String>,
+    read_type: bool,
+    link_facts: bool,
+) -> Result<(NetDev, Option<u32>), SysfsError> {
+    let attr = |file: &str| JoinedPath::with_last(prefix, file);
     let netdev = NetDev {
-        name: chosen.name.clone(),
+        name: member.name.clone(),
         mac,
-        mtu: dir.read_optional_decimal(attr("mtu").as_str())?,
+        mtu: at.read_optional_decimal(attr("mtu").as_str())?,
         // The kernel answers EINVAL for the speed of a down link and
         // prints -1 when unknown: neither is an error for us.
         speed_mbps: link_facts
-            .then(|| dir.read_lenient(attr("speed").as_str()))
+            .then(|| at.read_lenient(attr("speed").as_str()))
             .flatten()
             .and_then(|s| s.parse::<i64>().ok())
             .and_then(|s| u32::try_from(s).ok()),
         operstate: if link_facts {
-            dir.read_optional(attr("operstate").as_str())?
+            at.read_optional(attr("operstate").as_str())?
         } else {
             None
         },
     };
     let arp_type = if read_type {
-        dir.read_optional_decimal(attr("type").as_str())?
+        at.read_optional_decimal(attr("type").as_str())?
     } else {
         None
     };
-    Ok(Some((netdev, arp_type)))
+    Ok((netdev, arp_type))
 }
 
 /// The interfaces in a function's own directories: `net/`, or where it

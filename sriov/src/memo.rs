@@ -4,9 +4,18 @@
 //! the kernel object exists: its class and IDs, whether it is a VF and of
 //! which PF, where it sits in the PCIe tree. So is the owner of a
 //! `class/net` or `class/infiniband` entry. What can change while the
-//! object lives (its driver, NUMA node, IOMMU group, interface, MAC, MTU,
-//! link state, a PF's VF count) is read by every scan; a PF's `virtfnN`
-//! links are read again when its VF count or any of its VFs changed.
+//! object lives (its driver, IOMMU group, interface, MAC, MTU, link state,
+//! a PF's VF count) is read by every scan; a PF's `virtfnN` links are read
+//! again when its VF count or any of its VFs changed.
+//!
+//! The NUMA node is the exception. Firmware sets it; only an admin's write
+//! to `numa_node` (a firmware workaround, which the kernel logs and raises
+//! no event for) changes it later. Each scan re-reads it for one function
+//! in [`NUMA_REREAD_EVERY`], by address, so such a write is published
+//! within that many scans at an even cost per scan. It was a third of the
+//! files a remembering scan opened. An event about a function makes the
+//! memo [`forget`](ScanMemo::forget) it, so a partial re-read that saw a
+//! new node is never undone by a later scan's remembered one.
 //!
 //! Identity comes free with the listing: sysfs gives each kernel object's
 //! node an inode number that is never reused (kernfs ids carry a
@@ -19,15 +28,19 @@
 //!
 //! A remembered network function keeps its directory open (`O_PATH`: no
 //! read buffer, only the descriptor), so its reads walk one name instead
-//! of the bus link. If the object went away after the listing, reads
-//! through that descriptor find nothing (its `numa_node`, there while it
-//! lives, is the one read that says so) and the function is read afresh
-//! through the bus, as a scan without a memo would. Descriptors are
-//! budgeted against `RLIMIT_NOFILE`; a function over the budget is simply
-//! read in full each time.
+//! of the bus link, and so does its interface's directory, so its MAC and
+//! MTU are one name away instead of three. If the object went away after
+//! the listing, reads through that descriptor find nothing. The IOMMU
+//! group, read last, says the device was there for every read before it;
+//! without one, `numa_node` (there while the device lives) is read to
+//! tell. A gone function is read afresh through the bus, as a scan
+//! without a memo would; an interface whose kept directory is gone is read
+//! through its function's. Descriptors are budgeted against
+//! `RLIMIT_NOFILE`; a function over the budget is simply read in full each
+//! time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::class_index::{Class, ClassIndex, Member};
@@ -38,18 +51,25 @@ use crate::sysfs::{Entry, SysDir};
 /// At most this many directories stay open, however high the limit.
 const MAX_KEPT_DIRS: usize = 65_536;
 
+/// A remembering scan re-reads the NUMA node of one function in this many
+/// (see the module's documentation).
+pub const NUMA_REREAD_EVERY: u64 = 8;
+
 /// Memory carried from one scan of a sysfs tree to the next.
 ///
-/// A scan given a memo returns exactly what a scan without one returns;
-/// it only reads less. Keep one per tree: the driver's publish loop holds
-/// one for `/sys`.
+/// A scan given a memo returns exactly what a scan without one returns,
+/// but for a NUMA node written by hand since, which it may give as it was
+/// for up to [`NUMA_REREAD_EVERY`] scans; it only reads less. Keep one per
+/// tree: the driver's publish loop holds one for `/sys`.
 #[derive(Debug)]
 pub struct ScanMemo {
     functions: Mutex<HashMap<PciAddress, Known>>,
     net: Mutex<Remembered>,
     infiniband: Mutex<Remembered>,
-    /// How many function directories may stay open.
+    /// How many directories (functions' and interfaces') may stay open.
     max_dirs: usize,
+    /// How many scans have used it: which functions' NUMA nodes are due.
+    rounds: AtomicU64,
 }
 
 impl Default for ScanMemo {
@@ -69,6 +89,7 @@ impl ScanMemo {
             net: Mutex::default(),
             infiniband: Mutex::default(),
             max_dirs,
+            rounds: AtomicU64::new(0),
         }
     }
 
@@ -77,12 +98,29 @@ impl ScanMemo {
         lock(&self.functions).len()
     }
 
-    /// How many function directories it holds open.
+    /// How many directories it holds open: functions' and their
+    /// interfaces'.
     pub fn dirs_open(&self) -> usize {
         lock(&self.functions)
             .values()
-            .filter(|k| k.dir.is_some())
-            .count()
+            .map(|k| usize::from(k.dir.is_some()) + usize::from(k.netdev.is_some()))
+            .sum()
+    }
+
+    /// Lets go of what it knows of `addresses`, whose next scan reads
+    /// them in full. For functions read elsewhere since (a partial re-read
+    /// after an event): what the memo holds of them may be older than what
+    /// was published.
+    pub fn forget<'a>(&self, addresses: impl IntoIterator<Item = &'a PciAddress>) {
+        let mut functions = lock(&self.functions);
+        for address in addresses {
+            functions.remove(address);
+        }
+    }
+
+    /// The number of the scan starting now.
+    pub(crate) fn next_round(&self) -> u64 {
+        self.rounds.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The remembered functions, for a scan to consult and replace. A
@@ -144,6 +182,19 @@ pub(crate) struct Known {
     pub identity: Option<Arc<Identity>>,
     /// A PF's VFs as its `virtfnN` links gave them.
     pub virtfns: Option<Arc<Virtfns>>,
+    /// Its interface's directory, kept open.
+    pub netdev: Option<Arc<KeptNetdev>>,
+    /// Its NUMA node when last read (`None`: unknown).
+    pub numa_node: Option<u32>,
+}
+
+/// A function's interface directory, kept open, with the class entry it
+/// was opened for: used while the `class/net` index still names that
+/// entry as the function's interface.
+#[derive(Debug)]
+pub(crate) struct KeptNetdev {
+    pub member: Member,
+    pub dir: SysDir,
 }
 
 /// A PF's `virtfnN` links, valid while its VF count and every VF it names
@@ -196,6 +247,7 @@ mod tests {
     use crate::class_index::Classes;
     use crate::fixture::{self, Fixture};
     use crate::inventory::{Inventory, scan, scan_remembering};
+    use std::collections::BTreeSet;
     use std::fs;
     use std::os::unix::fs::symlink;
     use std::path::{Path, PathBuf};
@@ -251,8 +303,14 @@ mod tests {
             let first = same_as_fresh(dir.path(), &memo, "the first scan");
             let again = same_as_fresh(dir.path(), &memo, "a second scan");
             assert_eq!(again.functions, first.functions, "{f}");
-            // Every network function is remembered with its directory.
-            assert_eq!(memo.dirs_open(), first.functions.len(), "{f}");
+            // Every network function is remembered with its directory,
+            // and its interface's.
+            let interfaces = first.functions.iter().filter(|f| f.netdev.is_some());
+            assert_eq!(
+                memo.dirs_open(),
+                first.functions.len() + interfaces.count(),
+                "{f}"
+            );
             assert!(memo.functions_known() >= first.functions.len(), "{f}");
         }
     }
@@ -269,14 +327,9 @@ mod tests {
         fs::write(vf.join("net/ens3f0v0/mtu"), "9000\n").unwrap();
         fs::write(vf.join("net/ens3f0v0/address"), "02:11:22:33:44:55\n").unwrap();
         fs::write(pf.join("net/ens3f0/operstate"), "down\n").unwrap();
-        fs::write(vf.join("numa_node"), "0\n").unwrap();
         // A PF driver that sets its own VF limit when it binds.
         fs::write(pf.join("sriov_totalvfs"), "7\n").unwrap();
-        let inv = same_as_fresh(
-            root,
-            &memo,
-            "MTU, MAC, link state, NUMA and VF limit writes",
-        );
+        let inv = same_as_fresh(root, &memo, "MTU, MAC, link state and VF limit writes");
         let f = inv
             .functions
             .iter()
@@ -285,6 +338,24 @@ mod tests {
 
         fs::remove_file(vf.join("driver")).unwrap();
         same_as_fresh(root, &memo, "an unbind");
+
+        // The interface deleted and made again under its name (its kept
+        // directory is gone), with another MAC.
+        let netdev = vf.join("net/ens3f0v0");
+        let copy = vf.join("net/copy");
+        copy_tree(&netdev, &copy);
+        fs::remove_dir_all(&netdev).unwrap();
+        fs::rename(&copy, &netdev).unwrap();
+        fs::write(netdev.join("address"), "02:11:22:33:44:66\n").unwrap();
+        let inv = same_as_fresh(root, &memo, "an interface made again");
+        let f = inv
+            .functions
+            .iter()
+            .find(|f| f.address.to_string() == "0000:af:01.0");
+        let mac = f.and_then(|f| f.netdev.as_ref()?.mac.as_deref());
+        assert_eq!(mac, Some("02:11:22:33:44:66"));
+        fs::write(netdev.join("mtu"), "1500\n").unwrap();
+        same_as_fresh(root, &memo, "a write through the new directory");
 
         fixture::rename_class_device(root, "net", &vf.join("net/ens3f0v0"), "fronthaul0").unwrap();
         same_as_fresh(root, &memo, "an interface rename");
@@ -302,6 +373,74 @@ mod tests {
         )
         .unwrap();
         same_as_fresh(root, &memo, "its group appearing");
+    }
+
+    /// Writes `node` as the NUMA node of every network function in `inv`.
+    fn write_numa(root: &Path, inv: &Inventory, node: u32) {
+        for f in &inv.functions {
+            let numa = device(root, &f.address.to_string()).join("numa_node");
+            fs::write(numa, format!("{node}\n")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_numa_node_written_by_hand_is_published_within_the_reread_period() {
+        let dir = built(Fixture::E810);
+        let root = dir.path();
+        let memo = ScanMemo::default();
+        let first = same_as_fresh(root, &memo, "the first scan");
+        // An admin's firmware workaround: no event says so.
+        write_numa(root, &first, 3);
+        let fresh = scan(root).unwrap();
+        let moved = |inv: &Inventory| -> BTreeSet<PciAddress> {
+            let on_3 = inv.functions.iter().filter(|f| f.numa_node == Some(3));
+            on_3.map(|f| f.address).collect()
+        };
+        let mut seen = BTreeSet::new();
+        for n in 1..=NUMA_REREAD_EVERY {
+            let inv = remembering(root, &memo);
+            // Only the node may lag, and a node once seen is kept.
+            let without_numa = |inv: &Inventory| {
+                let mut functions = inv.functions.clone();
+                functions.iter_mut().for_each(|f| f.numa_node = None);
+                functions
+            };
+            assert_eq!(without_numa(&inv), without_numa(&fresh), "scan {n}");
+            let now = moved(&inv);
+            assert!(now.is_superset(&seen), "scan {n} went back");
+            if n == 1 {
+                assert!(now.len() < fresh.functions.len(), "not all re-read at once");
+            }
+            seen = now;
+        }
+        assert_eq!(seen.len(), fresh.functions.len());
+        same_as_fresh(root, &memo, "the re-read period");
+    }
+
+    #[test]
+    fn a_forgotten_function_is_read_in_full_by_the_next_scan() {
+        let dir = built(Fixture::E810);
+        let root = dir.path();
+        let memo = ScanMemo::default();
+        let first = same_as_fresh(root, &memo, "the first scan");
+        write_numa(root, &first, 2);
+        memo.forget(first.functions.iter().map(|f| &f.address));
+        assert_eq!(memo.dirs_open(), 0);
+        same_as_fresh(root, &memo, "forgetting every function");
+    }
+
+    #[test]
+    fn a_device_that_lost_its_iommu_group_is_still_read_whole() {
+        let dir = built(Fixture::E810);
+        let root = dir.path();
+        let memo = ScanMemo::default();
+        same_as_fresh(root, &memo, "the first scan");
+        // A group gone with the device still there: `numa_node` says so.
+        let vf = device(root, "0000:af:01.1");
+        fs::remove_file(vf.join("iommu_group")).unwrap();
+        for n in 0..NUMA_REREAD_EVERY {
+            same_as_fresh(root, &memo, &format!("scan {n} without the group"));
+        }
     }
 
     #[test]

@@ -243,18 +243,25 @@ impl JoinedPath {
 
     /// `parts` one after the other.
     pub fn new(parts: &[&str]) -> Self {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+        JoinedPath::with_last(parts, "")
+    }
+
+    /// `parts` one after the other, then `last`: a directory's prefix
+    /// built once, joined to each file read in it.
+    pub fn with_last(parts: &[&str], last: &str) -> Self {
+        let all = || parts.iter().copied().chain(std::iter::once(last));
+        let len: usize = all().map(str::len).sum();
         let mut path = JoinedPath {
             short: [0; JoinedPath::SHORT],
             len,
             long: None,
         };
         if len > JoinedPath::SHORT {
-            path.long = Some(parts.concat());
+            path.long = Some(all().collect());
             return path;
         }
         let mut at = 0;
-        for part in parts {
+        for part in all() {
             path.short[at..at + part.len()].copy_from_slice(part.as_bytes());
             at += part.len();
         }
@@ -662,6 +669,16 @@ mod tests {
             format!("a/{long}")
         );
         assert_eq!(JoinedPath::new(&[]).as_str(), "");
+        let prefix = ["net", "/", "ens1f0v3", "/"];
+        assert_eq!(
+            JoinedPath::with_last(&prefix, "mtu").as_str(),
+            path.as_str()
+        );
+        assert_eq!(
+            JoinedPath::with_last(&["a/"], &long).as_str(),
+            format!("a/{long}")
+        );
+        assert_eq!(JoinedPath::with_last(&[], "address").as_str(), "address");
     }
 
     #[test]
