@@ -297,7 +297,12 @@ where
     };
     let results: Vec<Result<Part<T>, SysfsError>> =
         map_chunks(&entries, 64, |part| scan_entries(&scope, part, &extra));
-    let mut inventory = Inventory::default();
+    // Sized up front: a `PciFunction` is large, and a list grown by
+    // doubling copies a large node's functions over again.
+    let mut inventory = Inventory {
+        functions: Vec::with_capacity(entries.len()),
+        skipped: Vec::new(),
+    };
     let mut extras = HashMap::with_capacity(entries.len());
     let mut learned = HashMap::with_capacity(entries.len());
     let mut failed = None;
@@ -472,9 +477,12 @@ fn scan_entries<T>(
 ) -> Result<Part<T>, SysfsError> {
     let mut names = NameCache::default();
     let mut part = Part {
-        found: Inventory::default(),
-        extras: Vec::new(),
-        learned: Vec::new(),
+        found: Inventory {
+            functions: Vec::with_capacity(entries.len()),
+            skipped: Vec::new(),
+        },
+        extras: Vec::with_capacity(entries.len()),
+        learned: Vec::with_capacity(entries.len()),
     };
     for entry in entries {
         let Ok(address) = entry.name.parse::<PciAddress>() else {
