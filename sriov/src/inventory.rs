@@ -285,7 +285,8 @@ where
         .iter()
         .filter_map(|(address, e)| Some(((*address)?, e.ino)))
         .collect();
-    let entries: Vec<Entry> = keyed.into_iter().map(|(_, e)| e).collect();
+    // Each entry goes on with its parsed address: parsed once.
+    let entries = keyed;
     let known = memo.take_functions();
     let scope = Scope {
         devices: &devices,
@@ -415,11 +416,11 @@ where
     };
     // A handful of functions: one thread, no fan-out, no memo (the tree
     // is read as it is now).
-    let present: Vec<Entry> = addresses
+    let present: Vec<(Option<PciAddress>, Entry)> = addresses
         .iter()
-        .map(PciAddress::to_string)
-        .filter(|entry| devices.exists(entry))
-        .map(|name| Entry { name, ino: 0 })
+        .map(|&address| (address, address.to_string()))
+        .filter(|(_, entry)| devices.exists(entry))
+        .map(|(address, name)| (Some(address), Entry { name, ino: 0 }))
         .collect();
     // Listing the few functions' own directories is cheaper than the
     // class index, and sees the tree as it is now.
@@ -469,10 +470,11 @@ pub fn merge(last: Inventory, reread: Reread) -> Inventory {
     inventory
 }
 
-/// Scans some entries of `bus/pci/devices`.
+/// Scans some entries of `bus/pci/devices`, each with its name parsed as
+/// an address (`None`: it is not one).
 fn scan_entries<T>(
     scope: &Scope<'_>,
-    entries: &[Entry],
+    entries: &[(Option<PciAddress>, Entry)],
     extra: &impl Fn(&SysDir, PciAddress, &Classes) -> Result<T, SysfsError>,
 ) -> Result<Part<T>, SysfsError> {
     let mut names = NameCache::default();
@@ -484,8 +486,8 @@ fn scan_entries<T>(
         extras: Vec::with_capacity(entries.len()),
         learned: Vec::with_capacity(entries.len()),
     };
-    for entry in entries {
-        let Ok(address) = entry.name.parse::<PciAddress>() else {
+    for (address, entry) in entries {
+        let Some(address) = *address else {
             part.found.skipped.push(Skipped {
                 entry: entry.name.clone(),
                 reason: "name is not a PCI address".into(),
