@@ -3,7 +3,7 @@
 //! Tests across the workspace and `sriov-dra discover --fixture NAME` use
 //! these to stand in for NICs this machine does not have. The layout follows
 //! the kernel: device directories live under `devices/pciDDDD:BB/<bridge>/`,
-//! `bus/pci/devices/<addr>` links to them, `driver`, `iommu_group`,
+//! `bus/pci/devices/<addr>` links to them, `subsystem`, `driver`, `iommu_group`,
 //! `virtfnN` and `physfn` are relative symlinks, and interfaces sit in
 //! `net/<ifname>/`.
 
@@ -206,6 +206,9 @@ impl TreeBuilder {
             self.root.join("bus/pci/devices").join(&addr),
         )?;
         let up = "../".repeat(rel.matches('/').count() + 1);
+        // Every device the kernel makes links its bus; a scan that keeps
+        // the directory open asks it whether the device is still there.
+        symlink(format!("{up}bus/pci"), dir.join("subsystem"))?;
         write(&dir, "class", &format!("0x{:06x}", spec.class))?;
         write(&dir, "vendor", &format!("0x{:04x}", spec.ids.0))?;
         write(&dir, "device", &format!("0x{:04x}", spec.ids.1))?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::class_index::{Class, ClassIndex, Classes, Member};
 use crate::fan_out::map_chunks;
 use crate::ids::NameCache;
-use crate::memo::{DirBudget, KeptNetdev, Known, NUMA_REREAD_EVERY, ScanMemo, Virtfns};
+use crate::memo::{DirBudget, Known, NUMA_REREAD_EVERY, ScanMemo, Virtfns};
 use crate::pci::PciAddress;
 use crate::sysfs::{self, Entry, JoinedPath, SysDir, SysfsError};
 
@@ -554,31 +554,29 @@ fn read_entry<T>(
                     dir: None,
                     identity: None,
                     virtfns: None,
-                    netdev: None,
                     numa_node: None,
                 }),
             });
         };
-        // Kept only within the budget: past it, the function is read in
-        // full each time.
-        let keep = scope.inos.is_some() && scope.dirs.take();
         let Current {
             function,
             virtfns,
             has_numa_node,
-            netdev_dir,
-        } = read_current(scope, &dir, &identity, address, None, keep)?;
+            has_subsystem,
+        } = read_current(scope, &dir, &identity, address, None, scope.inos.is_some())?;
         let identity = Identity {
             has_numa_node,
+            has_subsystem,
             ..identity
         };
         let more = extra(&dir, address, scope.classes)?;
-        let known = keep.then(|| Known {
+        // Kept only within the budget: past it, the function is read in
+        // full each time.
+        let known = (scope.inos.is_some() && scope.dirs.take()).then(|| Known {
             ino: entry.ino,
             dir: None,
             identity: Some(Arc::new(identity)),
             virtfns,
-            netdev: netdev_dir,
             numa_node: function.numa_node,
         });
         Ok(EntryRead {
@@ -622,16 +620,12 @@ fn read_remembered<T>(
         return Ok(None);
     }
     let Current {
-        function,
-        virtfns,
-        netdev_dir,
-        ..
+        function, virtfns, ..
     } = read_current(scope, dir, identity, address, Some(known), true)?;
     let more = extra(dir, address, scope.classes)?;
     Ok(Some(EntryRead {
         known: Some(Known {
             virtfns,
-            netdev: netdev_dir,
             numa_node: function.numa_node,
             ..known.clone()
         }),
@@ -688,6 +682,9 @@ pub(crate) struct Identity {
     /// NUMA kernel does): read through a kept directory, its absence means
     /// the directory is gone, since every other read may find nothing.
     has_numa_node: bool,
+    /// Whether the device has a `subsystem` link (every device the kernel
+    /// made does; a hand-built tree may not): see [`read_current`].
+    has_subsystem: bool,
     kind: Kind,
     /// A VF's is its PF's (filled in by `link_vfs_to_pfs`).
     pcie_root: Option<String>,
@@ -746,6 +743,7 @@ fn identify(
         device_name,
         // Learned by the first `read_current`.
         has_numa_node: false,
+        has_subsystem: false,
         kind,
         // A VF sits under its PF's root complex: filled in from the PF by
         // `link_vfs_to_pfs`, which saves a link read per VF.
@@ -769,12 +767,20 @@ fn read_iommu_group(dir: &SysDir) -> Result<Option<u32>, SysfsError> {
     })
 }
 
-/// Whether a remembering scan re-reads `address`'s NUMA node: one
-/// function in [`NUMA_REREAD_EVERY`] each scan, neighbours in turn.
-fn numa_due(address: PciAddress, round: u64) -> bool {
-    let key =
-        u64::from(address.bus) << 8 | u64::from(address.device) << 3 | u64::from(address.function);
-    key.wrapping_add(round) % NUMA_REREAD_EVERY == 0
+/// Whether a remembering scan re-reads `address`'s NUMA node this round:
+/// one function in [`NUMA_REREAD_EVERY`], picked by a hash of the whole
+/// address, so every round re-reads about as many whatever the layout (a
+/// VM's NICs are all function 0, a large NIC's VFs all of them).
+pub(crate) fn numa_due(address: PciAddress, round: u64) -> bool {
+    let key = u64::from(address.domain) << 16
+        | u64::from(address.bus) << 8
+        | u64::from(address.device) << 3
+        | u64::from(address.function);
+    // Multiplicative hashing: the product's top bits mix every bit of the
+    // key, and scaling them picks the slot.
+    let top = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let slot = (top * NUMA_REREAD_EVERY) >> 32;
+    slot.wrapping_add(round).is_multiple_of(NUMA_REREAD_EVERY)
 }
 
 /// Reads the NUMA node; a `numa_node` the device had and has no more
@@ -782,36 +788,50 @@ fn numa_due(address: PciAddress, round: u64) -> bool {
 fn read_numa_node(dir: &SysDir, id: &Identity) -> Result<Option<i64>, SysfsError> {
     let numa = dir.read_optional_decimal::<i64>("numa_node")?;
     if numa.is_none() && id.has_numa_node {
-        return Err(SysfsError::Read {
-            path: dir.join("numa_node"),
-            source: std::io::ErrorKind::NotFound.into(),
-        });
+        return Err(gone(dir, "numa_node"));
     }
     Ok(numa)
+}
+
+/// `name` of the device in `dir` is gone, and with it the device.
+fn gone(dir: &SysDir, name: &str) -> SysfsError {
+    SysfsError::Read {
+        path: dir.join(name),
+        source: std::io::ErrorKind::NotFound.into(),
+    }
 }
 
 /// Reads what can change about a network function while it exists: its
 /// driver, NUMA node, interface and, for a PF, its VFs.
 ///
-/// `last`: what the memo knows of it (a PF's VFs, used again while they
-/// still hold; its interface's directory; its NUMA node, unless due).
-/// `keep`: the memo keeps the function, so its interface's directory may
-/// be kept too.
+/// `last`: what the memo knows of it, read through a kept directory (a
+/// PF's VFs, used again while they still hold; its NUMA node, unless due).
+/// `learn`: the memo will keep it, so learn what such reads need.
+///
+/// A kept directory reads nothing once its device is gone, and every file
+/// but a few is optional, so such a read ends by asking whether the
+/// device is still there: by its `subsystem` link, the first thing the
+/// kernel removes of a device (`bus_remove_device`, before the bus's
+/// attributes, the driver and the interfaces), so found after the other
+/// reads it says they were all of the live device. A tree without the
+/// link asks `numa_node`.
 fn read_current(
     scope: &Scope<'_>,
     dir: &SysDir,
     id: &Identity,
     address: PciAddress,
     last: Option<&Known>,
-    keep: bool,
+    learn: bool,
 ) -> Result<Current, SysfsError> {
     let virtfns = last.and_then(|k| k.virtfns.as_deref());
-    // Read first where it is read: a first read learns from it whether the
-    // device has the file at all.
     let numa_read = match last {
         Some(_) if !numa_due(address, scope.round) => None,
         _ => Some(read_numa_node(dir, id)?),
     };
+    // Read each time, though it seldom changes: a group leaves with its
+    // IOMMU (a driver unloaded), comes with one loaded late, and a wrong
+    // one sends a DPDK pod to another device's /dev/vfio node.
+    let iommu_group = read_iommu_group(dir)?;
     // Only an InfiniBand-class function can run Ethernet instead (a VPI
     // port set to Ethernet): ask its netdev's ARPHRD type; the rest are
     // Ethernet, which saves a read per function on large nodes.
@@ -860,40 +880,36 @@ fn read_current(
         .filter(|members| !members.is_empty());
     // A VF's own link speed and state are neither published nor judged
     // (its health is its PF's link), so they are not read.
-    let netdev_memo = NetdevMemo {
-        kept: last.and_then(|k| k.netdev.as_ref()),
-        budget: keep.then_some(&scope.dirs),
-    };
-    let netdev = read_netdev(dir, known, ib_class, !is_vf, netdev_memo)?;
+    let netdev = read_netdev(dir, known, ib_class, !is_vf)?;
     let link_type = match &netdev {
-        Some(read) if read.arp_type.is_some_and(|ty| ty != ARPHRD_INFINIBAND) => LinkType::Ethernet,
+        Some((_, Some(ty))) if *ty != ARPHRD_INFINIBAND => LinkType::Ethernet,
         _ if ib_class => LinkType::Infiniband,
         _ => LinkType::Ethernet,
     };
     // A VF reports its PF's mode (filled in by `link_vfs_to_pfs`).
     let eswitch_mode = match (&netdev, &role) {
-        (Some(read), Role::Pf { .. }) => read_eswitch_mode(dir, &read.netdev.name),
+        (Some((nd, _)), Role::Pf { .. }) => read_eswitch_mode(dir, &nd.name),
         _ => EswitchMode::Unknown,
     };
     let driver = dir.link_target_name("driver")?;
-    // Read each time, though it seldom changes: a group leaves with its
-    // IOMMU (a driver unloaded), comes with one loaded late, and a wrong
-    // one sends a DPDK pod to another device's /dev/vfio node. Read last:
-    // found, it says the directory was there for every read above.
-    let iommu_group = read_iommu_group(dir)?;
-    // Without a group to say so, `numa_node` tells whether the device is
-    // still there (and is then fresh anyway).
+    // Last: whether the device was there for every read above.
+    let has_subsystem = match last {
+        Some(_) if id.has_subsystem => {
+            if !dir.has_link("subsystem")? {
+                return Err(gone(dir, "subsystem"));
+            }
+            true
+        }
+        Some(_) => false,
+        None => learn && dir.has_link("subsystem")?,
+    };
     let numa_read = match numa_read {
-        None if iommu_group.is_none() => Some(read_numa_node(dir, id)?),
+        None if !has_subsystem => Some(read_numa_node(dir, id)?),
         read => read,
     };
     let (numa_node, has_numa_node) = match numa_read {
         Some(numa) => (numa.and_then(|n| u32::try_from(n).ok()), numa.is_some()),
         None => (last.and_then(|k| k.numa_node), id.has_numa_node),
-    };
-    let (netdev, netdev_dir) = match netdev {
-        Some(read) => (Some(read.netdev), read.kept),
-        None => (None, None),
     };
     let function = PciFunction {
         address,
@@ -909,7 +925,7 @@ fn read_current(
         iommu_group,
         pcie_root: id.pcie_root.clone(),
         role,
-        netdev,
+        netdev: netdev.map(|(nd, _)| nd),
         link_type,
         eswitch_mode,
     };
@@ -917,7 +933,7 @@ fn read_current(
         function,
         virtfns,
         has_numa_node,
-        netdev_dir,
+        has_subsystem,
     })
 }
 
@@ -928,8 +944,9 @@ struct Current {
     virtfns: Option<Arc<Virtfns>>,
     /// Whether `numa_node` was there.
     has_numa_node: bool,
-    /// Its interface's directory, where the memo may keep it.
-    netdev_dir: Option<Arc<KeptNetdev>>,
+    /// Whether the `subsystem` link was there (asked only of a function
+    /// the memo will keep).
+    has_subsystem: bool,
 }
 
 /// PF, VF or plain, from the SR-IOV files and links.
@@ -1043,23 +1060,6 @@ fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError
         .map(str::to_string))
 }
 
-/// What the memo holds of a function's interface directory, and the budget
-/// to keep one from (`None`: nothing may be kept).
-#[derive(Clone, Copy)]
-struct NetdevMemo<'a> {
-    kept: Option<&'a Arc<KeptNetdev>>,
-    budget: Option<&'a DirBudget>,
-}
-
-/// A function's interface as read, with its directory where the memo may
-/// keep it.
-struct NetdevRead {
-    netdev: NetDev,
-    /// Its ARPHRD type, where asked.
-    arp_type: Option<u32>,
-    kept: Option<Arc<KeptNetdev>>,
-}
-
 /// The function's own netdev and, when asked, its ARPHRD type.
 ///
 /// Most drivers put interfaces in `<dev>/net/`; virtio-net puts them under
@@ -1075,17 +1075,12 @@ struct NetdevRead {
 ///
 /// `link_facts`: read the link's speed and `operstate` too (PFs and plain
 /// functions; a VF's are `None`).
-///
-/// `memo`: the interface's attributes are read through a kept directory
-/// while it is the chosen interface's; one that is gone (the interface
-/// deleted and made again under its name) is read through the function's.
 fn read_netdev(
     dir: &SysDir,
     known: Option<&[Member]>,
     read_type: bool,
     link_facts: bool,
-    memo: NetdevMemo<'_>,
-) -> Result<Option<NetdevRead>, SysfsError> {
+) -> Result<Option<(NetDev, Option<u32>)>, SysfsError> {
     let listed;
     let candidates = match known {
         Some(members) => members,
@@ -1111,88 +1106,40 @@ fn read_netdev(
         }
     });
     if uplink.is_none() && several && known.is_some() {
-        return read_netdev(dir, None, read_type, link_facts, memo);
+        return read_netdev(dir, None, read_type, link_facts);
     }
     let Some(chosen) = uplink.or_else(|| in_first().next()) else {
         return Ok(None);
     };
-    let keeps = || memo.budget.is_some_and(DirBudget::take);
-    if let Some(kept) = memo.kept.filter(|k| k.member == *chosen)
-        // Every live interface has an address file.
-        && let Some(mac) = kept.dir.read_optional("address")?
-    {
-        let (netdev, arp_type) =
-            read_link(&kept.dir, &[], chosen, Some(mac), read_type, link_facts)?;
-        return Ok(Some(NetdevRead {
-            netdev,
-            arp_type,
-            kept: keeps().then(|| kept.clone()),
-        }));
-    }
     // Relative paths through `net/<if>/` cost less than opening it.
-    let prefix = [chosen.dir.as_str(), "/", chosen.name.as_str(), "/"];
-    let mac = dir.read_optional(JoinedPath::with_last(&prefix, "address").as_str())?;
+    let attr = |file: &str| JoinedPath::new(&[&chosen.dir, "/", &chosen.name, "/", file]);
+    let mac = dir.read_optional(attr("address").as_str())?;
     if mac.is_none() && known.is_some() && !dir.exists(&format!("{}/{}", chosen.dir, chosen.name)) {
-        return read_netdev(dir, None, read_type, link_facts, memo);
+        return read_netdev(dir, None, read_type, link_facts);
     }
-    let (netdev, arp_type) = read_link(dir, &prefix, chosen, mac, read_type, link_facts)?;
-    // Opened once, for the next scans: keeping is only a saving, so a
-    // directory that cannot be opened is simply not kept.
-    let kept = if keeps() {
-        dir.open_dir(JoinedPath::new(&prefix[..3]).as_str())
-            .ok()
-            .flatten()
-            .map(|dir| {
-                Arc::new(KeptNetdev {
-                    member: chosen.clone(),
-                    dir,
-                })
-            })
-    } else {
-        None
-    };
-    Ok(Some(NetdevRead {
-        netdev,
-        arp_type,
-        kept,
-    }))
-}
-
-/// An interface's attributes under `at`, each at `prefix` + its name:
-/// its MTU, its ARPHRD type where asked, its speed and state where
-/// `link_facts`; `mac` was read already.
-fn read_link(
-    at: &SysDir,
-    prefix: &[&str],
-    member: &Member,
-    mac: Option<String>,
-    read_type: bool,
-    link_facts: bool,
-) -> Result<(NetDev, Option<u32>), SysfsError> {
-    let attr = |file: &str| JoinedPath::with_last(prefix, file);
     let netdev = NetDev {
-        name: member.name.clone(),
+        name: chosen.name.clone(),
         mac,
-        mtu: at.read_optional_decimal(attr("mtu").as_str())?,
+        mtu: dir.read_optional_decimal(attr("mtu").as_str())?,
         // The kernel answers EINVAL for the speed of a down link and
         // prints -1 when unknown: neither is an error for us.
         speed_mbps: link_facts
-            .then(|| at.read_lenient(attr("speed").as_str()))
+            .then(|| dir.read_lenient(attr("speed").as_str()))
             .flatten()
             .and_then(|s| s.parse::<i64>().ok())
             .and_then(|s| u32::try_from(s).ok()),
         operstate: if link_facts {
-            at.read_optional(attr("operstate").as_str())?
+            dir.read_optional(attr("operstate").as_str())?
         } else {
             None
         },
     };
     let arp_type = if read_type {
-        at.read_optional_decimal(attr("type").as_str())?
+        dir.read_optional_decimal(attr("type").as_str())?
     } else {
         None
     };
-    Ok((netdev, arp_type))
+    Ok(Some((netdev, arp_type)))
 }
 
 /// The interfaces in a function's own directories: `net/`, or where it

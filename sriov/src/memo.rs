@@ -10,12 +10,13 @@
 //!
 //! The NUMA node is the exception. Firmware sets it; only an admin's write
 //! to `numa_node` (a firmware workaround, which the kernel logs and raises
-//! no event for) changes it later. Each scan re-reads it for one function
-//! in [`NUMA_REREAD_EVERY`], by address, so such a write is published
-//! within that many scans at an even cost per scan. It was a third of the
-//! files a remembering scan opened. An event about a function makes the
-//! memo [`forget`](ScanMemo::forget) it, so a partial re-read that saw a
-//! new node is never undone by a later scan's remembered one.
+//! no event for) changes it later. Each scan re-reads it for about one
+//! function in [`NUMA_REREAD_EVERY`], picked by a hash of the address, so
+//! such a write is published within that many scans at an even cost per
+//! scan; it was a third of the files a remembering scan opened. An event
+//! about a function makes the memo [`forget`](ScanMemo::forget) it, so a
+//! partial re-read that saw a new node is never undone by a later scan's
+//! remembered one.
 //!
 //! Identity comes free with the listing: sysfs gives each kernel object's
 //! node an inode number that is never reused (kernfs ids carry a
@@ -28,16 +29,20 @@
 //!
 //! A remembered network function keeps its directory open (`O_PATH`: no
 //! read buffer, only the descriptor), so its reads walk one name instead
-//! of the bus link, and so does its interface's directory, so its MAC and
-//! MTU are one name away instead of three. If the object went away after
-//! the listing, reads through that descriptor find nothing. The IOMMU
-//! group, read last, says the device was there for every read before it;
-//! without one, `numa_node` (there while the device lives) is read to
-//! tell. A gone function is read afresh through the bus, as a scan
-//! without a memo would; an interface whose kept directory is gone is read
-//! through its function's. Descriptors are budgeted against
-//! `RLIMIT_NOFILE`; a function over the budget is simply read in full each
-//! time.
+//! of the bus link. If the object went away after the listing, reads
+//! through that descriptor find nothing; the read ends with the device's
+//! `subsystem` link, the first thing the kernel removes of a device, so
+//! found it says every read before it was of the live device (a tree
+//! without the link asks `numa_node`, there while the device lives). A
+//! gone function is read afresh through the bus, as a scan without a memo
+//! would. Descriptors are budgeted against `RLIMIT_NOFILE`; a function over
+//! the budget is simply read in full each time.
+//!
+//! The interface's own directory is not kept: a kept descriptor would
+//! still read an interface renamed or moved to a pod's namespace after
+//! the `class/net` listing, which the path through the function's `net/`
+//! no longer finds, and telling the two apart costs a `stat` that saves
+//! nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -66,7 +71,7 @@ pub struct ScanMemo {
     functions: Mutex<HashMap<PciAddress, Known>>,
     net: Mutex<Remembered>,
     infiniband: Mutex<Remembered>,
-    /// How many directories (functions' and interfaces') may stay open.
+    /// How many function directories may stay open.
     max_dirs: usize,
     /// How many scans have used it: which functions' NUMA nodes are due.
     rounds: AtomicU64,
@@ -98,13 +103,12 @@ impl ScanMemo {
         lock(&self.functions).len()
     }
 
-    /// How many directories it holds open: functions' and their
-    /// interfaces'.
+    /// How many function directories it holds open.
     pub fn dirs_open(&self) -> usize {
         lock(&self.functions)
             .values()
-            .map(|k| usize::from(k.dir.is_some()) + usize::from(k.netdev.is_some()))
-            .sum()
+            .filter(|k| k.dir.is_some())
+            .count()
     }
 
     /// Lets go of what it knows of `addresses`, whose next scan reads
@@ -182,19 +186,8 @@ pub(crate) struct Known {
     pub identity: Option<Arc<Identity>>,
     /// A PF's VFs as its `virtfnN` links gave them.
     pub virtfns: Option<Arc<Virtfns>>,
-    /// Its interface's directory, kept open.
-    pub netdev: Option<Arc<KeptNetdev>>,
-    /// Its NUMA node when last read (`None`: unknown).
+    /// Its NUMA node as last read.
     pub numa_node: Option<u32>,
-}
-
-/// A function's interface directory, kept open, with the class entry it
-/// was opened for: used while the `class/net` index still names that
-/// entry as the function's interface.
-#[derive(Debug)]
-pub(crate) struct KeptNetdev {
-    pub member: Member,
-    pub dir: SysDir,
 }
 
 /// A PF's `virtfnN` links, valid while its VF count and every VF it names
@@ -303,14 +296,8 @@ mod tests {
             let first = same_as_fresh(dir.path(), &memo, "the first scan");
             let again = same_as_fresh(dir.path(), &memo, "a second scan");
             assert_eq!(again.functions, first.functions, "{f}");
-            // Every network function is remembered with its directory,
-            // and its interface's.
-            let interfaces = first.functions.iter().filter(|f| f.netdev.is_some());
-            assert_eq!(
-                memo.dirs_open(),
-                first.functions.len() + interfaces.count(),
-                "{f}"
-            );
+            // Every network function is remembered with its directory.
+            assert_eq!(memo.dirs_open(), first.functions.len(), "{f}");
             assert!(memo.functions_known() >= first.functions.len(), "{f}");
         }
     }
@@ -339,8 +326,8 @@ mod tests {
         fs::remove_file(vf.join("driver")).unwrap();
         same_as_fresh(root, &memo, "an unbind");
 
-        // The interface deleted and made again under its name (its kept
-        // directory is gone), with another MAC.
+        // The interface deleted and made again under its name, with
+        // another MAC.
         let netdev = vf.join("net/ens3f0v0");
         let copy = vf.join("net/copy");
         copy_tree(&netdev, &copy);
@@ -354,8 +341,6 @@ mod tests {
             .find(|f| f.address.to_string() == "0000:af:01.0");
         let mac = f.and_then(|f| f.netdev.as_ref()?.mac.as_deref());
         assert_eq!(mac, Some("02:11:22:33:44:66"));
-        fs::write(netdev.join("mtu"), "1500\n").unwrap();
-        same_as_fresh(root, &memo, "a write through the new directory");
 
         fixture::rename_class_device(root, "net", &vf.join("net/ens3f0v0"), "fronthaul0").unwrap();
         same_as_fresh(root, &memo, "an interface rename");
@@ -427,6 +412,88 @@ mod tests {
         memo.forget(first.functions.iter().map(|f| &f.address));
         assert_eq!(memo.dirs_open(), 0);
         same_as_fresh(root, &memo, "forgetting every function");
+    }
+
+    #[test]
+    fn a_device_going_away_during_a_scan_is_not_published_half_read() {
+        let dir = built(Fixture::ConnectX6Dx);
+        let root = dir.path();
+        let memo = ScanMemo::default();
+        same_as_fresh(root, &memo, "the first scan");
+        // The kernel's teardown of the second PF begins after the listing,
+        // while the first PF is read: `bus_remove_device` removes the
+        // `subsystem` link, then the bus link, then the attributes, the
+        // driver and the interfaces. Caught after the first two, the
+        // directory still reads as a whole PF.
+        let pf1 = device(root, "0000:3b:00.1");
+        let torn = std::sync::Once::new();
+        let (inv, _) = scan_remembering(root, &memo, |_, address, _: &Classes| {
+            if address == addr("0000:3b:00.0") {
+                torn.call_once(|| {
+                    fs::remove_file(pf1.join("subsystem")).unwrap();
+                    fs::remove_file(root.join("bus/pci/devices/0000:3b:00.1")).unwrap();
+                });
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(torn.is_completed());
+        assert!(
+            inv.functions
+                .iter()
+                .all(|f| f.address != addr("0000:3b:00.1"))
+        );
+        let skipped = inv.skipped.iter().find(|s| s.entry == "0000:3b:00.1");
+        assert_eq!(
+            skipped.map(|s| s.reason.as_str()),
+            Some("device disappeared during the scan")
+        );
+    }
+
+    #[test]
+    fn a_tree_without_subsystem_links_asks_numa_node_whether_a_device_is_there() {
+        let dir = built(Fixture::E810);
+        let root = dir.path();
+        let first = scan(root).unwrap();
+        for f in &first.functions {
+            fs::remove_file(device(root, &f.address.to_string()).join("subsystem")).unwrap();
+        }
+        let memo = ScanMemo::default();
+        same_as_fresh(root, &memo, "the first scan");
+        same_as_fresh(root, &memo, "a remembering scan");
+        // A directory replaced in place: gone under the kept descriptor.
+        let vf = device(root, "0000:af:01.2");
+        let copy = vf.with_file_name("copy");
+        copy_tree(&vf, &copy);
+        fs::remove_dir_all(&vf).unwrap();
+        fs::rename(&copy, &vf).unwrap();
+        fs::remove_file(vf.join("physfn")).unwrap();
+        same_as_fresh(root, &memo, "a directory replaced in place");
+    }
+
+    #[test]
+    fn numa_re_reads_are_spread_over_the_rounds_whatever_the_layout() {
+        // A VM's NICs, all function 0, and a NIC's VFs, all functions.
+        let vm: Vec<PciAddress> = (0..64)
+            .map(|slot| addr(&format!("0000:{:02x}:{:02x}.0", slot / 32, slot % 32)))
+            .collect();
+        let vfs: Vec<PciAddress> = (0..256u32)
+            .map(|i| addr(&format!("0000:3b:{:02x}.{}", i / 8 % 32, i % 8)))
+            .collect();
+        for (layout, addresses) in [("vm", &vm), ("vfs", &vfs)] {
+            let mut total = 0;
+            for round in 0..NUMA_REREAD_EVERY {
+                let due = addresses
+                    .iter()
+                    .filter(|&&a| crate::inventory::numa_due(a, round))
+                    .count();
+                let even = addresses.len() / NUMA_REREAD_EVERY as usize;
+                assert!(due <= 2 * even + 2, "{layout} round {round}: {due}");
+                total += due;
+            }
+            // Each address is due once in a period.
+            assert_eq!(total, addresses.len(), "{layout}");
+        }
     }
 
     #[test]

@@ -243,25 +243,18 @@ impl JoinedPath {
 
     /// `parts` one after the other.
     pub fn new(parts: &[&str]) -> Self {
-        JoinedPath::with_last(parts, "")
-    }
-
-    /// `parts` one after the other, then `last`: a directory's prefix
-    /// built once, joined to each file read in it.
-    pub fn with_last(parts: &[&str], last: &str) -> Self {
-        let all = || parts.iter().copied().chain(std::iter::once(last));
-        let len: usize = all().map(str::len).sum();
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut path = JoinedPath {
             short: [0; JoinedPath::SHORT],
             len,
             long: None,
         };
         if len > JoinedPath::SHORT {
-            path.long = Some(all().collect());
+            path.long = Some(parts.concat());
             return path;
         }
         let mut at = 0;
-        for part in all() {
+        for part in parts {
             path.short[at..at + part.len()].copy_from_slice(part.as_bytes());
             at += part.len();
         }
@@ -342,6 +335,19 @@ impl SysDir {
                 path: self.join(name),
             })),
             Err(e) if e == Errno::NOENT => Ok(None),
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// Whether the link `name` is there, in one `readlinkat` (cheaper than
+    /// an `access` or `stat` on this VM's kernels, and what a kept
+    /// directory's liveness is asked with on every scan).
+    pub fn has_link(&self, name: &str) -> Result<bool, SysfsError> {
+        // Only whether it is there: a longer target is simply cut short.
+        let mut buf = [0u8; 64];
+        match rustix::fs::readlinkat_raw(&self.fd, name, &mut buf[..]) {
+            Ok(_) => Ok(true),
+            Err(e) if e == Errno::NOENT => Ok(false),
             Err(e) => Err(self.error(name, e)),
         }
     }
@@ -669,16 +675,18 @@ mod tests {
             format!("a/{long}")
         );
         assert_eq!(JoinedPath::new(&[]).as_str(), "");
-        let prefix = ["net", "/", "ens1f0v3", "/"];
-        assert_eq!(
-            JoinedPath::with_last(&prefix, "mtu").as_str(),
-            path.as_str()
-        );
-        assert_eq!(
-            JoinedPath::with_last(&["a/"], &long).as_str(),
-            format!("a/{long}")
-        );
-        assert_eq!(JoinedPath::with_last(&[], "address").as_str(), "address");
+    }
+
+    #[test]
+    fn a_link_is_there_or_not_and_a_file_is_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("../../../bus/pci", dir.path().join("subsystem")).unwrap();
+        fs::write(dir.path().join("numa_node"), "0\n").unwrap();
+        let d = SysDir::open(dir.path()).unwrap().unwrap();
+        assert!(d.has_link("subsystem").unwrap());
+        assert!(!d.has_link("driver").unwrap());
+        let err = d.has_link("numa_node").unwrap_err().to_string();
+        assert!(err.contains("numa_node"), "{err}");
     }
 
     #[test]
