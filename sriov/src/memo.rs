@@ -288,6 +288,15 @@ mod tests {
         }
     }
 
+    /// Makes `dir` again with the same content, as a new object (only a
+    /// test tree can): what was kept open of it reads nothing.
+    fn replace_in_place(dir: &Path) {
+        let copy = dir.with_file_name("replaced-in-place");
+        copy_tree(dir, &copy);
+        fs::remove_dir_all(dir).unwrap();
+        fs::rename(&copy, dir).unwrap();
+    }
+
     #[test]
     fn a_remembering_scan_reads_what_a_fresh_scan_reads_on_every_fixture() {
         for f in Fixture::ALL {
@@ -329,10 +338,7 @@ mod tests {
         // The interface deleted and made again under its name, with
         // another MAC.
         let netdev = vf.join("net/ens3f0v0");
-        let copy = vf.join("net/copy");
-        copy_tree(&netdev, &copy);
-        fs::remove_dir_all(&netdev).unwrap();
-        fs::rename(&copy, &netdev).unwrap();
+        replace_in_place(&netdev);
         fs::write(netdev.join("address"), "02:11:22:33:44:66\n").unwrap();
         let inv = same_as_fresh(root, &memo, "an interface made again");
         let f = inv
@@ -463,10 +469,7 @@ mod tests {
         same_as_fresh(root, &memo, "a remembering scan");
         // A directory replaced in place: gone under the kept descriptor.
         let vf = device(root, "0000:af:01.2");
-        let copy = vf.with_file_name("copy");
-        copy_tree(&vf, &copy);
-        fs::remove_dir_all(&vf).unwrap();
-        fs::rename(&copy, &vf).unwrap();
+        replace_in_place(&vf);
         fs::remove_file(vf.join("physfn")).unwrap();
         same_as_fresh(root, &memo, "a directory replaced in place");
     }
@@ -543,10 +546,7 @@ mod tests {
         // A directory replaced under the same link (only a test tree can):
         // reads through the kept descriptor find nothing, and the device is
         // read through the bus.
-        let copy = vf.with_file_name("copy");
-        copy_tree(&vf, &copy);
-        fs::remove_dir_all(&vf).unwrap();
-        fs::rename(&copy, &vf).unwrap();
+        replace_in_place(&vf);
         fs::write(vf.join("numa_node"), "0\n").unwrap();
         fs::remove_file(vf.join("physfn")).unwrap();
         same_as_fresh(root, &memo, "a directory replaced in place");
