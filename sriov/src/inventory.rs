@@ -895,13 +895,13 @@ fn read_current(
     // Last: whether the device was there for every read above.
     let has_subsystem = match last {
         Some(_) if id.has_subsystem => {
-            if !dir.has_link("subsystem")? {
+            if dir.with_link_target_name("subsystem", |_| ())?.is_none() {
                 return Err(gone(dir, "subsystem"));
             }
             true
         }
         Some(_) => false,
-        None => learn && dir.has_link("subsystem")?,
+        None => learn && dir.with_link_target_name("subsystem", |_| ())?.is_some(),
     };
     let numa_read = match numa_read {
         None if !has_subsystem => Some(read_numa_node(dir, id)?),

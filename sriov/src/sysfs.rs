@@ -339,19 +339,6 @@ impl SysDir {
         }
     }
 
-    /// Whether the link `name` is there, in one `readlinkat` (cheaper than
-    /// an `access` or `stat` on this VM's kernels, and what a kept
-    /// directory's liveness is asked with on every scan).
-    pub fn has_link(&self, name: &str) -> Result<bool, SysfsError> {
-        // Only whether it is there: a longer target is simply cut short.
-        let mut buf = [0u8; 64];
-        match rustix::fs::readlinkat_raw(&self.fd, name, &mut buf[..]) {
-            Ok(_) => Ok(true),
-            Err(e) if e == Errno::NOENT => Ok(false),
-            Err(e) => Err(self.error(name, e)),
-        }
-    }
-
     /// Whether `name` exists (without following a final symlink).
     pub fn exists(&self, name: &str) -> bool {
         rustix::fs::accessat(&self.fd, name, Access::EXISTS, AtFlags::SYMLINK_NOFOLLOW).is_ok()
@@ -675,18 +662,6 @@ mod tests {
             format!("a/{long}")
         );
         assert_eq!(JoinedPath::new(&[]).as_str(), "");
-    }
-
-    #[test]
-    fn a_link_is_there_or_not_and_a_file_is_no_link() {
-        let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("../../../bus/pci", dir.path().join("subsystem")).unwrap();
-        fs::write(dir.path().join("numa_node"), "0\n").unwrap();
-        let d = SysDir::open(dir.path()).unwrap().unwrap();
-        assert!(d.has_link("subsystem").unwrap());
-        assert!(!d.has_link("driver").unwrap());
-        let err = d.has_link("numa_node").unwrap_err().to_string();
-        assert!(err.contains("numa_node"), "{err}");
     }
 
     #[test]
