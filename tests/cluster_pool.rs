@@ -82,6 +82,21 @@ async fn a_running_driver_leases_a_block_and_a_static_address_through_the_api() 
     })
     .await;
     let block_name = blocks.all().into_keys().next().expect("one block");
+    // The object comes first, the driver's record of it after (then the
+    // block's addresses are handed out): a Prepare between the two would
+    // be told to retry, as a kubelet does. Wait for the record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ipam: Value = driver::debug_get(&home, "/ipam").await.expect("/ipam");
+        if ipam["blocks"][0]["lease"] == block_name.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leased block recorded by the driver: not within 10 s: {ipam:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let block = &blocks.all()[&block_name];
     assert_eq!(block["spec"]["nodeName"], NODE);
     assert_eq!(
