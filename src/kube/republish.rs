@@ -11,6 +11,14 @@
 //! rounds, and nudges that name nothing it can map, read everything. A
 //! periodic round also lets the publisher try device taints again when it
 //! fell back to the attribute.
+//!
+//! The period counts from the last round that read everything, not from
+//! the last round: a node whose VFs move in and out of pods all day sends
+//! link events all day, and they must not put the safety net off. A round
+//! that fails (a scan error, an API server that refused the slices) is
+//! tried again after [`RETRY_FIRST`], then twice as long each time up to
+//! [`RETRY_MAX`], so a slice deleted during an API hiccup is not left
+//! missing until the period.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -39,6 +47,12 @@ use crate::readiness::Readiness;
 /// How often the inventory is re-read and the slices republished when
 /// nothing else triggers it.
 pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The wait before a failed round is tried again.
+pub const RETRY_FIRST: Duration = Duration::from_millis(500);
+
+/// The longest wait between tries of a round that keeps failing.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Everything the publish loop works with.
 pub struct PublishLoop {
@@ -73,6 +87,37 @@ struct Rounds {
     memo: Arc<ScanMemo>,
     debouncer: Debouncer,
     nudges_open: bool,
+    /// When the safety-net round is due: a period after the last round
+    /// that read everything.
+    full_due: Option<Instant>,
+    /// After a failed round: when to try again, and how long that wait
+    /// was (the next one doubles it).
+    retry: Option<(Instant, Duration)>,
+}
+
+/// How a round ended, which decides when the next ones run.
+struct RoundEnd {
+    /// It read every device (or meant to): the period starts again.
+    read_all: bool,
+    /// The inventory was read and the slices published.
+    ok: bool,
+}
+
+impl Rounds {
+    /// Notes how a round ended, at `now`.
+    fn ended(&mut self, end: RoundEnd, now: Instant, period: Duration) {
+        if end.read_all {
+            self.full_due = Some(now + period);
+        }
+        self.retry = if end.ok {
+            None
+        } else {
+            let wait = self
+                .retry
+                .map_or(RETRY_FIRST, |(_, last)| (last * 2).min(RETRY_MAX));
+            Some((now + wait, wait))
+        };
+    }
 }
 
 /// Why a round runs, which decides what it reads.
@@ -86,6 +131,8 @@ enum Why {
     Period,
     /// A debounced batch of nudges: read what they name.
     Events(BTreeSet<Nudge>),
+    /// The last round failed: read all and publish again.
+    Retry,
 }
 
 /// How a round's inventory was read, for the log.
@@ -115,6 +162,7 @@ fn read_inventory(
         (Why::Start, _) => return full("start".into()),
         (Why::Registration, _) => return full("kubelet registration changed".into()),
         (Why::Period, _) => return full("period".into()),
+        (Why::Retry, _) => return full("the last round failed".into()),
         (Why::Events(_), None) => return full("no inventory yet".into()),
         (Why::Events(nudges), Some(last)) => (nudges, last),
     };
@@ -150,7 +198,8 @@ impl PublishLoop {
         };
         let mut why = Why::Start;
         loop {
-            self.round(&mut rounds, why).await;
+            let end = self.round(&mut rounds, why).await;
+            rounds.ended(end, Instant::now(), self.period);
             match self.next_round(&mut stopped, &mut rounds).await {
                 Some(next) => why = next,
                 None => return,
@@ -158,10 +207,16 @@ impl PublishLoop {
         }
     }
 
-    async fn round(&mut self, rounds: &mut Rounds, why: Why) {
+    async fn round(&mut self, rounds: &mut Rounds, why: Why) -> RoundEnd {
         if matches!(why, Why::Period) {
             self.publisher.retry_taints();
         }
+        // A round that fails before it knows what it read counts as a full
+        // one when it set out to be one: the retry reads everything anyway.
+        let mut end = RoundEnd {
+            read_all: !matches!(why, Why::Events(_)),
+            ok: false,
+        };
         let (root, held_by) = (self.config.sysfs_root.clone(), self.preparer.clone());
         let (last, memo) = (rounds.last.clone(), rounds.memo.clone());
         let after_events = matches!(why, Why::Events(_));
@@ -172,9 +227,16 @@ impl PublishLoop {
         });
         let (inventory, reading, held) = match scanned.await {
             Ok(Ok(scanned)) => scanned,
-            Ok(Err(e)) => return error!(error = %format!("{e:#}"), "inventory failed"),
-            Err(e) => return error!(error = %e, "inventory task failed"),
+            Ok(Err(e)) => {
+                error!(error = %format!("{e:#}"), "inventory failed; trying again shortly");
+                return end;
+            }
+            Err(e) => {
+                error!(error = %e, "inventory task failed; trying again shortly");
+                return end;
+            }
         };
+        end.read_all |= matches!(reading, Reading::Full(_));
         match reading {
             Reading::Partial(read) if read.is_empty() => {
                 info!("no device to re-read; republishing the last inventory")
@@ -215,12 +277,14 @@ impl PublishLoop {
             Ok(outcome) => {
                 info!(?outcome, taints = ?self.publisher.taint_mode(), "ResourceSlices published");
                 self.readiness.set_slices_published();
+                end.ok = true;
             }
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; retrying")
+                warn!(error = %format!("{e:#}"), "publishing ResourceSlices failed; trying again shortly")
             }
         }
         rounds.last = Some(Arc::new(inventory));
+        end
     }
 
     /// Judges the offered and held devices, logs each device whose health
@@ -255,12 +319,18 @@ impl PublishLoop {
         stopped: &mut (impl Future<Output = ()> + Unpin),
         rounds: &mut Rounds,
     ) -> Option<Why> {
-        let period_end = Instant::now() + self.period;
+        let period_end = rounds
+            .full_due
+            .unwrap_or_else(|| Instant::now() + self.period);
+        let retry_at = rounds.retry.map(|(at, _)| at);
         loop {
             let due = rounds.debouncer.due().map(Instant::from_std);
             tokio::select! {
                 _ = &mut *stopped => return None,
                 _ = tokio::time::sleep_until(period_end) => return Some(Why::Period),
+                _ = tokio::time::sleep_until(retry_at.unwrap_or(period_end)), if retry_at.is_some() => {
+                    return Some(Why::Retry)
+                }
                 _ = tokio::time::sleep_until(due.unwrap_or(period_end)), if due.is_some() => {
                     if let Some(nudges) = rounds.debouncer.take_due(std::time::Instant::now()) {
                         let sample: Vec<&Nudge> = nudges.iter().take(8).collect();

@@ -46,7 +46,12 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + use<> {
 }
 
 impl Node {
+    /// A node whose safety net is far off: only nudges make rounds.
     async fn start() -> Node {
+        Node::start_with_period(Duration::from_secs(3600)).await
+    }
+
+    async fn start_with_period(period: Duration) -> Node {
         let api = FakeApi::new();
         api.put_node("node-a", "uid-1");
         let sysfs = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
@@ -88,7 +93,7 @@ impl Node {
                 readiness: Readiness::new(),
                 nudges: rx,
                 health: health.clone(),
-                period: Duration::from_secs(3600),
+                period,
             }
             .run(stopped(&stop_rx)),
         );
@@ -276,16 +281,9 @@ async fn a_pf_link_going_down_taints_its_vfs_and_the_kubelet_hears_within_2s_and
 #[tokio::test]
 async fn a_link_event_re_reads_only_its_function_and_lost_events_read_everything() {
     let node = Node::start().await;
-    let mtu = |n: &Node| {
-        n.devices()["pci-0000-af-01-1"]["attributes"]["sriov.dra.dev/mtu"]["int"].as_i64()
-    };
-    assert_eq!(mtu(&node), Some(1500));
     // A change no event announced, then the PF's link event.
-    std::fs::write(
-        node.device_dir("0000:af:01.1").join("net/ens3f0v1/mtu"),
-        "9000\n",
-    )
-    .unwrap();
+    let mtu = change_unannounced(&node);
+    assert_eq!(mtu(&node), Some(1500));
     node.set_pf_link("down");
     node.until("taints", |n| {
         VFS.iter()
@@ -453,4 +451,92 @@ async fn a_numa_node_read_after_an_event_is_not_undone_by_the_full_scans_after_i
         );
     }
     node.stop().await;
+}
+
+/// Writes VF `ens3f0v1`'s MTU with no event to announce it: only a round
+/// that reads everything publishes it.
+fn change_unannounced(node: &Node) -> impl Fn(&Node) -> Option<i64> + use<> {
+    std::fs::write(
+        node.device_dir("0000:af:01.1").join("net/ens3f0v1/mtu"),
+        "9000\n",
+    )
+    .unwrap();
+    |n: &Node| n.devices()["pci-0000-af-01-1"]["attributes"]["sriov.dra.dev/mtu"]["int"].as_i64()
+}
+
+#[tokio::test]
+async fn the_safety_net_runs_on_time_while_events_keep_coming() {
+    let period = Duration::from_millis(1200);
+    let node = Node::start_with_period(period).await;
+    let mtu = change_unannounced(&node);
+    // A PF link event every 50 ms: the debouncer makes a partial round of
+    // them every 600 ms, each re-reading only the PF.
+    let started = StdInstant::now();
+    while mtu(&node) != Some(9000) {
+        assert!(
+            started.elapsed() < period + PROMISE,
+            "no full read within the period while events kept coming"
+        );
+        nudge(
+            &node.nudges,
+            Nudge::Link {
+                name: "ens3f0".into(),
+            },
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("full read after {:?} of steady events", started.elapsed());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_publish_the_api_server_fails_is_tried_again_without_waiting_for_the_period() {
+    let node = Node::start().await;
+    let name = node.api.slices().into_keys().next().unwrap();
+    node.api.fail_slice_writes(1);
+    node.api.delete_slice(&name);
+    let took = node
+        .until("the slice applied again after a failed write", |n| {
+            n.api.slices().contains_key(&name)
+        })
+        .await;
+    eprintln!("slice back after {took:?}, one failed write");
+    // Tried until it went through, then quiet.
+    let writes = node.writes();
+    tokio::time::sleep(RETRY_FIRST * 3).await;
+    assert_eq!(node.writes(), writes, "nothing more to write");
+    node.stop().await;
+}
+
+#[test]
+fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
+    let mut rounds = Rounds::default();
+    let now = Instant::now();
+    let period = Duration::from_secs(60);
+    let failed = |read_all| RoundEnd {
+        read_all,
+        ok: false,
+    };
+    rounds.ended(failed(true), now, period);
+    assert_eq!(rounds.retry, Some((now + RETRY_FIRST, RETRY_FIRST)));
+    assert_eq!(rounds.full_due, Some(now + period));
+    let mut waits = vec![];
+    for _ in 0..10 {
+        rounds.ended(failed(false), now, period);
+        waits.push(rounds.retry.unwrap().1);
+    }
+    assert_eq!(waits[0], RETRY_FIRST * 2);
+    assert_eq!(*waits.last().unwrap(), RETRY_MAX);
+    // An event round does not move the safety net.
+    assert_eq!(rounds.full_due, Some(now + period));
+    rounds.ended(
+        RoundEnd {
+            read_all: false,
+            ok: true,
+        },
+        now + Duration::from_secs(5),
+        period,
+    );
+    assert_eq!(rounds.retry, None);
+    assert_eq!(rounds.full_due, Some(now + period));
 }

@@ -69,6 +69,8 @@ pub struct FakeApi {
     slice_events: WatchLog,
     /// IPAM lease objects (`fake_leases`).
     ip_blocks: super::fake_leases::FakeIpBlocks,
+    /// How many of the next ResourceSlice writes fail with a 500.
+    failing_slice_writes: Arc<AtomicUsize>,
 }
 
 /// Locks `m`, carrying on after a panic elsewhere (the fake's data stays
@@ -155,6 +157,12 @@ impl FakeApi {
         Some(gone)
     }
 
+    /// Makes the next `n` ResourceSlice writes (apply or delete) fail with
+    /// an internal error, as an overloaded API server's do.
+    pub fn fail_slice_writes(&self, n: usize) {
+        self.failing_slice_writes.store(n, Ordering::SeqCst);
+    }
+
     /// The ResourceSlices in the fake, by name.
     pub fn slices(&self) -> BTreeMap<String, serde_json::Value> {
         lock(&self.slices).clone()
@@ -214,6 +222,15 @@ impl FakeApi {
         }
         if let Some(rest) = path.strip_prefix(SLICES) {
             let name = rest.trim_start_matches('/');
+            let write = matches!(method.as_str(), "PATCH" | "DELETE") && !name.is_empty();
+            if write
+                && self
+                    .failing_slice_writes
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return (http::StatusCode::INTERNAL_SERVER_ERROR, internal_error());
+            }
             let mut slices = lock(&self.slices);
             return match (method.as_str(), name.is_empty()) {
                 ("GET", true) => {
@@ -377,6 +394,19 @@ fn not_found(path: &str) -> Vec<u8> {
         "reason": "NotFound",
         "details": {"name": name},
         "code": 404
+    }))
+    .unwrap_or_default()
+}
+
+fn internal_error() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "etcdserver: request timed out",
+        "reason": "InternalError",
+        "code": 500
     }))
     .unwrap_or_default()
 }
