@@ -1,6 +1,7 @@
 //! Judging each device's health from one inventory: a VF is unhealthy when
-//! its PF's link is down or its PF no longer provides it (SR-IOV disabled,
-//! the VF removed). Pure, so every case is tested on fixture trees.
+//! its PF's link is down (by `operstate` or for want of carrier) or its PF
+//! no longer provides it (SR-IOV disabled, the VF removed). Pure, so every
+//! case is tested on fixture trees.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,18 @@ pub enum Problem {
         /// The `operstate` read (`down`, `lowerlayerdown`, ...).
         operstate: String,
     },
+    /// The uplink has no carrier though `operstate` does not say down:
+    /// some drivers never set `operstate` and leave it `unknown`. Published
+    /// under the same reason as [`Problem::PfLinkDown`]: it is the same
+    /// failure (cable, transceiver or link partner), and tolerations and
+    /// selectors written for a dead uplink must match it whatever the
+    /// driver.
+    PfNoCarrier {
+        /// The PF's interface name.
+        pf: String,
+        /// The `operstate` read alongside (`unknown`, `up`, ...), if any.
+        operstate: Option<String>,
+    },
     /// The PF no longer provides this VF: SR-IOV was disabled
     /// (`sriov_numvfs` 0) or the VF left sysfs while a claim holds it.
     SriovLost {
@@ -32,7 +45,7 @@ impl Problem {
     /// The last part of the taint key (`<driver>/<reason>`), a label name.
     pub fn reason(&self) -> &'static str {
         match self {
-            Problem::PfLinkDown { .. } => "pf-link-down",
+            Problem::PfLinkDown { .. } | Problem::PfNoCarrier { .. } => "pf-link-down",
             Problem::SriovLost { .. } => "pf-sriov-lost",
         }
     }
@@ -42,6 +55,18 @@ impl Problem {
         match self {
             Problem::PfLinkDown { pf, operstate } => {
                 format!("PF {pf} link is {operstate}")
+            }
+            Problem::PfNoCarrier {
+                pf,
+                operstate: Some(operstate),
+            } => {
+                format!("PF {pf} link is down: no carrier (operstate {operstate})")
+            }
+            Problem::PfNoCarrier {
+                pf,
+                operstate: None,
+            } => {
+                format!("PF {pf} link is down: no carrier")
             }
             Problem::SriovLost { pf: Some(pf) } => {
                 format!("PF {pf} has SR-IOV disabled or no longer lists this VF")
@@ -94,12 +119,21 @@ fn judge_one(inventory: &NodeInventory, name: &str) -> Option<Problem> {
     }
 }
 
+/// `operstate` first: where it says down, that is the problem (the
+/// carrier, `0` or unreadable, only repeats it). Otherwise a carrier read
+/// as `0` is; one not read (`None`) proves nothing.
 fn link_problem(pf: &PciFunction) -> Option<Problem> {
     let netdev = pf.netdev.as_ref()?;
-    let operstate = netdev.operstate.as_deref()?;
-    link_is_down(operstate).then(|| Problem::PfLinkDown {
+    let operstate = netdev.operstate.as_deref();
+    if let Some(down) = operstate.filter(|s| link_is_down(s)) {
+        return Some(Problem::PfLinkDown {
+            pf: netdev.name.clone(),
+            operstate: down.to_string(),
+        });
+    }
+    (netdev.carrier == Some(false)).then(|| Problem::PfNoCarrier {
         pf: netdev.name.clone(),
-        operstate: operstate.to_string(),
+        operstate: operstate.map(str::to_string),
     })
 }
 
@@ -178,6 +212,83 @@ mod tests {
         let problem = verdicts["pci-0000-af-01-0"].clone().unwrap();
         assert_eq!(problem.reason(), "pf-sriov-lost");
         assert!(problem.message().contains("0000:af:00.0"), "{problem:?}");
+    }
+
+    /// Judges `pci-0000-3b-02-1`, a VF of PF `ens1f1np1`, after writing
+    /// the PF's `operstate` and, unless `None`, its `carrier` (else the
+    /// file is removed, as a read the kernel refused).
+    fn vf_with_pf_link(operstate: &str, carrier: Option<&str>) -> Option<Problem> {
+        let dir = fixture(Fixture::ConnectX6Dx);
+        let netdev = pf_dir(dir.path(), "0000:3b:00.1").join("net/ens1f1np1");
+        std::fs::write(netdev.join("operstate"), format!("{operstate}\n")).unwrap();
+        match carrier {
+            Some(c) => std::fs::write(netdev.join("carrier"), format!("{c}\n")).unwrap(),
+            None => std::fs::remove_file(netdev.join("carrier")).unwrap(),
+        }
+        let inv = NodeInventory::discover(dir.path()).unwrap();
+        judge(&inv, ["pci-0000-3b-02-1"])["pci-0000-3b-02-1"].clone()
+    }
+
+    #[test]
+    fn no_carrier_is_a_link_down_even_when_operstate_is_unknown() {
+        let problem = vf_with_pf_link("unknown", Some("0")).unwrap();
+        assert_eq!(
+            problem,
+            Problem::PfNoCarrier {
+                pf: "ens1f1np1".into(),
+                operstate: Some("unknown".into())
+            }
+        );
+        assert_eq!(problem.reason(), "pf-link-down", "the same taint key");
+        assert_eq!(
+            problem.message(),
+            "PF ens1f1np1 link is down: no carrier (operstate unknown)"
+        );
+    }
+
+    #[test]
+    fn carrier_is_judged_only_when_read_as_0() {
+        assert_eq!(vf_with_pf_link("up", Some("1")), None);
+        assert_eq!(vf_with_pf_link("unknown", Some("1")), None);
+        assert_eq!(vf_with_pf_link("unknown", None), None, "not read");
+        assert!(matches!(
+            vf_with_pf_link("up", Some("0")),
+            Some(Problem::PfNoCarrier { .. })
+        ));
+    }
+
+    #[test]
+    fn carrier_back_clears_it() {
+        let dir = fixture(Fixture::ConnectX6Dx);
+        let netdev = pf_dir(dir.path(), "0000:3b:00.1").join("net/ens1f1np1");
+        std::fs::write(netdev.join("operstate"), "unknown\n").unwrap();
+        let verdict = |carrier: &str| {
+            std::fs::write(netdev.join("carrier"), format!("{carrier}\n")).unwrap();
+            let inv = NodeInventory::discover(dir.path()).unwrap();
+            judge(&inv, ["pci-0000-3b-02-1"])["pci-0000-3b-02-1"].clone()
+        };
+        assert!(verdict("0").is_some());
+        assert_eq!(verdict("1"), None);
+    }
+
+    #[test]
+    fn without_an_operstate_the_message_names_only_the_carrier() {
+        let problem = Problem::PfNoCarrier {
+            pf: "ens3f0".into(),
+            operstate: None,
+        };
+        assert_eq!(problem.message(), "PF ens3f0 link is down: no carrier");
+    }
+
+    #[test]
+    fn a_down_operstate_names_the_problem_whatever_the_carrier() {
+        let problem = vf_with_pf_link("down", Some("0")).unwrap();
+        assert_eq!(problem.message(), "PF ens1f1np1 link is down");
+        assert_eq!(
+            vf_with_pf_link("down", None).map(|p| p.message()),
+            Some("PF ens1f1np1 link is down".to_string()),
+            "admin down: the kernel refuses the carrier read"
+        );
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub struct NetdevSpec {
     pub mtu: u32,
     /// Speed in Mb/s; `None` writes `-1`, as for a down link.
     pub speed: Option<u32>,
-    /// `operstate`.
+    /// `operstate`; `carrier` is written to match it (`0` when down).
     pub operstate: &'static str,
     /// ARPHRD type: 1 Ethernet, 32 InfiniBand.
     pub arp_type: u32,
@@ -311,6 +311,7 @@ impl TreeBuilder {
             &nd.speed.map_or("-1".into(), |s| s.to_string()),
         )?;
         write(&dir, "operstate", nd.operstate)?;
+        write(&dir, "carrier", carrier_of(nd.operstate))?;
         write(&dir, "type", &nd.arp_type.to_string())?;
         write(&dir, "ifindex", &self.next_ifindex.to_string())?;
         self.next_ifindex += 1;
@@ -428,6 +429,19 @@ fn rel_tail(rel: &Path) -> String {
     rel.to_string_lossy()
         .trim_start_matches("../../../devices/")
         .to_string()
+}
+
+/// The `carrier` a kernel shows with `operstate`: a link down for want of
+/// carrier has none (`0`); an up link, or one whose driver leaves
+/// `operstate` at `unknown`, has it (`1`). A real interface that is
+/// administratively down refuses the read (EINVAL), which a file cannot
+/// do: `0` stands for it. A test wanting carrier to disagree with
+/// `operstate` writes the file itself.
+fn carrier_of(operstate: &str) -> &'static str {
+    match operstate {
+        "down" | "lowerlayerdown" | "notpresent" => "0",
+        _ => "1",
+    }
 }
 
 fn write(dir: &Path, name: &str, content: &str) -> io::Result<()> {

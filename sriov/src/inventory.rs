@@ -125,6 +125,13 @@ pub struct NetDev {
     pub speed_mbps: Option<u32>,
     /// `operstate` (`up`, `down`, …).
     pub operstate: Option<String>,
+    /// Whether the link has carrier (the kernel's `carrier`, `1` or `0`).
+    /// Read because some drivers never set `operstate` (it stays
+    /// `unknown`) though their carrier drops with the cable. `None` when not
+    /// read (a VF), when the kernel refuses the read (EINVAL for an
+    /// interface that is administratively down, whose `operstate` says
+    /// `down` anyway) or when it holds anything but `0` or `1`.
+    pub carrier: Option<bool>,
 }
 
 /// The link layer a function speaks.
@@ -1073,8 +1080,8 @@ fn pcie_root(devices: &SysDir, entry: &str) -> Result<Option<String>, SysfsError
 /// no uplink among them (the uplink renamed during the class pass), send it
 /// to the listing.
 ///
-/// `link_facts`: read the link's speed and `operstate` too (PFs and plain
-/// functions; a VF's are `None`).
+/// `link_facts`: read the link's speed, `operstate` and `carrier` too (PFs
+/// and plain functions; a VF's are `None`).
 fn read_netdev(
     dir: &SysDir,
     known: Option<&[Member]>,
@@ -1133,6 +1140,16 @@ fn read_netdev(
         } else {
             None
         },
+        // Read like `speed`, not like `operstate`: the kernel answers
+        // EINVAL for the carrier of an interface that is administratively
+        // down, so a failed read is no value, and so is text other than
+        // `0`/`1`, as for an unparsable speed. It is only a health hint:
+        // an error here would fail the read of the PF and every VF with
+        // it, where `None` leaves the judging to `operstate`.
+        carrier: link_facts
+            .then(|| dir.read_lenient(attr("carrier").as_str()))
+            .flatten()
+            .and_then(|c| parse_carrier(&c)),
     };
     let arp_type = if read_type {
         dir.read_optional_decimal(attr("type").as_str())?
@@ -1140,6 +1157,15 @@ fn read_netdev(
         None
     };
     Ok(Some((netdev, arp_type)))
+}
+
+/// The kernel's `carrier` text: `1` has carrier, `0` has none.
+fn parse_carrier(text: &str) -> Option<bool> {
+    match text.trim() {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// The interfaces in a function's own directories: `net/`, or where it
@@ -1252,6 +1278,67 @@ mod tests {
             (Some(100_000), Some("up")),
             "a PF's are: its link is its VFs' health"
         );
+    }
+
+    /// The `carrier` the last scan read of `address`'s interface.
+    fn carrier_of(inv: &Inventory, address: &str) -> Option<bool> {
+        get(inv, address).netdev.as_ref().unwrap().carrier
+    }
+
+    #[test]
+    fn a_pf_reads_its_carrier_and_a_vf_does_not() {
+        let dir = built(Fixture::ConnectX6Dx);
+        let pf1 = dir.path().join("bus/pci/devices/0000:3b:00.1");
+        fs::write(pf1.join("net/ens1f1np1/carrier"), "0\n").unwrap();
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(carrier_of(&inv, "0000:3b:00.0"), Some(true));
+        assert_eq!(carrier_of(&inv, "0000:3b:00.1"), Some(false), "cable out");
+        assert_eq!(
+            carrier_of(&inv, "0000:3b:02.1"),
+            None,
+            "a VF's file is there but not read: a VF's health is its PF's link"
+        );
+    }
+
+    #[test]
+    fn a_carrier_that_cannot_be_read_or_understood_is_none() {
+        let dir = built(Fixture::E810);
+        let carrier = dir
+            .path()
+            .join("bus/pci/devices/0000:af:00.0/net/ens3f0/carrier");
+        // The kernel refuses the read (EINVAL) for an interface that is
+        // administratively down. A file cannot; a directory in its place
+        // fails the read too (EISDIR), which `operstate` would not survive.
+        fs::remove_file(&carrier).unwrap();
+        fs::create_dir(&carrier).unwrap();
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(carrier_of(&inv, "0000:af:00.0"), None, "a failed read");
+        fs::remove_dir(&carrier).unwrap();
+        fs::write(&carrier, "2\n").unwrap();
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(carrier_of(&inv, "0000:af:00.0"), None, "neither 0 nor 1");
+        fs::remove_file(&carrier).unwrap();
+        let inv = scan(dir.path()).unwrap();
+        assert_eq!(carrier_of(&inv, "0000:af:00.0"), None, "no file");
+    }
+
+    #[test]
+    fn a_remembering_scan_reads_a_pf_carrier_again() {
+        let dir = built(Fixture::E810);
+        let memo = ScanMemo::default();
+        let remembering = || {
+            scan_remembering(dir.path(), &memo, |_, _, _| Ok(()))
+                .unwrap()
+                .0
+        };
+        assert_eq!(carrier_of(&remembering(), "0000:af:00.0"), Some(true));
+        assert!(
+            memo.dirs_open() > 0,
+            "the next scan reads through kept dirs"
+        );
+        let pf = dir.path().join("bus/pci/devices/0000:af:00.0");
+        fs::write(pf.join("net/ens3f0/carrier"), "0\n").unwrap();
+        assert_eq!(carrier_of(&remembering(), "0000:af:00.0"), Some(false));
     }
 
     #[test]
