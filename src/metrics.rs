@@ -25,6 +25,34 @@ pub struct Outcome {
     pub outcome: String,
 }
 
+/// An operation that failed, and what failed; one operation may count
+/// several (a reconcile goes on past each pod's failure).
+///
+/// `kind` is one of a closed set, so alerts can name it:
+/// - `claim`: the ResourceClaim is gone, re-created or not allocated;
+/// - `api`: reading the ResourceClaim from the API server failed;
+/// - `config`: the claim's config is invalid;
+/// - `device`: the device cannot serve the request as configured;
+/// - `state`: the state store could not be read or written;
+/// - `ipam`: addresses could not be allocated or released;
+/// - `vf_config`: the VF's settings (MAC, VLAN, rates, ...) could not be set;
+/// - `vfio`: the VF could not be bound to vfio-pci;
+/// - `cdi`: the CDI spec could not be written or deleted;
+/// - `rdma`: the VF's RDMA char devices could not be read;
+/// - `restore`: unprepare could not bring a VF home or restore its
+///   settings or driver;
+/// - `host_network`: a hostNetwork pod holds netdevice-mode VFs;
+/// - `attach`: moving VFs into a pod failed;
+/// - `detach`: moving VFs home from a pod failed;
+/// - `internal`: a task of the driver panicked or was cancelled.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Failure {
+    /// As in [`Outcome`].
+    pub operation: String,
+    /// What failed, as listed above.
+    pub kind: String,
+}
+
 /// An operation, for its latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Operation {
@@ -65,6 +93,7 @@ type Latency = Family<Operation, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     operations: Family<Outcome, Counter>,
+    errors: Family<Failure, Counter>,
     latency: Latency,
     nri_connections: Counter,
     recovery_unprepared: Counter,
@@ -91,6 +120,12 @@ impl Metrics {
             "operations",
             "Claim and pod operations, by operation and outcome",
             operations.clone(),
+        );
+        let errors = Family::<Failure, Counter>::default();
+        registry.register(
+            "errors",
+            "Failed claim and pod operations, by operation and what failed",
+            errors.clone(),
         );
         let latency: Latency = Family::new_with_constructor(latency_buckets);
         registry.register(
@@ -139,6 +174,7 @@ impl Metrics {
         Metrics {
             registry,
             operations,
+            errors,
             latency,
             nri_connections,
             recovery_unprepared,
@@ -151,12 +187,34 @@ impl Metrics {
         }
     }
 
-    /// Counts one operation and its latency.
-    pub fn operation(&self, operation: &str, ok: bool, took: Duration) {
+    /// Counts one operation and its latency: ok when `error` is `None`,
+    /// else failed with that kind (see [`Failure`]).
+    pub fn operation(&self, operation: &str, error: Option<&str>, took: Duration) {
+        match error {
+            None => self.ended(operation, "ok", took),
+            Some(kind) => self.failed(operation, &[kind], took),
+        }
+    }
+
+    /// Counts one failed operation, its latency and each of its failures
+    /// under its kind (see [`Failure`]).
+    pub fn failed(&self, operation: &str, kinds: &[&str], took: Duration) {
+        self.ended(operation, "error", took);
+        for kind in kinds {
+            self.errors
+                .get_or_create(&Failure {
+                    operation: operation.into(),
+                    kind: (*kind).into(),
+                })
+                .inc();
+        }
+    }
+
+    fn ended(&self, operation: &str, outcome: &str, took: Duration) {
         self.operations
             .get_or_create(&Outcome {
                 operation: operation.into(),
-                outcome: if ok { "ok" } else { "error" }.into(),
+                outcome: outcome.into(),
             })
             .inc();
         self.latency
@@ -265,6 +323,42 @@ impl Metrics {
     }
 }
 
+#[cfg(test)]
+impl Metrics {
+    /// A registry of its own, for a test that counts exactly while other
+    /// tests count into the process's.
+    pub(crate) fn isolated() -> Metrics {
+        Metrics::new()
+    }
+
+    /// How many `operation`s ended with `outcome` (`ok` or `error`).
+    pub(crate) fn count(&self, operation: &str, outcome: &str) -> u64 {
+        self.operations
+            .get_or_create(&Outcome {
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
+            .get()
+    }
+
+    /// How many failures of `kind` the `operation`s had.
+    pub(crate) fn errors_of(&self, operation: &str, kind: &str) -> u64 {
+        self.errors
+            .get_or_create(&Failure {
+                operation: operation.into(),
+                kind: kind.into(),
+            })
+            .get()
+    }
+
+    /// The text exposition of the counted events alone (no store read).
+    fn text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).unwrap();
+        out
+    }
+}
+
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -290,5 +384,37 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_failed_prepare_is_counted_as_an_error_and_under_its_kind() {
+        let m = Metrics::new();
+        m.operation("prepare", Some("ipam"), Duration::from_millis(3));
+        m.operation("prepare", None, Duration::from_millis(2));
+        let text = m.text();
+        for line in [
+            r#"sriov_dra_operations_total{operation="prepare",outcome="error"} 1"#,
+            r#"sriov_dra_operations_total{operation="prepare",outcome="ok"} 1"#,
+            r#"sriov_dra_errors_total{operation="prepare",kind="ipam"} 1"#,
+            r#"sriov_dra_operation_seconds_count{operation="prepare"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("sriov_dra_errors_total{"))
+                .count(),
+            1,
+            "the ok prepare adds no error series:\n{text}"
+        );
+    }
+
+    #[test]
+    fn one_failed_operation_counts_each_of_its_failures() {
+        let m = Metrics::new();
+        m.failed("reconcile", &["attach", "attach", "state"], Duration::ZERO);
+        assert_eq!(m.count("reconcile", "error"), 1);
+        assert_eq!(m.errors_of("reconcile", "attach"), 2);
+        assert_eq!(m.errors_of("reconcile", "state"), 1);
     }
 }

@@ -58,6 +58,8 @@ pub enum PrepareError {
         claim: String,
         /// What was being done.
         step: String,
+        /// What kind of work that was, for counting failures by kind.
+        kind: StepKind,
         /// The underlying failure.
         #[source]
         source: BoxError,
@@ -74,12 +76,67 @@ fn rollback_note(failures: &[String]) -> String {
     }
 }
 
-fn step(claim: &str, step: impl Into<String>) -> impl FnOnce(BoxError) -> PrepareError {
+/// What a failed [`PrepareError::Step`] was working on, for the `kind`
+/// label of `sriov_dra_errors_total`; the error's text says it in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// Reading, writing or committing the claim's record in the state
+    /// store.
+    State,
+    /// Allocating, leasing or releasing the claim's addresses.
+    Ipam,
+    /// Setting the VF's MAC, VLAN, trust, rates and the like.
+    VfConfig,
+    /// Binding the VF to vfio-pci.
+    Vfio,
+    /// Writing or deleting the claim's CDI spec.
+    Cdi,
+    /// Reading the VF's RDMA char devices.
+    Rdma,
+    /// Bringing the claim's VFs home from pods and restoring their
+    /// settings and drivers, on unprepare.
+    Restore,
+}
+
+impl StepKind {
+    /// The label value: stable, snake_case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::State => "state",
+            StepKind::Ipam => "ipam",
+            StepKind::VfConfig => "vf_config",
+            StepKind::Vfio => "vfio",
+            StepKind::Cdi => "cdi",
+            StepKind::Rdma => "rdma",
+            StepKind::Restore => "restore",
+        }
+    }
+}
+
+impl PrepareError {
+    /// What failed, as the `kind` label of `sriov_dra_errors_total` names
+    /// it (see [`crate::metrics::Failure`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PrepareError::Claim(e) => e.kind(),
+            PrepareError::Config(_) => "config",
+            PrepareError::Device { .. } => "device",
+            PrepareError::Step { kind, .. } => kind.as_str(),
+        }
+    }
+}
+
+fn step(
+    claim: &str,
+    kind: StepKind,
+    step: impl Into<String>,
+) -> impl FnOnce(BoxError) -> PrepareError {
     let claim = claim.to_string();
     let step = step.into();
     move |source| PrepareError::Step {
         claim,
         step,
+        kind,
         source,
         rollback: Vec::new(),
     }
@@ -268,7 +325,7 @@ impl Preparer {
         let label = claim.label();
         let existing = self
             .record(&claim.uid)
-            .map_err(|e| step(&label, "reading the claim record")(e.into()))?;
+            .map_err(|e| step(&label, StepKind::State, "reading the claim record")(e.into()))?;
         match existing {
             Some(rec) if self.is_current(&rec) => return Ok(Self::answer(&rec)),
             Some(rec) => self.unprepare_record(&rec)?,
@@ -289,8 +346,13 @@ impl Preparer {
             .is_some_and(|d| d.config.settings.is_empty());
         let done = if binding_first {
             failpoint!("prepare::record_plan");
-            store::put(self.ipam.database(), &record)
-                .map_err(|e| step(&label, "recording the claim before changing devices")(e.into()))
+            store::put(self.ipam.database(), &record).map_err(|e| {
+                step(
+                    &label,
+                    StepKind::State,
+                    "recording the claim before changing devices",
+                )(e.into())
+            })
         } else {
             Ok(())
         }
@@ -347,7 +409,9 @@ impl Preparer {
                     Ok(None) => continue,
                     Err(e) => {
                         self.return_singles(&held);
-                        return Err(step(&label, "reading the IPAM blocks")(e.into()));
+                        return Err(step(&label, StepKind::Ipam, "reading the IPAM blocks")(
+                            e.into(),
+                        ));
                     }
                 };
                 let leased = match &self.singles {
@@ -553,7 +617,13 @@ impl Preparer {
                 let applied = self
                     .ops
                     .configure_vf(&target, &settings, &mut persist)
-                    .map_err(|e| step(&label, format!("{where_}: configuring the VF"))(e.into()))?;
+                    .map_err(|e| {
+                        step(
+                            &label,
+                            StepKind::VfConfig,
+                            format!("{where_}: configuring the VF"),
+                        )(e.into())
+                    })?;
                 record.devices[i].vf_settings = Some(applied);
             }
             if record.devices[i].config.mode == Mode::Dpdk {
@@ -569,18 +639,26 @@ impl Preparer {
                     saved
                 };
                 let bound = self.ops.bind_vfio(node_dev, &mut persist).map_err(|e| {
-                    step(&label, format!("{where_}: binding to vfio-pci"))(e.into())
+                    step(
+                        &label,
+                        StepKind::Vfio,
+                        format!("{where_}: binding to vfio-pci"),
+                    )(e.into())
                 })?;
                 record.devices[i].bind = Some(bound);
                 store::put(db, record).map_err(|e| {
-                    step(&label, format!("{where_}: recording the binding"))(e.into())
+                    step(
+                        &label,
+                        StepKind::State,
+                        format!("{where_}: recording the binding"),
+                    )(e.into())
                 })?;
             }
         }
 
-        let txn = db
-            .begin_write()
-            .map_err(|e| step(&label, "opening the state transaction")(e.into()))?;
+        let txn = db.begin_write().map_err(|e| {
+            step(&label, StepKind::State, "opening the state transaction")(e.into())
+        })?;
         for dev in &mut record.devices {
             let Some(source) = &dev.config.addresses else {
                 continue;
@@ -590,7 +668,7 @@ impl Preparer {
                 dev.request, dev.device
             );
             let owner = Owner::new(&record.uid, &dev.request, &dev.device)
-                .map_err(|e| step(&label, where_.clone())(e.into()))?;
+                .map_err(|e| step(&label, StepKind::Ipam, where_.clone())(e.into()))?;
             // A leased static address is recorded as this node's in the
             // transaction that hands it out.
             if let AddressSource::Static(list) = source {
@@ -600,14 +678,14 @@ impl Preparer {
                 {
                     self.ipam
                         .record_static_lease_in(&txn, &h.pool, h.address, &h.lease)
-                        .map_err(|e| step(&label, where_.clone())(e.into()))?;
+                        .map_err(|e| step(&label, StepKind::Ipam, where_.clone())(e.into()))?;
                 }
             }
             let alloc = match source {
                 AddressSource::Pool(pool) => self.ipam.allocate_in(&txn, &owner, pool),
                 AddressSource::Static(list) => self.ipam.allocate_static_in(&txn, &owner, list),
             }
-            .map_err(|e| step(&label, where_)(e.into()))?;
+            .map_err(|e| step(&label, StepKind::Ipam, where_)(e.into()))?;
             dev.addresses = Some(alloc);
         }
         let specs = self.cdi_devices(record)?;
@@ -618,7 +696,9 @@ impl Preparer {
         failpoint!("prepare::address_commit");
         store::put_in(&txn, record)
             .and_then(|()| store::commit(txn))
-            .map_err(|e| step(&label, "committing the claim's addresses")(e.into()))?;
+            .map_err(|e| {
+                step(&label, StepKind::State, "committing the claim's addresses")(e.into())
+            })?;
         // A spec must list at least one device; a claim with none of ours
         // (the kubelet should not send one) gets no spec.
         if !specs.is_empty() {
@@ -626,14 +706,14 @@ impl Preparer {
             let path = self
                 .cdi
                 .write(&record.uid, &specs)
-                .map_err(|e| step(&label, "writing the CDI spec")(e.into()))?;
+                .map_err(|e| step(&label, StepKind::Cdi, "writing the CDI spec")(e.into()))?;
             record.cdi_spec = Some(path);
         }
         record.phase = Phase::Prepared;
         failpoint!("prepare::record_commit");
         if let Err(e) = store::put(db, record) {
             let _ = self.cdi.remove(&record.uid);
-            return Err(step(&label, "committing the claim record")(e.into()));
+            return Err(step(&label, StepKind::State, "committing the claim record")(e.into()));
         }
         Ok(())
     }
@@ -669,6 +749,7 @@ impl Preparer {
                         .map_err(|e| {
                             step(
                                 &label,
+                                StepKind::Rdma,
                                 format!(
                                     "request {:?}, device {}: reading its RDMA char devices",
                                     dev.request, dev.device
@@ -776,7 +857,7 @@ impl Preparer {
     pub fn unprepare(&self, uid: &str) -> Result<(), PrepareError> {
         let record = self
             .record(uid)
-            .map_err(|e| step(uid, "reading the claim record")(e.into()))?;
+            .map_err(|e| step(uid, StepKind::State, "reading the claim record")(e.into()))?;
         match record {
             None => Ok(()),
             Some(rec) => self.unprepare_record(&rec),
@@ -798,6 +879,7 @@ impl Preparer {
         if !failures.is_empty() {
             return Err(step(
                 &label,
+                StepKind::Restore,
                 "restoring the devices (the record is kept; retry)",
             )(failures.join("; ").into()));
         }
@@ -813,7 +895,7 @@ impl Preparer {
         failpoint!("unprepare::cdi_remove");
         self.cdi
             .remove(&record.uid)
-            .map_err(|e| step(&label, "deleting the CDI spec")(e.into()))?;
+            .map_err(|e| step(&label, StepKind::Cdi, "deleting the CDI spec")(e.into()))?;
         let leased = self.own_singles_of(record);
         let dropped = (|| -> Result<(), BoxError> {
             let txn = self
@@ -827,7 +909,11 @@ impl Preparer {
             store::commit(txn)?;
             Ok(())
         })();
-        dropped.map_err(step(&label, "releasing addresses and dropping the record"))?;
+        dropped.map_err(step(
+            &label,
+            StepKind::Ipam,
+            "releasing addresses and dropping the record",
+        ))?;
         if let Some(singles) = &self.singles {
             for l in leased {
                 // The store no longer holds the address: a lease left behind
@@ -867,5 +953,84 @@ impl Preparer {
                 Vec::new()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use k8s_openapi::api::resource::v1::ResourceClaim;
+    use sriov::fixture::Fixture;
+
+    use crate::kube::claims::allocation_for_driver;
+    use crate::testing::device_ops::RecordingDeviceOps;
+    use crate::testing::node::{DRIVER, NodeParts};
+
+    #[test]
+    fn a_pool_with_no_free_address_fails_the_prepare_as_an_ipam_step() {
+        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
+        let sys = dir.path().join("sys");
+        Fixture::ConnectX6Dx.build(&sys).unwrap();
+        // A cluster-wide pool of which this node has leased no block yet.
+        let pools: Vec<ipam::PoolConfig> = serde_json::from_str(
+            r#"[{"name":"fronthaul","scope":"cluster","blockSize":{"ipv4":29},
+                 "subnets":[{"subnet":"10.1.0.0/29"}]}]"#,
+        )
+        .unwrap();
+        let (_ipam, preparer) = NodeParts {
+            sysfs: &sys,
+            state_dir: &dir.path().join("state"),
+            cdi_dir: &dir.path().join("cdi"),
+            pools: &pools,
+            pool: "worker-1",
+            boot_id: "boot-1",
+        }
+        .preparer(Arc::new(RecordingDeviceOps::new()));
+        let claim: ResourceClaim =
+            serde_json::from_str(include_str!("../kube/testdata/claim-fronthaul-rdma.json"))
+                .unwrap();
+        let uid = claim.metadata.uid.clone().unwrap();
+        let claim = allocation_for_driver(claim, &uid, DRIVER).unwrap();
+
+        let err = preparer.prepare(&claim).unwrap_err();
+        assert_eq!(err.kind(), "ipam", "{err}");
+        assert!(err.to_string().contains("allocating addresses"), "{err}");
+    }
+
+    #[test]
+    fn claim_config_and_device_failures_have_kinds_of_their_own() {
+        let gone = PrepareError::from(ClaimError::NotFound {
+            claim: "ran/fronthaul".into(),
+        });
+        assert_eq!(gone.kind(), "claim");
+        let refused = PrepareError::Device {
+            claim: "ran/fronthaul".into(),
+            request: "nic".into(),
+            device: "pci-0000-3b-00-2".into(),
+            reason: "is not in this node's inventory".into(),
+        };
+        assert_eq!(refused.kind(), "device");
+    }
+
+    #[test]
+    fn step_kinds_are_distinct_snake_case_labels() {
+        let all = [
+            StepKind::State,
+            StepKind::Ipam,
+            StepKind::VfConfig,
+            StepKind::Vfio,
+            StepKind::Cdi,
+            StepKind::Rdma,
+            StepKind::Restore,
+        ];
+        let labels: HashSet<&str> = all.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), all.len());
+        assert!(
+            labels
+                .iter()
+                .all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')),
+            "{labels:?}"
+        );
     }
 }

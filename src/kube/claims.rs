@@ -105,6 +105,19 @@ pub enum ClaimError {
     },
 }
 
+impl ClaimError {
+    /// What failed, as the `kind` label of `sriov_dra_errors_total` names
+    /// it: the claim itself (`claim`) or reading it (`api`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClaimError::NotFound { .. }
+            | ClaimError::Replaced { .. }
+            | ClaimError::NotAllocated { .. } => "claim",
+            ClaimError::Api { .. } => "api",
+        }
+    }
+}
+
 /// Takes our driver's part of `claim`, checking its UID.
 pub fn allocation_for_driver(
     claim: ResourceClaim,

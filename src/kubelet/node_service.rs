@@ -43,8 +43,19 @@ pub struct NodeService {
 /// wait behind all of them and miss the runtime's 2 s deadline.
 pub const CLAIM_WORKERS: usize = 4;
 
-fn join_error(uid: &str, e: tokio::task::JoinError) -> String {
-    format!("claim {uid}: internal error: the prepare task failed: {e}")
+/// A failed claim operation: what failed (the `kind` label of
+/// `sriov_dra_errors_total`) and the text the kubelet gets.
+type Failed = (&'static str, String);
+
+fn join_error(uid: &str, e: tokio::task::JoinError) -> Failed {
+    (
+        "internal",
+        format!("claim {uid}: internal error: the prepare task failed: {e}"),
+    )
+}
+
+fn failed(e: PrepareError) -> Failed {
+    (e.kind(), e.to_string())
 }
 
 impl NodeService {
@@ -70,12 +81,16 @@ impl NodeService {
 
     async fn prepare_claim(&self, claim: v1::Claim) -> v1::NodePrepareResourceResponse {
         let started = std::time::Instant::now();
-        let response = self.prepare_claim_untimed(claim).await;
-        metrics().operation("prepare", response.error.is_empty(), started.elapsed());
+        let (response, failure) = self.prepare_claim_untimed(claim).await;
+        metrics().operation("prepare", failure, started.elapsed());
         response
     }
 
-    async fn prepare_claim_untimed(&self, claim: v1::Claim) -> v1::NodePrepareResourceResponse {
+    /// The answer, and what failed when it is an error.
+    async fn prepare_claim_untimed(
+        &self,
+        claim: v1::Claim,
+    ) -> (v1::NodePrepareResourceResponse, Option<&'static str>) {
         // The guard moves into the blocking work: if the kubelet's deadline
         // drops this future, the lock stays held until the work is done, so
         // a retry cannot run beside it.
@@ -85,17 +100,19 @@ impl NodeService {
         match preparer.record(&claim.uid) {
             Ok(Some(rec)) if preparer.is_current(&rec) => {
                 self.learn_consumers(&claim, &rec).await;
-                return v1::NodePrepareResourceResponse {
+                let answer = v1::NodePrepareResourceResponse {
                     devices: Preparer::answer(&rec),
                     error: String::new(),
                 };
+                return (answer, None);
             }
             Ok(_) => {}
             Err(e) => {
-                return v1::NodePrepareResourceResponse {
+                let answer = v1::NodePrepareResourceResponse {
                     devices: Vec::new(),
                     error: format!("claim {}/{}: {e}", claim.namespace, claim.name),
                 };
+                return (answer, Some("state"));
             }
         }
         let outcome = match self
@@ -104,7 +121,7 @@ impl NodeService {
             .read(&claim.namespace, &claim.name, &claim.uid, preparer.driver())
             .await
         {
-            Err(e) => Err(PrepareError::from(e).to_string()),
+            Err(e) => Err(failed(PrepareError::from(e))),
             Ok(allocated) => {
                 let slot = self.slot().await;
                 tokio::task::spawn_blocking(move || {
@@ -114,19 +131,23 @@ impl NodeService {
                 .await
             }
             .map_err(|e| join_error(&claim.uid, e))
-            .and_then(|r| r.map_err(|e| e.to_string())),
+            .and_then(|r| r.map_err(failed)),
         };
         match outcome {
-            Ok(devices) => v1::NodePrepareResourceResponse {
-                devices,
-                error: String::new(),
-            },
-            Err(error) => {
+            Ok(devices) => {
+                let answer = v1::NodePrepareResourceResponse {
+                    devices,
+                    error: String::new(),
+                };
+                (answer, None)
+            }
+            Err((kind, error)) => {
                 tracing::warn!(claim = %claim.uid, %error, "prepare failed");
-                v1::NodePrepareResourceResponse {
+                let answer = v1::NodePrepareResourceResponse {
                     devices: Vec::new(),
                     error,
-                }
+                };
+                (answer, Some(kind))
             }
         }
     }
@@ -159,30 +180,42 @@ impl NodeService {
 
     async fn unprepare_claim(&self, claim: v1::Claim) -> v1::NodeUnprepareResourceResponse {
         let started = std::time::Instant::now();
-        let response = self.unprepare_claim_untimed(claim).await;
-        metrics().operation("unprepare", response.error.is_empty(), started.elapsed());
+        let (response, failure) = self.unprepare_claim_untimed(claim).await;
+        metrics().operation("unprepare", failure, started.elapsed());
         response
     }
 
-    async fn unprepare_claim_untimed(&self, claim: v1::Claim) -> v1::NodeUnprepareResourceResponse {
+    /// The answer, and what failed when it is an error.
+    async fn unprepare_claim_untimed(
+        &self,
+        claim: v1::Claim,
+    ) -> (v1::NodeUnprepareResourceResponse, Option<&'static str>) {
         let guard = self.inner.preparer.lock_claim(&claim.uid).await;
         let preparer = self.inner.preparer.clone();
         let uid = claim.uid.clone();
         let slot = self.slot().await;
-        let error = match tokio::task::spawn_blocking(move || {
+        let outcome = match tokio::task::spawn_blocking(move || {
             let _held = (guard, slot);
             preparer.unprepare(&uid)
         })
         .await
         {
-            Ok(Ok(())) => String::new(),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => join_error(&claim.uid, e),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(e) => Err(join_error(&claim.uid, e)),
         };
-        if !error.is_empty() {
-            tracing::warn!(claim = %claim.uid, %error, "unprepare failed");
+        match outcome {
+            Ok(()) => (
+                v1::NodeUnprepareResourceResponse {
+                    error: String::new(),
+                },
+                None,
+            ),
+            Err((kind, error)) => {
+                tracing::warn!(claim = %claim.uid, %error, "unprepare failed");
+                (v1::NodeUnprepareResourceResponse { error }, Some(kind))
+            }
         }
-        v1::NodeUnprepareResourceResponse { error }
     }
 
     /// Prepares every claim of the request, in parallel; errors are per claim.

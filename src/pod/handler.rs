@@ -19,6 +19,7 @@ use crate::attach::{Attacher, Attachment};
 use crate::blocking::blocking;
 use crate::failpoints::failpoint;
 use crate::kube::claim_status;
+use crate::metrics::{Metrics, metrics};
 use crate::nri::plugin::{PodHandler, PodSandbox};
 use crate::pod::claims::{PodClaims, netdevice_devices};
 use crate::pod::error::PodError;
@@ -28,6 +29,18 @@ use crate::state::attachments::{self, AttachState, PodAttachments};
 /// How long a claim status report may take before it is given up (the
 /// pod's network works whether or not the API heard about it).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a pod event did. Most pods on a node hold no VF of ours; their
+/// events do nothing and are not counted as attaches or detaches, so the
+/// counters say how often VFs moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing of ours to do: the pod holds no VF of ours, or the event
+    /// was already applied (a replay, or a sandbox's second stop).
+    Nothing,
+    /// VFs moved: in, home, or back from a half-done attach.
+    Moved,
+}
 
 /// Moves VFs in and out of pods for the NRI plugin.
 pub struct PodNetworkHandler<C> {
@@ -39,6 +52,8 @@ pub struct PodNetworkHandler<C> {
     client: Option<kube::Client>,
     driver: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where pod events are counted: the process's metrics, or a test's.
+    metrics: &'static Metrics,
 }
 
 impl<C: PodClaims> PodNetworkHandler<C> {
@@ -57,7 +72,15 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             client,
             driver: driver.to_string(),
             locks: Mutex::new(HashMap::new()),
+            metrics: metrics(),
         }
+    }
+
+    /// Counts pod events into `metrics` instead of the process's.
+    #[cfg(test)]
+    fn with_metrics(mut self, metrics: &'static Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The pod's lock. Entries nobody holds are dropped on the way, so the
@@ -90,13 +113,15 @@ impl<C: PodClaims> PodNetworkHandler<C> {
     }
 
     /// Attaches the pod's devices; the work behind `run_pod_sandbox`.
-    pub async fn attach(&self, pod: &PodSandbox) -> Result<(), PodError> {
+    /// Says whether any VF moved.
+    pub async fn attach(&self, pod: &PodSandbox) -> Result<Effect, PodError> {
         let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
+        let mut effect = Effect::Nothing;
         if let Some(existing) = self.record_of(&pod.uid).await? {
             let same_sandbox = existing.sandbox_id == pod.id || existing.sandbox_id.is_empty();
             if same_sandbox && existing.state == AttachState::Attached {
-                return Ok(()); // already attached (a retried or replayed event)
+                return Ok(Effect::Nothing); // already attached (a retried or replayed event)
             }
             // A plan left by a driver that died mid-attach is rolled back
             // (each VF comes home from wherever it got to) and the attach
@@ -106,11 +131,12 @@ impl<C: PodClaims> PodNetworkHandler<C> {
                 warn!(pod = %existing.pod, "finishing an attach a driver left half done: rolling it back first");
             }
             self.detach_record(&existing).await?;
+            effect = Effect::Moved;
         }
         let records = self.claims_of(&pod.uid).await?;
         let devices = netdevice_devices(&records);
         if devices.is_empty() {
-            return Ok(());
+            return Ok(effect);
         }
         let Some(netns) = pod.netns.clone() else {
             return Err(PodError::HostNetwork {
@@ -180,20 +206,21 @@ impl<C: PodClaims> PodNetworkHandler<C> {
             info!(pod = %record.pod, claim = %a.claim, device = %a.device, if_name = %a.if_name, "VF attached");
         }
         self.report(records, record.attachments);
-        Ok(())
+        Ok(Effect::Moved)
     }
 
     /// Detaches what is attached to the pod's sandbox `pod.id`; idempotent.
     /// An event for an older sandbox of the pod leaves the current one's
-    /// VFs where they are.
-    pub async fn detach(&self, pod: &PodSandbox) -> Result<(), PodError> {
+    /// VFs where they are. Says whether any VF moved: of Stop and Remove,
+    /// only the first finds the record.
+    pub async fn detach(&self, pod: &PodSandbox) -> Result<Effect, PodError> {
         let lock = self.lock_for(&pod.uid);
         let _guard = lock.lock().await;
         match self.record_of(&pod.uid).await? {
             Some(record) if record.sandbox_id.is_empty() || record.sandbox_id == pod.id => {
-                self.detach_record(&record).await
+                self.detach_record(&record).await.map(|()| Effect::Moved)
             }
-            _ => Ok(()),
+            _ => Ok(Effect::Nothing),
         }
     }
 
@@ -314,31 +341,41 @@ impl<C: PodClaims> PodHandler for PodNetworkHandler<C> {
     type Error = PodError;
 
     async fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
-        timed("attach", self.attach(pod)).await
+        timed(self.metrics, "attach", self.attach(pod)).await
     }
 
     async fn stop_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
-        timed("detach", self.detach(pod)).await
+        timed(self.metrics, "detach", self.detach(pod)).await
     }
 
     async fn remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), PodError> {
-        timed("detach", self.detach(pod)).await
+        timed(self.metrics, "detach", self.detach(pod)).await
     }
 
     async fn synchronize(&self, pods: &[PodSandbox]) -> Result<(), PodError> {
-        timed("reconcile", self.reconcile(pods)).await
+        // Every reconcile is counted, whatever it found to do.
+        let work = async { self.reconcile(pods).await.map(|()| Effect::Moved) };
+        timed(self.metrics, "reconcile", work).await
     }
 }
 
-/// Runs a pod operation, counting it and its latency.
+/// Runs a pod operation, counting it, its latency and each of its
+/// failures by kind into `metrics`; one that had nothing to do
+/// ([`Effect::Nothing`]) is not counted.
 async fn timed(
+    metrics: &Metrics,
     operation: &str,
-    work: impl std::future::Future<Output = Result<(), PodError>>,
+    work: impl std::future::Future<Output = Result<Effect, PodError>>,
 ) -> Result<(), PodError> {
     let started = std::time::Instant::now();
     let result = work.await;
-    crate::metrics::metrics().operation(operation, result.is_ok(), started.elapsed());
-    result
+    let took = started.elapsed();
+    match &result {
+        Ok(Effect::Nothing) => {}
+        Ok(Effect::Moved) => metrics.operation(operation, None, took),
+        Err(e) => metrics.failed(operation, &e.kinds(), took),
+    }
+    result.map(|_| ())
 }
 
 #[cfg(test)]
@@ -657,6 +694,114 @@ mod tests {
         assert!(in_pod.is_some(), "the VF is in the pod as net1");
         let record = attachments::get(store.database(), POD).unwrap().unwrap();
         assert_eq!(record.state, AttachState::Attached);
+    }
+
+    /// Metrics of a test's own: the process's are shared by every test.
+    fn own_metrics() -> &'static Metrics {
+        Box::leak(Box::new(Metrics::isolated()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_with_a_vf_counts_one_attach_and_one_detach_across_stop_and_remove() {
+        if !have_root("a_pod_with_a_vf_counts_one_attach_and_one_detach_across_stop_and_remove") {
+            return;
+        }
+        let counted = own_metrics();
+        let mut rig = rig(None);
+        rig.handler = rig.handler.with_metrics(counted);
+        let pod = pod(Some(rig.ns.path()));
+
+        rig.handler.run_pod_sandbox(&pod).await.unwrap();
+        rig.handler.run_pod_sandbox(&pod).await.unwrap(); // replayed
+        rig.handler.stop_pod_sandbox(&pod).await.unwrap();
+        rig.handler.remove_pod_sandbox(&pod).await.unwrap();
+
+        assert_eq!(counted.count("attach", "ok"), 1);
+        assert_eq!(counted.count("detach", "ok"), 1);
+        assert_eq!(counted.count("attach", "error"), 0);
+        assert_eq!(counted.count("detach", "error"), 0);
+    }
+
+    /// A handler over an empty store, counting into metrics of its own.
+    fn bare_handler() -> (tempfile::TempDir, Arc<Ipam>, PodNetworkHandler<StoreClaims>) {
+        let state = tempfile::tempdir().unwrap();
+        let store = Arc::new(Ipam::open(state.path(), &[]).unwrap());
+        claims::init(store.database()).unwrap();
+        let handler = PodNetworkHandler::new(
+            store.clone(),
+            StoreClaims::new(store.clone(), "boot"),
+            Attacher::new("/nonexistent"),
+            None,
+            "sriov.dra.dev",
+        )
+        .with_metrics(own_metrics());
+        (state, store, handler)
+    }
+
+    #[tokio::test]
+    async fn pods_without_our_vfs_are_not_counted_as_attaches_or_detaches() {
+        let (_state, _store, handler) = bare_handler();
+        let pod = pod(None);
+        handler.run_pod_sandbox(&pod).await.unwrap();
+        handler.stop_pod_sandbox(&pod).await.unwrap();
+        handler.remove_pod_sandbox(&pod).await.unwrap();
+        for operation in ["attach", "detach"] {
+            for outcome in ["ok", "error"] {
+                assert_eq!(
+                    handler.metrics.count(operation, outcome),
+                    0,
+                    "{operation} {outcome}"
+                );
+            }
+        }
+        // A reconcile is counted whatever it finds.
+        handler.synchronize(&[pod]).await.unwrap();
+        assert_eq!(handler.metrics.count("reconcile", "ok"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_attach_is_counted_under_what_failed() {
+        let (_state, store, handler) = bare_handler();
+        claims::put(
+            store.database(),
+            &record(
+                "fronthaul",
+                vec![prepared(pci(1), Mode::Netdevice, None, None)],
+            ),
+        )
+        .unwrap();
+        handler.run_pod_sandbox(&pod(None)).await.unwrap_err();
+        assert_eq!(handler.metrics.count("attach", "error"), 1);
+        assert_eq!(handler.metrics.errors_of("attach", "host_network"), 1);
+        // Nothing was attached, so stopping is a no-op and is not counted.
+        handler.stop_pod_sandbox(&pod(None)).await.unwrap();
+        assert_eq!(handler.metrics.count("detach", "ok"), 0);
+    }
+
+    #[tokio::test]
+    async fn only_operations_that_moved_vfs_or_failed_are_counted() {
+        let counted = own_metrics();
+        timed(counted, "attach", async { Ok(Effect::Nothing) })
+            .await
+            .unwrap();
+        assert_eq!(counted.count("attach", "ok"), 0);
+        timed(counted, "attach", async { Ok(Effect::Moved) })
+            .await
+            .unwrap();
+        assert_eq!(counted.count("attach", "ok"), 1);
+        let several = PodError::Several(vec![
+            PodError::Attach {
+                message: "no such netns".into(),
+            },
+            PodError::Attach {
+                message: "no such netns".into(),
+            },
+        ]);
+        timed(counted, "reconcile", async { Err(several) })
+            .await
+            .unwrap_err();
+        assert_eq!(counted.count("reconcile", "error"), 1);
+        assert_eq!(counted.errors_of("reconcile", "attach"), 2);
     }
 
     #[tokio::test]
