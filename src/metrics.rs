@@ -154,7 +154,7 @@ impl Metrics {
         let store_commit = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "store_commit_seconds",
-            "Durable commits of claim and attachment records",
+            "Durable commits of the state store: claim and pod records, addresses, IPAM blocks",
             store_commit.clone(),
         );
         let devices = Family::<DeviceState, Gauge>::default();

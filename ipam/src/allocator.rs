@@ -430,6 +430,21 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_observer_hears_each_durable_write_of_the_handle() {
+        static COMMITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let (_dir, ipam) = ipam(SMALL);
+        ipam.observe_commits(|_| {
+            COMMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        ipam.allocate(&owner(1), "small").unwrap();
+        ipam.release(&owner(1)).unwrap();
+        assert_eq!(COMMITS.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A write refused before its commit was not a commit.
+        assert!(ipam.allocate(&owner(2), "no-such-pool").is_err());
+        assert_eq!(COMMITS.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
     fn allocation_is_idempotent_per_owner() {
         let (_dir, ipam) = ipam(SMALL);
         let first = ipam.allocate(&owner(1), "small").unwrap();

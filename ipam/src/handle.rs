@@ -50,6 +50,8 @@ pub struct Ipam {
     path: PathBuf,
     changes: PoolChanges,
     demand: OnceLock<Arc<dyn BlockDemand>>,
+    /// Told how long each durable commit of [`Ipam::write`] took.
+    commits: OnceLock<fn(std::time::Duration)>,
 }
 
 impl Ipam {
@@ -94,7 +96,16 @@ impl Ipam {
             path,
             changes,
             demand: OnceLock::new(),
+            commits: OnceLock::new(),
         })
+    }
+
+    /// Installs who is told how long each commit of this handle's own
+    /// writes took (block records, releases, repairs: the driver's store
+    /// commit metric); set once, later calls are ignored. Writes made in
+    /// the driver's transactions (the `*_in` methods) are its to time.
+    pub fn observe_commits(&self, observer: fn(std::time::Duration)) {
+        let _ = self.commits.set(observer);
     }
 
     /// Installs who is told when a cluster pool runs dry on this node (the
@@ -121,6 +132,7 @@ impl Ipam {
             path,
             changes: PoolChanges::default(),
             demand: OnceLock::new(),
+            commits: OnceLock::new(),
         })
     }
 
@@ -152,7 +164,12 @@ impl Ipam {
         let txn = self.db.begin_write().ctx("begin write")?;
         // On error `txn` is dropped, which aborts it: nothing half-applied.
         let out = op(&txn)?;
-        store::commit(txn)?;
+        let started = std::time::Instant::now();
+        let committed = store::commit(txn);
+        if let Some(observe) = self.commits.get() {
+            observe(started.elapsed());
+        }
+        committed?;
         Ok(out)
     }
 

@@ -56,6 +56,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         })?,
     );
     claims::init(ipam.database()).context("cannot initialise the claim tables")?;
+    ipam.observe_commits(|took| crate::metrics::metrics().store_commit(took));
     readiness.set_store_open(true);
     let boot_id = current_boot_id().context("cannot read the kernel boot ID")?;
     apply_pf_policies(&config, &ipam, &boot_id);
