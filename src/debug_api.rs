@@ -306,35 +306,6 @@ mod tests {
         (status, body)
     }
 
-    /// Every sample of a text exposition, `name{labels}` -> value; panics
-    /// on a line that is neither a comment nor a sample, and on a missing
-    /// `# EOF`.
-    fn parse_exposition(body: &str) -> std::collections::HashMap<String, f64> {
-        let text = body.trim_end();
-        assert!(text.ends_with("# EOF"), "{body}");
-        let mut out = std::collections::HashMap::new();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line == "# EOF" {
-                continue;
-            }
-            let (series, value) = line
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("not a sample: {line}"));
-            let name_end = series.find('{').unwrap_or(series.len());
-            assert!(
-                series[..name_end]
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-                "bad metric name in {line}"
-            );
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line}"));
-            out.insert(series.to_string(), value);
-        }
-        out
-    }
-
     /// A chunked body's JSON (axum streams JSON without a length).
     fn json_of(body: &str) -> serde_json::Value {
         let start = body.find(['{', '[']).unwrap();
@@ -430,7 +401,7 @@ mod tests {
         // Metrics, as Prometheus scrapes them.
         let (code, body) = request(address, "GET", "/metrics").await;
         assert_eq!(code, 200);
-        let samples = parse_exposition(&body);
+        let samples = crate::testing::exposition::parse(&body);
         let value = |series: &str| {
             *samples
                 .get(series)

@@ -268,6 +268,13 @@ pub async fn debug_get<T: serde::de::DeserializeOwned>(
     home: &DriverHome,
     path: &str,
 ) -> Result<T, String> {
+    let body = debug_text(home, path).await?;
+    serde_json::from_str(&body).map_err(|e| format!("debug API {path}: {e}: {body}"))
+}
+
+/// `GET path` on the driver's debug API: the body of a 200 answer as text
+/// (`/metrics`), an error naming the path otherwise.
+pub async fn debug_text(home: &DriverHome, path: &str) -> Result<String, String> {
     let address = format!("127.0.0.1:{}", home.debug_port);
     let mut s = tokio::net::TcpStream::connect(&address)
         .await
@@ -285,7 +292,7 @@ pub async fn debug_get<T: serde::de::DeserializeOwned>(
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("debug API {path}: {head}: {body}"));
     }
-    serde_json::from_str(body).map_err(|e| format!("debug API {path}: {e}: {body}"))
+    Ok(body.to_string())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod device_ops;
 pub mod driver_home;
 pub mod driver_process;
 pub mod driver_view;
+pub mod exposition;
 pub mod fake_api;
 pub mod fake_api_http;
 pub mod fake_leases;
