@@ -570,7 +570,14 @@ fn read_entry<T>(
             virtfns,
             has_numa_node,
             has_subsystem,
-        } = read_current(scope, &dir, &identity, address, None, scope.inos.is_some())?;
+        } = read_current(
+            scope,
+            &dir,
+            &identity,
+            address,
+            None,
+            scope.inos.is_some() && scope.dirs.any_left(),
+        )?;
         let identity = Identity {
             has_numa_node,
             has_subsystem,

@@ -219,6 +219,13 @@ impl DirBudget {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
     }
+
+    /// Whether any place is left: a scan with none (a one-off scan, or a
+    /// large node past the limit) keeps no more directories, so it need
+    /// not learn what only a kept directory's reads use.
+    pub fn any_left(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
 }
 
 /// Remembered class entries by name: the entry's inode number and the
