@@ -148,6 +148,60 @@ mod tests {
         assert_eq!(uevent_nudge(&uevent("usb", "add", &[])), None);
     }
 
+    /// Both real subscriptions, as the driver starts them: a veth pair
+    /// made in a fresh network namespace (so the host sees nothing) comes
+    /// through the link socket as a link nudge and through the uevent
+    /// socket as an interface arrival, and the threads end when the
+    /// channel does.
+    #[test]
+    fn a_veth_made_in_a_fresh_netns_nudges_through_both_real_sockets() {
+        if !crate::testing::netns::have_root(
+            "a_veth_made_in_a_fresh_netns_nudges_through_both_real_sockets",
+        ) {
+            return;
+        }
+        let seen = std::thread::spawn(|| {
+            // SAFETY: unshare only moves this throw-away thread (and the
+            // threads it starts) into a new network namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let (tx, mut rx) = crate::events::channel();
+            assert_eq!(spawn(tx), 2, "both subscriptions open");
+            let mut socket = sriov::netlink::RouteSocket::new().unwrap();
+            sriov::netlink::RouteTransport::request(
+                &mut socket,
+                "create veth nudgeA/nudgeB",
+                sriov::netlink::link::new_veth_message("nudgeA", "nudgeB"),
+                sriov::netlink::link::CREATE_EXCLUSIVE,
+            )
+            .unwrap();
+            let want = [
+                Nudge::Link {
+                    name: "nudgeA".into(),
+                },
+                Nudge::Pci {
+                    action: "add".into(),
+                    device: "nudgeA".into(),
+                },
+            ];
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let mut seen = Vec::new();
+            while !want.iter().all(|w| seen.contains(w)) && std::time::Instant::now() < deadline {
+                match rx.try_recv() {
+                    Ok(n) => seen.push(n),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            drop(rx);
+            (want, seen)
+        })
+        .join()
+        .unwrap();
+        let (want, seen) = seen;
+        for w in &want {
+            assert!(seen.contains(w), "{w:?} not among {seen:?}");
+        }
+    }
+
     #[test]
     fn a_link_without_a_name_is_named_by_index() {
         let ev = LinkEvent {
