@@ -222,12 +222,14 @@ async fn subscribe(
         .into_inner()
 }
 
-/// The next message within the promise in which every VF has `status`.
+/// The first message in which every VF has `status`, within the promise
+/// counted from `since` (the change); returns how long after it.
 async fn until_all(
     stream: &mut tonic::Streaming<proto::dra_health::v1alpha1::NodeWatchResourcesResponse>,
     status: HealthStatus,
+    since: StdInstant,
 ) -> Duration {
-    let started = StdInstant::now();
+    let started = since;
     loop {
         let left = PROMISE.saturating_sub(started.elapsed());
         let message = tokio::time::timeout(left, stream.message())
@@ -253,9 +255,10 @@ async fn a_pf_link_going_down_taints_its_vfs_and_the_kubelet_hears_within_2s_and
     let node = Node::start().await;
     let sockets = tempfile::tempdir().unwrap();
     let mut kubelet = subscribe(sockets.path(), &node).await;
-    until_all(&mut kubelet, HealthStatus::Healthy).await;
+    until_all(&mut kubelet, HealthStatus::Healthy, StdInstant::now()).await;
     assert!(VFS.iter().all(|vf| node.taint_keys(vf).is_empty()));
 
+    let changed = StdInstant::now();
     node.set_pf_link("down");
     let tainted = node
         .until("taints", |n| {
@@ -263,18 +266,20 @@ async fn a_pf_link_going_down_taints_its_vfs_and_the_kubelet_hears_within_2s_and
                 .all(|vf| n.taint_keys(vf) == ["sriov.dra.dev/pf-link-down"])
         })
         .await;
-    let reported = until_all(&mut kubelet, HealthStatus::Unhealthy).await;
+    // The kubelet's 2 s count from the change, not from the taint.
+    let reported = until_all(&mut kubelet, HealthStatus::Unhealthy, changed).await;
     eprintln!("PF link down: tainted after {tainted:?}, kubelet told after {reported:?}");
     let taint = &node.devices()["pci-0000-af-01-0"]["taints"][0];
     assert_eq!(taint["effect"], "NoSchedule");
     assert!(taint["timeAdded"].is_string(), "{taint}");
 
+    let changed = StdInstant::now();
     node.set_pf_link("up");
     node.until("taints cleared", |n| {
         VFS.iter().all(|vf| n.taint_keys(vf).is_empty())
     })
     .await;
-    until_all(&mut kubelet, HealthStatus::Healthy).await;
+    until_all(&mut kubelet, HealthStatus::Healthy, changed).await;
     node.stop().await;
 }
 
