@@ -351,6 +351,11 @@ impl Metrics {
             .get()
     }
 
+    /// Claims recovery unprepared, and owners it released, so far.
+    pub(crate) fn recovery_counts(&self) -> (u64, u64) {
+        (self.recovery_unprepared.get(), self.recovery_released.get())
+    }
+
     /// The text exposition of the counted events alone (no store read).
     fn text(&self) -> String {
         let mut out = String::new();
@@ -370,16 +375,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn devices_by_state_count_free_as_offered_less_prepared_and_the_unhealthy() {
+    fn devices_by_state_count_free_as_offered_less_prepared_the_attached_and_the_unhealthy() {
         let dir = tempfile::tempdir().unwrap();
         let store = ipam::Ipam::open(dir.path(), &[]).unwrap();
         crate::state::claims::init(store.database()).unwrap();
+        // Two pods in, one VF each.
+        for pod in ["pod-a", "pod-b"] {
+            let attached = crate::testing::records::attached_pod(pod);
+            crate::state::attachments::put(store.database(), &attached).unwrap();
+        }
         let m = Metrics::new();
         m.inventory(16, 3);
         let text = m.render(&store).unwrap();
         for line in [
             r#"sriov_dra_devices{state="free"} 16"#,
             r#"sriov_dra_devices{state="prepared"} 0"#,
+            r#"sriov_dra_devices{state="attached"} 2"#,
             r#"sriov_dra_devices{state="unhealthy"} 3"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

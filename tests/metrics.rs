@@ -1,18 +1,21 @@
 //! A real `sriov-dra run`, scraped as Prometheus would: claims prepared
 //! (one refused for its config) and unprepared through the kubelet's real
-//! socket move exactly the counters and gauges they should. A process of
+//! socket, and a runtime connecting over NRI with a pod that holds no VF
+//! of ours, move exactly the counters and gauges they should. A process of
 //! its own, so no other test's operations are in the figures. Devices come
-//! from the fixture tree and the claims ask for no PF-side settings, so
-//! this runs without root.
+//! from the fixture tree, the claims ask for no PF-side settings and no VF
+//! moves, so this runs without root.
 
 use std::collections::HashMap;
 
+use proto::nri::{self, plugin_methods};
 use serde_json::{Value, json};
 use sriov::fixture::Fixture;
 use sriov_dra::testing::claim_object::{Allocation, allocated_claim, vf_config};
 use sriov_dra::testing::driver_home::DriverHome;
 use sriov_dra::testing::driver_process::{self as driver, ClaimId, Driver};
 use sriov_dra::testing::exposition;
+use sriov_dra::testing::nri_runtime::{FakeRuntime, pod};
 
 const DRIVER: &str = "sriov.dra.dev";
 const NODE: &str = "worker-1";
@@ -62,11 +65,12 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepares_unprepares_and_a_refused_config_are_counted_by_outcome_and_kind() {
+async fn claims_a_refused_config_and_a_runtime_with_a_pod_of_no_vfs_are_counted_exactly() {
     let sysfs = tempfile::tempdir_in(sriov::fixture::scratch_base()).expect("tempdir");
     Fixture::ConnectX6Dx.build(sysfs.path()).expect("fixture");
     let home = DriverHome::new(DRIVER, NODE).await.expect("driver home");
     home.write_config(sysfs.path(), CONFIG).expect("config");
+    let runtime = FakeRuntime::listen(&home.nri_socket());
     let mut run = Driver::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_sriov-dra")),
         &home,
@@ -76,13 +80,16 @@ async fn prepares_unprepares_and_a_refused_config_are_counted_by_outcome_and_kin
     if let Err(e) = driver::register(&home, &mut run).await {
         panic!("{e}\n{}", home.log_tail(40));
     }
+    // The runtime's handshake ends with a Synchronize: one reconcile.
+    let mut conn = runtime.accept().await;
+    conn.handshake(Vec::new()).await;
 
     let before = scrape(&home).await;
     assert!(
         !before
             .keys()
-            .any(|k| k.starts_with("sriov_dra_operations_total")),
-        "nothing counted before the first claim: {before:#?}"
+            .any(|k| k.starts_with(r#"sriov_dra_operations_total{operation="prepare""#)),
+        "no prepare counted before the first claim: {before:#?}"
     );
     assert_eq!(
         value(
@@ -157,15 +164,38 @@ async fn prepares_unprepares_and_a_refused_config_are_counted_by_outcome_and_kin
     );
     // The claim record and its address were committed durably.
     assert!(value(&prepared, "sriov_dra_store_commit_seconds_count") >= 1.0);
-    // No runtime connected and no pod ran: nothing attached or detached.
-    assert_eq!(ops(&prepared, "attach", "ok"), 0.0);
-    assert_eq!(value(&prepared, "sriov_dra_nri_connections_total"), 0.0);
+    assert_eq!(value(&prepared, "sriov_dra_nri_connections_total"), 1.0);
+    assert_eq!(ops(&prepared, "reconcile", "ok"), 1.0);
+
+    // A pod with no VF of ours starts and stops: nothing moved, so
+    // neither is counted as an attach or a detach.
+    let web = pod("shop", "web-0", Some("/var/run/netns/cni-web"));
+    conn.call::<nri::RunPodSandboxResponse>(
+        plugin_methods::RUN_POD_SANDBOX,
+        &nri::RunPodSandboxRequest {
+            pod: Some(web.clone()),
+        },
+    )
+    .await
+    .expect("RunPodSandbox answered");
+    conn.call::<nri::StopPodSandboxResponse>(
+        plugin_methods::STOP_POD_SANDBOX,
+        &nri::StopPodSandboxRequest { pod: Some(web) },
+    )
+    .await
+    .expect("StopPodSandbox answered");
 
     driver::unprepare(&home, &[good, bad])
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", home.log_tail(40)));
     let after = scrape(&home).await;
     assert_eq!(ops(&after, "unprepare", "ok"), 2.0);
+    for op in ["attach", "detach"] {
+        for outcome in ["ok", "error"] {
+            assert_eq!(ops(&after, op, outcome), 0.0, "{op} {outcome}");
+        }
+    }
+    assert_eq!(value(&after, r#"sriov_dra_devices{state="attached"}"#), 0.0);
     assert_eq!(value(&after, r#"sriov_dra_devices{state="prepared"}"#), 0.0);
     assert_eq!(value(&after, r#"sriov_dra_devices{state="free"}"#), 16.0);
     assert_eq!(

@@ -1044,8 +1044,12 @@ async fn claim_deleted_while_down() -> (Node, Value, Arc<Ipam>, Arc<Preparer>, C
 #[tokio::test]
 async fn recovery_unprepares_a_claim_deleted_while_the_driver_was_down() {
     let (mut node, claim, ipam, preparer, reader) = claim_deleted_while_down().await;
+    let (unprepared_before, _) = crate::metrics::metrics().recovery_counts();
     let done = recover_once(&preparer, &ipam, &reader).await;
     assert_eq!(done.unprepared, [FRONTHAUL_UID]);
+    // The process's counter (other tests may add to it meanwhile).
+    let (unprepared_after, _) = crate::metrics::metrics().recovery_counts();
+    assert!(unprepared_after > unprepared_before, "counted as a repair");
     assert!(
         ipam.list().expect("list").is_empty(),
         "its addresses are released"

@@ -147,35 +147,7 @@ pub fn get(db: &Database, pod_uid: &str) -> Result<Option<PodAttachments>, State
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attach::plan::{HostState, MacAddress};
-
-    fn record(uid: &str) -> PodAttachments {
-        PodAttachments {
-            pod_uid: uid.into(),
-            sandbox_id: "a".repeat(64),
-            pod: "ran/du-0".into(),
-            netns: "/var/run/netns/cni-1".into(),
-            state: AttachState::Attached,
-            attachments: vec![Attachment {
-                claim: "ran/fronthaul".into(),
-                device: "pci-0000-3b-00-2".into(),
-                pci_address: "0000:3b:00.2".parse().unwrap(),
-                netns: "/var/run/netns/cni-1".into(),
-                if_name: "net1".into(),
-                pod_index: 7,
-                mac: MacAddress([2, 0, 0, 0, 0, 1]),
-                addresses: vec!["10.1.0.5/24".parse().unwrap()],
-                routes: Vec::new(),
-                host: HostState {
-                    name: "ens1f0v0".into(),
-                    mtu: 1500,
-                    mac: MacAddress([2, 0, 0, 0, 0, 1]),
-                    up: false,
-                },
-                rdma_device: None,
-            }],
-        }
-    }
+    use crate::testing::records::attached_pod as record;
 
     #[test]
     fn a_record_from_before_attach_states_reads_as_attached() {

@@ -4,6 +4,9 @@ use ipam::{Allocation, AssignedAddress, Owner, RouteConfig};
 use sriov::PciAddress;
 
 use crate::apis::{Mode, ValidConfig};
+use crate::attach::Attachment;
+use crate::attach::plan::{HostState, MacAddress};
+use crate::state::attachments::{AttachState, PodAttachments};
 use crate::state::claims::CLAIM_SCHEMA_VERSION;
 use crate::state::{ClaimRecord, Phase, PreparedDevice as PreparedClaimDevice};
 
@@ -76,4 +79,34 @@ pub fn record(name: &str, devices: Vec<PreparedClaimDevice>) -> ClaimRecord {
 /// VF `n` of a PF at `0000:5b`.
 pub fn pci(n: u8) -> PciAddress {
     PciAddress::new(0, 0x5b, 2, n).unwrap()
+}
+
+/// A pod's attachment record as attach commits it: VF `0000:3b:00.2`
+/// (`pci-0000-3b-00-2`) in the pod as `net1` with one address.
+pub fn attached_pod(uid: &str) -> PodAttachments {
+    PodAttachments {
+        pod_uid: uid.into(),
+        sandbox_id: "a".repeat(64),
+        pod: "ran/du-0".into(),
+        netns: "/var/run/netns/cni-1".into(),
+        state: AttachState::Attached,
+        attachments: vec![Attachment {
+            claim: "ran/fronthaul".into(),
+            device: "pci-0000-3b-00-2".into(),
+            pci_address: "0000:3b:00.2".parse().unwrap(),
+            netns: "/var/run/netns/cni-1".into(),
+            if_name: "net1".into(),
+            pod_index: 7,
+            mac: MacAddress([2, 0, 0, 0, 0, 1]),
+            addresses: vec!["10.1.0.5/24".parse().unwrap()],
+            routes: Vec::new(),
+            host: HostState {
+                name: "ens1f0v0".into(),
+                mtu: 1500,
+                mac: MacAddress([2, 0, 0, 0, 0, 1]),
+                up: false,
+            },
+            rdma_device: None,
+        }],
+    }
 }
