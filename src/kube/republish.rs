@@ -38,7 +38,7 @@ use crate::events::debounce::Debouncer;
 use crate::events::targets::{Plan, link_owner, plan};
 use crate::health::{HealthBook, HealthReport, judge};
 use crate::inventory::NodeInventory;
-use crate::kube::node::node_owner;
+use crate::kube::node::{NodeLookup, lookup_node};
 use crate::kube::publish::SlicePublisher;
 use crate::kubelet::registration::RegistrationState;
 use crate::metrics::metrics;
@@ -53,6 +53,10 @@ pub const RETRY_FIRST: Duration = Duration::from_millis(500);
 
 /// The longest wait between tries of a round that keeps failing.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often the Node is looked for while it does not exist: the kubelet
+/// registers it again within seconds, and the slices follow.
+pub const NODE_POLL: Duration = Duration::from_secs(1);
 
 /// Everything the publish loop works with.
 pub struct PublishLoop {
@@ -101,6 +105,8 @@ struct RoundEnd {
     read_all: bool,
     /// The inventory was read and the slices published.
     ok: bool,
+    /// Not published: the Node object does not exist.
+    node_gone: bool,
 }
 
 impl Rounds {
@@ -111,6 +117,9 @@ impl Rounds {
         }
         self.retry = if end.ok {
             None
+        } else if end.node_gone {
+            // Not a failure to back off from: looked for at a steady pace.
+            Some((now + NODE_POLL, NODE_POLL))
         } else {
             let wait = self
                 .retry
@@ -216,6 +225,7 @@ impl PublishLoop {
         let mut end = RoundEnd {
             read_all: !matches!(why, Why::Events(_)),
             ok: false,
+            node_gone: false,
         };
         let (root, held_by) = (self.config.sysfs_root.clone(), self.preparer.clone());
         let (last, memo) = (rounds.last.clone(), rounds.memo.clone());
@@ -259,16 +269,25 @@ impl PublishLoop {
                 );
             }
         }
-        // Every round: a Node deleted and re-created has a new UID,
-        // and slices owned by the old one would be collected.
-        if let Some(owner) = node_owner(&self.client, &self.node).await {
-            self.publisher.set_owner(owner);
-        }
         // What is published is what can be prepared.
         let offered: Vec<String> = inventory.offered(&self.config).map(|d| d.name()).collect();
         self.preparer.refresh(&inventory, offered.iter().cloned());
         let report = self.judge_health(&inventory, &offered, &held);
         metrics().inventory(offered.len(), report.unhealthy());
+        // Every round: a Node deleted and re-created has a new UID, and
+        // slices owned by the old one would be collected. While there is
+        // none, nothing is written: the collector would take it again, and
+        // the slice watch would bring it back, round after round.
+        match lookup_node(&self.client, &self.node).await {
+            NodeLookup::Found(owner) => self.publisher.set_owner(owner),
+            NodeLookup::Gone => {
+                info!(retry = ?NODE_POLL, "no Node object; publishing once it is registered again");
+                rounds.last = Some(Arc::new(inventory));
+                end.node_gone = true;
+                return end;
+            }
+            NodeLookup::Unknown => {}
+        }
         match self
             .publisher
             .publish_with_health(&inventory, &self.config, &held, &report.devices)

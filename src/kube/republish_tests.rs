@@ -405,6 +405,32 @@ async fn a_recreated_node_owns_the_slices_again() {
 }
 
 #[tokio::test]
+async fn while_the_node_is_gone_nothing_is_written_and_its_return_brings_the_slices_back() {
+    let node = Node::start().await;
+    let name = "node-a-sriov-dra-dev-0";
+    // Deleted; the garbage collector takes the slices the old UID owned.
+    node.api.delete_node("node-a");
+    node.api.delete_slice(name).unwrap();
+    let writes = node.writes();
+    // The watch nudges a round, which finds no Node: re-applying now would
+    // only feed the collector.
+    tokio::time::sleep(NODE_POLL * 2 + Duration::from_millis(300)).await;
+    assert_eq!(node.writes(), writes, "nothing written without a Node");
+    assert!(!node.api.slices().contains_key(name));
+
+    // The kubelet registers the node again, with a new UID.
+    node.api.put_node("node-a", "uid-2");
+    node.until("slices owned by the new Node", |n| {
+        n.api
+            .slices()
+            .get(name)
+            .is_some_and(|s| s["metadata"]["ownerReferences"][0]["uid"].as_str() == Some("uid-2"))
+    })
+    .await;
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn a_closed_registration_channel_ends_the_loop_instead_of_a_burst() {
     let node = Node::start().await;
     let writes = node.api.requests();
@@ -521,6 +547,7 @@ fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
     let failed = |read_all| RoundEnd {
         read_all,
         ok: false,
+        node_gone: false,
     };
     rounds.ended(failed(true), now, period);
     assert_eq!(rounds.retry, Some((now + RETRY_FIRST, RETRY_FIRST)));
@@ -538,10 +565,24 @@ fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
         RoundEnd {
             read_all: false,
             ok: true,
+            node_gone: false,
         },
         now + Duration::from_secs(5),
         period,
     );
     assert_eq!(rounds.retry, None);
     assert_eq!(rounds.full_due, Some(now + period));
+    // No Node: looked for again at a steady pace, however long it takes.
+    for _ in 0..5 {
+        rounds.ended(
+            RoundEnd {
+                read_all: true,
+                ok: false,
+                node_gone: true,
+            },
+            now,
+            period,
+        );
+        assert_eq!(rounds.retry, Some((now + NODE_POLL, NODE_POLL)));
+    }
 }
