@@ -1361,9 +1361,33 @@ mod tests {
         assert_eq!(
             iavf.netdev.as_ref().unwrap().speed_mbps,
             None,
-            "down link: speed -1"
+            "a VF's speed is not read (its file says -1 here)"
         );
         assert_eq!(get(&inv, "0000:af:00.0").eswitch_mode, EswitchMode::Unknown);
+    }
+
+    #[test]
+    fn a_pf_speed_the_kernel_does_not_know_is_none() {
+        let dir = built(Fixture::E810);
+        let speed = dir
+            .path()
+            .join("bus/pci/devices/0000:af:00.0/net/ens3f0/speed");
+        let pf_speed = |dir: &tempfile::TempDir| {
+            let inv = scan(dir.path()).unwrap();
+            get(&inv, "0000:af:00.0")
+                .netdev
+                .as_ref()
+                .unwrap()
+                .speed_mbps
+        };
+        assert_eq!(pf_speed(&dir), Some(100_000));
+        // Printed for a link whose speed is unknown (and a down link's
+        // read fails with EINVAL, as a directory's does here).
+        fs::write(&speed, "-1\n").unwrap();
+        assert_eq!(pf_speed(&dir), None);
+        fs::remove_file(&speed).unwrap();
+        fs::create_dir(&speed).unwrap();
+        assert_eq!(pf_speed(&dir), None);
     }
 
     #[test]
