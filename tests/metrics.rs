@@ -50,6 +50,14 @@ fn claim(n: u32, device: &str, parameters: Value) -> (ClaimId, Value) {
     (id, object)
 }
 
+/// The pool's addresses in use.
+fn used(samples: &HashMap<String, f64>) -> f64 {
+    value(
+        samples,
+        r#"sriov_dra_ipam_addresses{pool="oam",family="ipv4",kind="used"}"#,
+    )
+}
+
 /// One scrape of `/metrics`, parsed.
 async fn scrape(home: &DriverHome) -> HashMap<String, f64> {
     let body = driver::debug_text(home, "/metrics")
@@ -155,13 +163,7 @@ async fn claims_a_refused_config_and_a_runtime_with_a_pod_of_no_vfs_are_counted_
         1.0
     );
     assert_eq!(value(&prepared, r#"sriov_dra_devices{state="free"}"#), 15.0);
-    assert_eq!(
-        value(
-            &prepared,
-            r#"sriov_dra_ipam_addresses{pool="oam",family="ipv4",kind="used"}"#
-        ),
-        1.0
-    );
+    assert_eq!(used(&prepared), 1.0);
     // The claim record and its address were committed durably.
     assert!(value(&prepared, "sriov_dra_store_commit_seconds_count") >= 1.0);
     assert_eq!(value(&prepared, "sriov_dra_nri_connections_total"), 1.0);
@@ -198,12 +200,6 @@ async fn claims_a_refused_config_and_a_runtime_with_a_pod_of_no_vfs_are_counted_
     assert_eq!(value(&after, r#"sriov_dra_devices{state="attached"}"#), 0.0);
     assert_eq!(value(&after, r#"sriov_dra_devices{state="prepared"}"#), 0.0);
     assert_eq!(value(&after, r#"sriov_dra_devices{state="free"}"#), 16.0);
-    assert_eq!(
-        value(
-            &after,
-            r#"sriov_dra_ipam_addresses{pool="oam",family="ipv4",kind="used"}"#
-        ),
-        0.0
-    );
+    assert_eq!(used(&after), 0.0);
     run.stop().await;
 }

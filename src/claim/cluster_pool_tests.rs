@@ -58,10 +58,9 @@ async fn prepare_fails_fast_naming_the_device_until_a_block_is_leased_and_never_
     let uid = claim.metadata.uid.clone().expect("uid");
     let claim = allocation_for_driver(claim, &uid, DRIVER).expect("allocated");
 
-    let err = preparer
-        .prepare(&claim)
-        .expect_err("no block yet")
-        .to_string();
+    let err = preparer.prepare(&claim).expect_err("no block yet");
+    assert_eq!(err.kind(), "ipam", "counted as an IPAM failure: {err}");
+    let err = err.to_string();
     assert!(
         err.contains(&claim.label())
             && err.contains("allocating addresses")

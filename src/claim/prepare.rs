@@ -960,44 +960,6 @@ impl Preparer {
 mod tests {
     use super::*;
 
-    use k8s_openapi::api::resource::v1::ResourceClaim;
-    use sriov::fixture::Fixture;
-
-    use crate::kube::claims::allocation_for_driver;
-    use crate::testing::device_ops::RecordingDeviceOps;
-    use crate::testing::node::{DRIVER, NodeParts};
-
-    #[test]
-    fn a_pool_with_no_free_address_fails_the_prepare_as_an_ipam_step() {
-        let dir = tempfile::tempdir_in(sriov::fixture::scratch_base()).unwrap();
-        let sys = dir.path().join("sys");
-        Fixture::ConnectX6Dx.build(&sys).unwrap();
-        // A cluster-wide pool of which this node has leased no block yet.
-        let pools: Vec<ipam::PoolConfig> = serde_json::from_str(
-            r#"[{"name":"fronthaul","scope":"cluster","blockSize":{"ipv4":29},
-                 "subnets":[{"subnet":"10.1.0.0/29"}]}]"#,
-        )
-        .unwrap();
-        let (_ipam, preparer) = NodeParts {
-            sysfs: &sys,
-            state_dir: &dir.path().join("state"),
-            cdi_dir: &dir.path().join("cdi"),
-            pools: &pools,
-            pool: "worker-1",
-            boot_id: "boot-1",
-        }
-        .preparer(Arc::new(RecordingDeviceOps::new()));
-        let claim: ResourceClaim =
-            serde_json::from_str(include_str!("../kube/testdata/claim-fronthaul-rdma.json"))
-                .unwrap();
-        let uid = claim.metadata.uid.clone().unwrap();
-        let claim = allocation_for_driver(claim, &uid, DRIVER).unwrap();
-
-        let err = preparer.prepare(&claim).unwrap_err();
-        assert_eq!(err.kind(), "ipam", "{err}");
-        assert!(err.to_string().contains("allocating addresses"), "{err}");
-    }
-
     #[test]
     fn claim_config_and_device_failures_have_kinds_of_their_own() {
         let gone = PrepareError::from(ClaimError::NotFound {
