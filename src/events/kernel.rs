@@ -151,8 +151,7 @@ mod tests {
     /// Both real subscriptions, as the driver starts them: a veth pair
     /// made in a fresh network namespace (so the host sees nothing) comes
     /// through the link socket as a link nudge and through the uevent
-    /// socket as an interface arrival, and the threads end when the
-    /// channel does.
+    /// socket as an interface arrival.
     #[test]
     fn a_veth_made_in_a_fresh_netns_nudges_through_both_real_sockets() {
         if !crate::testing::netns::have_root(

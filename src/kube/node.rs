@@ -10,9 +10,10 @@ use tracing::warn;
 pub enum NodeLookup {
     /// It exists: the owner reference to it (with its current UID).
     Found(OwnerReference),
-    /// The API server says there is none: deleted, and the kubelet
-    /// registers it again (with a new UID) shortly. Anything owned by the
-    /// old one is collected, so nothing should be written meanwhile.
+    /// The API server says there is none: deleted (by hand, by an
+    /// autoscaler), until the kubelet registers it again with a new UID.
+    /// Anything owned by the old one is collected, so nothing should be
+    /// written meanwhile.
     Gone,
     /// It could not be read (the API server failed, or the object has no
     /// UID): nothing is known.
@@ -37,13 +38,8 @@ pub async fn lookup_node(client: &kube::Client, node: &str) -> NodeLookup {
                 NodeLookup::Unknown
             }
         },
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            warn!(
-                node,
-                "the Node object does not exist (deleted; the kubelet registers it again)"
-            );
-            NodeLookup::Gone
-        }
+        // Logged by the caller, which knows whether it is news.
+        Err(kube::Error::Api(status)) if status.code == 404 => NodeLookup::Gone,
         Err(e) => {
             warn!(node, error = %e, "cannot read the Node object");
             NodeLookup::Unknown
@@ -56,7 +52,11 @@ pub async fn lookup_node(client: &kube::Client, node: &str) -> NodeLookup {
 pub async fn node_owner(client: &kube::Client, node: &str) -> Option<OwnerReference> {
     match lookup_node(client, node).await {
         NodeLookup::Found(owner) => Some(owner),
-        NodeLookup::Gone | NodeLookup::Unknown => None,
+        NodeLookup::Gone => {
+            warn!(node, "the Node object does not exist");
+            None
+        }
+        NodeLookup::Unknown => None,
     }
 }
 

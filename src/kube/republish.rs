@@ -54,9 +54,16 @@ pub const RETRY_FIRST: Duration = Duration::from_millis(500);
 /// The longest wait between tries of a round that keeps failing.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// How often the Node is looked for while it does not exist: the kubelet
-/// registers it again within seconds, and the slices follow.
+/// The first wait before the Node is looked for again while it does not
+/// exist; it doubles up to [`NODE_POLL_MAX`]. A Node deleted by hand or by
+/// an autoscaler comes back when the kubelet registers it again, which a
+/// running kubelet does only when it restarts, and a restarted kubelet
+/// registers this plugin again too, which starts a round at once: the
+/// polls are for the rest.
 pub const NODE_POLL: Duration = Duration::from_secs(1);
+
+/// The longest wait between looks for a Node that does not exist.
+pub const NODE_POLL_MAX: Duration = Duration::from_secs(10);
 
 /// Everything the publish loop works with.
 pub struct PublishLoop {
@@ -97,6 +104,13 @@ struct Rounds {
     /// After a failed round: when to try again, and how long that wait
     /// was (the next one doubles it).
     retry: Option<(Instant, Duration)>,
+    /// The last round did not publish: the next one reads everything,
+    /// whatever its nudges name (a partial read after a failed one would
+    /// miss what the failed one was to read).
+    failed: bool,
+    /// While the Node object does not exist: when to look for it again,
+    /// and how long that wait was. Only the Node is read meanwhile.
+    node_poll: Option<(Instant, Duration)>,
 }
 
 /// How a round ended, which decides when the next ones run.
@@ -115,17 +129,31 @@ impl Rounds {
         if end.read_all {
             self.full_due = Some(now + period);
         }
-        self.retry = if end.ok {
-            None
+        self.failed = !end.ok;
+        if end.ok {
+            self.retry = None;
+            self.node_poll = None;
         } else if end.node_gone {
-            // Not a failure to back off from: looked for at a steady pace.
-            Some((now + NODE_POLL, NODE_POLL))
+            // Nothing to retry until the Node exists: the polls look for
+            // it (already polling: their pace stands).
+            self.retry = None;
+            self.node_poll.get_or_insert((now + NODE_POLL, NODE_POLL));
         } else {
+            // The retry reads the Node too.
+            self.node_poll = None;
             let wait = self
                 .retry
                 .map_or(RETRY_FIRST, |(_, last)| (last * 2).min(RETRY_MAX));
-            Some((now + wait, wait))
-        };
+            self.retry = Some((now + wait, wait));
+        }
+    }
+
+    /// After a look found no Node at `now`: the next look, later.
+    fn node_still_gone(&mut self, now: Instant) {
+        let wait = self
+            .node_poll
+            .map_or(NODE_POLL, |(_, last)| (last * 2).min(NODE_POLL_MAX));
+        self.node_poll = Some((now + wait, wait));
     }
 }
 
@@ -142,6 +170,9 @@ enum Why {
     Events(BTreeSet<Nudge>),
     /// The last round failed: read all and publish again.
     Retry,
+    /// The Node object exists again after a time without: read all and
+    /// publish.
+    NodeBack,
 }
 
 /// How a round's inventory was read, for the log.
@@ -172,6 +203,7 @@ fn read_inventory(
         (Why::Registration, _) => return full("kubelet registration changed".into()),
         (Why::Period, _) => return full("period".into()),
         (Why::Retry, _) => return full("the last round failed".into()),
+        (Why::NodeBack, _) => return full("the Node object exists again".into()),
         (Why::Events(_), None) => return full("no inventory yet".into()),
         (Why::Events(nudges), Some(last)) => (nudges, last),
     };
@@ -217,6 +249,10 @@ impl PublishLoop {
     }
 
     async fn round(&mut self, rounds: &mut Rounds, why: Why) -> RoundEnd {
+        let why = match why {
+            Why::Events(_) if rounds.failed => Why::Retry,
+            why => why,
+        };
         if matches!(why, Why::Period) {
             self.publisher.retry_taints();
         }
@@ -281,7 +317,9 @@ impl PublishLoop {
         match lookup_node(&self.client, &self.node).await {
             NodeLookup::Found(owner) => self.publisher.set_owner(owner),
             NodeLookup::Gone => {
-                info!(retry = ?NODE_POLL, "no Node object; publishing once it is registered again");
+                if rounds.node_poll.is_none() {
+                    warn!(node = %self.node, "the Node object does not exist (deleted); publishing nothing until it is registered again");
+                }
                 rounds.last = Some(Arc::new(inventory));
                 end.node_gone = true;
                 return end;
@@ -344,11 +382,22 @@ impl PublishLoop {
         let retry_at = rounds.retry.map(|(at, _)| at);
         loop {
             let due = rounds.debouncer.due().map(Instant::from_std);
+            let node_at = rounds.node_poll.map(|(at, _)| at);
             tokio::select! {
                 _ = &mut *stopped => return None,
                 _ = tokio::time::sleep_until(period_end) => return Some(Why::Period),
                 _ = tokio::time::sleep_until(retry_at.unwrap_or(period_end)), if retry_at.is_some() => {
                     return Some(Why::Retry)
+                }
+                _ = tokio::time::sleep_until(node_at.unwrap_or(period_end)), if node_at.is_some() => {
+                    // Only the Node is read until it exists again.
+                    match lookup_node(&self.client, &self.node).await {
+                        NodeLookup::Gone => rounds.node_still_gone(Instant::now()),
+                        NodeLookup::Found(_) | NodeLookup::Unknown => {
+                            info!(node = %self.node, "the Node object exists again; publishing");
+                            return Some(Why::NodeBack);
+                        }
+                    }
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or(period_end)), if due.is_some() => {
                     if let Some(nudges) = rounds.debouncer.take_due(std::time::Instant::now()) {

@@ -411,22 +411,44 @@ async fn while_the_node_is_gone_nothing_is_written_and_its_return_brings_the_sli
     // Deleted; the garbage collector takes the slices the old UID owned.
     node.api.delete_node("node-a");
     node.api.delete_slice(name).unwrap();
-    let writes = node.writes();
     // The watch nudges a round, which finds no Node: re-applying now would
-    // only feed the collector.
-    tokio::time::sleep(NODE_POLL * 2 + Duration::from_millis(300)).await;
+    // only feed the collector. (A round that read the Node just before
+    // the delete may still write: counted from after it.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = node.writes();
+    tokio::time::sleep(NODE_POLL * 3).await;
     assert_eq!(node.writes(), writes, "nothing written without a Node");
     assert!(!node.api.slices().contains_key(name));
-
-    // The kubelet registers the node again, with a new UID.
-    node.api.put_node("node-a", "uid-2");
-    node.until("slices owned by the new Node", |n| {
+    // Only the Node is read meanwhile.
+    let reads = |n: &Node| {
         n.api
-            .slices()
-            .get(name)
-            .is_some_and(|s| s["metadata"]["ownerReferences"][0]["uid"].as_str() == Some("uid-2"))
-    })
-    .await;
+            .calls()
+            .iter()
+            .filter(|c| c.method == "GET" && c.path.ends_with("/nodes/node-a"))
+            .count()
+    };
+    let looked = reads(&node);
+
+    // The kubelet registers the node again, with a new UID; the next look
+    // (at most NODE_POLL_MAX away) finds it.
+    node.api.put_node("node-a", "uid-2");
+    let started = StdInstant::now();
+    while !node
+        .api
+        .slices()
+        .get(name)
+        .is_some_and(|s| s["metadata"]["ownerReferences"][0]["uid"].as_str() == Some("uid-2"))
+    {
+        assert!(
+            started.elapsed() < NODE_POLL_MAX + PROMISE,
+            "slices owned by the new Node: not within the longest poll"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reads(&node) > looked,
+        "the Node was looked for until it was back"
+    );
     node.stop().await;
 }
 
@@ -492,7 +514,12 @@ fn change_unannounced(node: &Node) -> impl Fn(&Node) -> Option<i64> + use<> {
         "9000\n",
     )
     .unwrap();
-    |n: &Node| n.devices()["pci-0000-af-01-1"]["attributes"]["sriov.dra.dev/mtu"]["int"].as_i64()
+    // `None` while no slice lists the VF.
+    |n: &Node| {
+        n.devices()
+            .get("pci-0000-af-01-1")
+            .and_then(|d| d["attributes"]["sriov.dra.dev/mtu"]["int"].as_i64())
+    }
 }
 
 #[tokio::test]
@@ -539,6 +566,25 @@ async fn a_publish_the_api_server_fails_is_tried_again_without_waiting_for_the_p
     node.stop().await;
 }
 
+#[tokio::test]
+async fn the_round_after_a_failed_one_reads_everything_whatever_woke_it() {
+    let node = Node::start().await;
+    let mtu = change_unannounced(&node);
+    let name = node.api.slices().into_keys().next().unwrap();
+    node.api.fail_slice_writes(1);
+    node.api.delete_slice(&name);
+    node.until("the failed write", |n| n.api.slice_writes_to_fail() == 0)
+        .await;
+    // A link event before the retry is due: a partial round of it alone
+    // would publish and end the retries, and the unannounced change the
+    // failed round's retry was to read everything for would wait a period.
+    node.set_pf_link("up");
+    node.until("the unannounced MTU", |n| mtu(n) == Some(9000))
+        .await;
+    assert!(node.api.slices().contains_key(&name));
+    node.stop().await;
+}
+
 #[test]
 fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
     let mut rounds = Rounds::default();
@@ -572,17 +618,42 @@ fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
     );
     assert_eq!(rounds.retry, None);
     assert_eq!(rounds.full_due, Some(now + period));
-    // No Node: looked for again at a steady pace, however long it takes.
-    for _ in 0..5 {
-        rounds.ended(
-            RoundEnd {
-                read_all: true,
-                ok: false,
-                node_gone: true,
-            },
-            now,
-            period,
-        );
-        assert_eq!(rounds.retry, Some((now + NODE_POLL, NODE_POLL)));
+    assert!(!rounds.failed);
+    // A failed round makes the next one read everything.
+    rounds.ended(failed(false), now, period);
+    assert!(rounds.failed);
+
+    // No Node: no retry, but looks for it, backing off to their cap; a
+    // round meanwhile (an event, the period) does not restart them.
+    let gone = || RoundEnd {
+        read_all: true,
+        ok: false,
+        node_gone: true,
+    };
+    rounds.ended(gone(), now, period);
+    assert_eq!(rounds.retry, None);
+    assert_eq!(rounds.node_poll, Some((now + NODE_POLL, NODE_POLL)));
+    let mut waits = vec![];
+    for _ in 0..6 {
+        rounds.node_still_gone(now);
+        waits.push(rounds.node_poll.unwrap().1);
     }
+    assert_eq!(waits[0], NODE_POLL * 2);
+    assert_eq!(*waits.last().unwrap(), NODE_POLL_MAX);
+    rounds.ended(gone(), now, period);
+    assert_eq!(rounds.node_poll, Some((now + NODE_POLL_MAX, NODE_POLL_MAX)));
+    // Published again: all done.
+    rounds.ended(
+        RoundEnd {
+            read_all: true,
+            ok: true,
+            node_gone: false,
+        },
+        now,
+        period,
+    );
+    assert_eq!(
+        (rounds.retry, rounds.node_poll, rounds.failed),
+        (None, None, false)
+    );
 }

@@ -163,6 +163,12 @@ impl FakeApi {
         self.failing_slice_writes.store(n, Ordering::SeqCst);
     }
 
+    /// How many of the writes [`FakeApi::fail_slice_writes`] asked to
+    /// fail are still to come.
+    pub fn slice_writes_to_fail(&self) -> usize {
+        self.failing_slice_writes.load(Ordering::SeqCst)
+    }
+
     /// The ResourceSlices in the fake, by name.
     pub fn slices(&self) -> BTreeMap<String, serde_json::Value> {
         lock(&self.slices).clone()
