@@ -433,12 +433,14 @@ async fn while_the_node_is_gone_nothing_is_written_and_its_return_brings_the_sli
     // (at most NODE_POLL_MAX away) finds it.
     node.api.put_node("node-a", "uid-2");
     let started = StdInstant::now();
-    while !node
-        .api
-        .slices()
-        .get(name)
-        .is_some_and(|s| s["metadata"]["ownerReferences"][0]["uid"].as_str() == Some("uid-2"))
-    {
+    let owner = |n: &Node| {
+        n.api.slices().get(name).and_then(|s| {
+            s["metadata"]["ownerReferences"][0]["uid"]
+                .as_str()
+                .map(str::to_string)
+        })
+    };
+    while owner(&node).as_deref() != Some("uid-2") {
         assert!(
             started.elapsed() < NODE_POLL_MAX + PROMISE,
             "slices owned by the new Node: not within the longest poll"
