@@ -314,17 +314,23 @@ impl PublishLoop {
         // slices owned by the old one would be collected. While there is
         // none, nothing is written: the collector would take it again, and
         // the slice watch would bring it back, round after round.
-        match lookup_node(&self.client, &self.node).await {
-            NodeLookup::Found(owner) => self.publisher.set_owner(owner),
-            NodeLookup::Gone => {
-                if rounds.node_poll.is_none() {
-                    warn!(node = %self.node, "the Node object does not exist (deleted); publishing nothing until it is registered again");
-                }
-                rounds.last = Some(Arc::new(inventory));
-                end.node_gone = true;
-                return end;
+        let gone = match lookup_node(&self.client, &self.node).await {
+            NodeLookup::Found(owner) => {
+                self.publisher.set_owner(owner);
+                false
             }
-            NodeLookup::Unknown => {}
+            NodeLookup::Gone => true,
+            // Unread while it was known to be gone: the owner kept is the
+            // deleted Node's.
+            NodeLookup::Unknown => rounds.node_poll.is_some(),
+        };
+        if gone {
+            if rounds.node_poll.is_none() {
+                warn!(node = %self.node, "the Node object does not exist (deleted); publishing nothing until it is registered again");
+            }
+            rounds.last = Some(Arc::new(inventory));
+            end.node_gone = true;
+            return end;
         }
         match self
             .publisher
@@ -392,10 +398,12 @@ impl PublishLoop {
                 _ = tokio::time::sleep_until(node_at.unwrap_or(period_end)), if node_at.is_some() => {
                     // Only the Node is read until it exists again.
                     match lookup_node(&self.client, &self.node).await {
-                        NodeLookup::Gone => rounds.node_still_gone(Instant::now()),
-                        NodeLookup::Found(_) | NodeLookup::Unknown => {
+                        NodeLookup::Found(_) => {
                             info!(node = %self.node, "the Node object exists again; publishing");
                             return Some(Why::NodeBack);
+                        }
+                        NodeLookup::Gone | NodeLookup::Unknown => {
+                            rounds.node_still_gone(Instant::now())
                         }
                     }
                 }
