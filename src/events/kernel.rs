@@ -165,14 +165,7 @@ mod tests {
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
             let (tx, mut rx) = crate::events::channel();
             assert_eq!(spawn(tx), 2, "both subscriptions open");
-            let mut socket = sriov::netlink::RouteSocket::new().unwrap();
-            sriov::netlink::RouteTransport::request(
-                &mut socket,
-                "create veth nudgeA/nudgeB",
-                sriov::netlink::link::new_veth_message("nudgeA", "nudgeB"),
-                sriov::netlink::link::CREATE_EXCLUSIVE,
-            )
-            .unwrap();
+            sriov::testing::create_veth("nudgeA", "nudgeB");
             let want = [
                 Nudge::Link {
                     name: "nudgeA".into(),

@@ -333,14 +333,7 @@ PCI_SLOT_NAME=0000:3b:00.2\0SEQNUM=4711\0";
             // network namespace.
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
             let subscription = LinkEvents::open(Duration::from_millis(200)).unwrap();
-            let mut socket = crate::netlink::RouteSocket::new().unwrap();
-            crate::netlink::RouteTransport::request(
-                &mut socket,
-                "create veth evA/evB",
-                crate::netlink::link::new_veth_message("evA", "evB"),
-                crate::netlink::link::CREATE_EXCLUSIVE,
-            )
-            .unwrap();
+            crate::testing::create_veth("evA", "evB");
             let deadline = std::time::Instant::now() + Duration::from_secs(2);
             let mut seen = Vec::new();
             while std::time::Instant::now() < deadline

@@ -26,3 +26,17 @@ pub fn have_root(test: &str) -> bool {
     );
     false
 }
+
+/// Creates the veth pair `name`/`peer` in the calling thread's network
+/// namespace (a test's fresh one: the host sees nothing), for tests of
+/// what the kernel announces. Panics on failure, as a test's setup does.
+pub fn create_veth(name: &str, peer: &str) {
+    let mut socket = crate::netlink::RouteSocket::new().expect("a route socket");
+    crate::netlink::RouteTransport::request(
+        &mut socket,
+        &format!("create veth {name}/{peer}"),
+        crate::netlink::link::new_veth_message(name, peer),
+        crate::netlink::link::CREATE_EXCLUSIVE,
+    )
+    .expect("veth created");
+}
