@@ -7,6 +7,7 @@
 
 pub mod apis;
 pub mod attach;
+pub mod backoff;
 pub mod block_yaml;
 pub mod blocking;
 pub mod build_info;

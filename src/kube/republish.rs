@@ -18,7 +18,9 @@
 //! that fails (a scan error, an API server that refused the slices) is
 //! tried again after [`RETRY_FIRST`], then twice as long each time up to
 //! [`RETRY_MAX`], so a slice deleted during an API hiccup is not left
-//! missing until the period.
+//! missing until the period; the round after a failed one reads
+//! everything. While the Node object does not exist nothing is written
+//! (its garbage collector would take it) and only the Node is looked for.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -30,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::claim::prepare::Preparer;
 use crate::config::NodeConfig;
 use crate::events::Nudge;
@@ -91,7 +94,6 @@ pub struct PublishLoop {
 }
 
 /// The loop's memory between rounds.
-#[derive(Default)]
 struct Rounds {
     last: Option<Arc<NodeInventory>>,
     /// What full scans need not read again.
@@ -101,16 +103,15 @@ struct Rounds {
     /// When the safety-net round is due: a period after the last round
     /// that read everything.
     full_due: Option<Instant>,
-    /// After a failed round: when to try again, and how long that wait
-    /// was (the next one doubles it).
-    retry: Option<(Instant, Duration)>,
-    /// The last round did not publish: the next one reads everything,
-    /// whatever its nudges name (a partial read after a failed one would
-    /// miss what the failed one was to read).
-    failed: bool,
-    /// While the Node object does not exist: when to look for it again,
-    /// and how long that wait was. Only the Node is read meanwhile.
-    node_poll: Option<(Instant, Duration)>,
+    /// After a failed round: when to try again.
+    retry: Option<Instant>,
+    /// The waits between retries of rounds that keep failing.
+    retries: Backoff,
+    /// While the Node object does not exist: when to look for it again.
+    /// Only the Node is read meanwhile.
+    node_poll: Option<Instant>,
+    /// The waits between those looks.
+    node_polls: Backoff,
 }
 
 /// How a round ended, which decides when the next ones run.
@@ -124,36 +125,64 @@ struct RoundEnd {
 }
 
 impl Rounds {
+    /// Before the first round.
+    fn new() -> Rounds {
+        Rounds {
+            last: None,
+            memo: Arc::default(),
+            debouncer: Debouncer::default(),
+            nudges_open: true,
+            full_due: None,
+            retry: None,
+            retries: Backoff::new(RETRY_FIRST, RETRY_MAX),
+            node_poll: None,
+            node_polls: Backoff::new(NODE_POLL, NODE_POLL_MAX),
+        }
+    }
+
+    /// The last round did not publish (it failed, or there is no Node):
+    /// the next one reads everything, whatever its nudges name, since a
+    /// partial read after a failed one would miss what that one was to
+    /// read.
+    fn failed(&self) -> bool {
+        self.retry.is_some() || self.node_poll.is_some()
+    }
+
     /// Notes how a round ended, at `now`.
     fn ended(&mut self, end: RoundEnd, now: Instant, period: Duration) {
         if end.read_all {
             self.full_due = Some(now + period);
         }
-        self.failed = !end.ok;
         if end.ok {
-            self.retry = None;
-            self.node_poll = None;
+            self.stop_retrying();
+            self.stop_polling();
         } else if end.node_gone {
             // Nothing to retry until the Node exists: the polls look for
             // it (already polling: their pace stands).
-            self.retry = None;
-            self.node_poll.get_or_insert((now + NODE_POLL, NODE_POLL));
+            self.stop_retrying();
+            if self.node_poll.is_none() {
+                self.node_still_gone(now);
+            }
         } else {
             // The retry reads the Node too.
-            self.node_poll = None;
-            let wait = self
-                .retry
-                .map_or(RETRY_FIRST, |(_, last)| (last * 2).min(RETRY_MAX));
-            self.retry = Some((now + wait, wait));
+            self.stop_polling();
+            self.retry = Some(now + self.retries.next_delay());
         }
     }
 
     /// After a look found no Node at `now`: the next look, later.
     fn node_still_gone(&mut self, now: Instant) {
-        let wait = self
-            .node_poll
-            .map_or(NODE_POLL, |(_, last)| (last * 2).min(NODE_POLL_MAX));
-        self.node_poll = Some((now + wait, wait));
+        self.node_poll = Some(now + self.node_polls.next_delay());
+    }
+
+    fn stop_retrying(&mut self) {
+        self.retry = None;
+        self.retries.reset();
+    }
+
+    fn stop_polling(&mut self) {
+        self.node_poll = None;
+        self.node_polls.reset();
     }
 }
 
@@ -233,10 +262,7 @@ impl PublishLoop {
     /// `readiness` ready.
     pub async fn run(mut self, stopped: impl Future<Output = ()>) {
         tokio::pin!(stopped);
-        let mut rounds = Rounds {
-            nudges_open: true,
-            ..Default::default()
-        };
+        let mut rounds = Rounds::new();
         let mut why = Why::Start;
         loop {
             let end = self.round(&mut rounds, why).await;
@@ -250,7 +276,7 @@ impl PublishLoop {
 
     async fn round(&mut self, rounds: &mut Rounds, why: Why) -> RoundEnd {
         let why = match why {
-            Why::Events(_) if rounds.failed => Why::Retry,
+            Why::Events(_) if rounds.failed() => Why::Retry,
             why => why,
         };
         if matches!(why, Why::Period) {
@@ -385,10 +411,10 @@ impl PublishLoop {
         let period_end = rounds
             .full_due
             .unwrap_or_else(|| Instant::now() + self.period);
-        let retry_at = rounds.retry.map(|(at, _)| at);
+        let retry_at = rounds.retry;
         loop {
             let due = rounds.debouncer.due().map(Instant::from_std);
-            let node_at = rounds.node_poll.map(|(at, _)| at);
+            let node_at = rounds.node_poll;
             tokio::select! {
                 _ = &mut *stopped => return None,
                 _ = tokio::time::sleep_until(period_end) => return Some(Why::Period),

@@ -589,7 +589,7 @@ async fn the_round_after_a_failed_one_reads_everything_whatever_woke_it() {
 
 #[test]
 fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
-    let mut rounds = Rounds::default();
+    let mut rounds = Rounds::new();
     let now = Instant::now();
     let period = Duration::from_secs(60);
     let failed = |read_all| RoundEnd {
@@ -598,12 +598,12 @@ fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
         node_gone: false,
     };
     rounds.ended(failed(true), now, period);
-    assert_eq!(rounds.retry, Some((now + RETRY_FIRST, RETRY_FIRST)));
+    assert_eq!(rounds.retry, Some(now + RETRY_FIRST));
     assert_eq!(rounds.full_due, Some(now + period));
     let mut waits = vec![];
     for _ in 0..10 {
         rounds.ended(failed(false), now, period);
-        waits.push(rounds.retry.unwrap().1);
+        waits.push(rounds.retry.unwrap() - now);
     }
     assert_eq!(waits[0], RETRY_FIRST * 2);
     assert_eq!(*waits.last().unwrap(), RETRY_MAX);
@@ -620,10 +620,12 @@ fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
     );
     assert_eq!(rounds.retry, None);
     assert_eq!(rounds.full_due, Some(now + period));
-    assert!(!rounds.failed);
-    // A failed round makes the next one read everything.
+    assert!(!rounds.failed());
+    // A failed round makes the next one read everything, and its retry
+    // waits the least again.
     rounds.ended(failed(false), now, period);
-    assert!(rounds.failed);
+    assert!(rounds.failed());
+    assert_eq!(rounds.retry, Some(now + RETRY_FIRST));
 
     // No Node: no retry, but looks for it, backing off to their cap; a
     // round meanwhile (an event, the period) does not restart them.
@@ -634,16 +636,18 @@ fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
     };
     rounds.ended(gone(), now, period);
     assert_eq!(rounds.retry, None);
-    assert_eq!(rounds.node_poll, Some((now + NODE_POLL, NODE_POLL)));
+    assert_eq!(rounds.node_poll, Some(now + NODE_POLL));
+    assert!(rounds.failed());
     let mut waits = vec![];
     for _ in 0..6 {
         rounds.node_still_gone(now);
-        waits.push(rounds.node_poll.unwrap().1);
+        waits.push(rounds.node_poll.unwrap() - now);
     }
     assert_eq!(waits[0], NODE_POLL * 2);
     assert_eq!(*waits.last().unwrap(), NODE_POLL_MAX);
+    let polling = rounds.node_poll;
     rounds.ended(gone(), now, period);
-    assert_eq!(rounds.node_poll, Some((now + NODE_POLL_MAX, NODE_POLL_MAX)));
+    assert_eq!(rounds.node_poll, polling);
     // Published again: all done.
     rounds.ended(
         RoundEnd {
@@ -654,8 +658,6 @@ fn the_wait_after_failed_rounds_doubles_up_to_the_cap_and_success_ends_it() {
         now,
         period,
     );
-    assert_eq!(
-        (rounds.retry, rounds.node_poll, rounds.failed),
-        (None, None, false)
-    );
+    assert_eq!((rounds.retry, rounds.node_poll), (None, None));
+    assert!(!rounds.failed());
 }

@@ -8,7 +8,6 @@
 //! then calls Configure (possibly before our RegisterPlugin call returns),
 //! Synchronize, and the pod events.
 
-mod backoff;
 mod dispatch;
 mod pod;
 
@@ -25,7 +24,7 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-pub use backoff::Backoff;
+pub use crate::backoff::Backoff;
 pub use dispatch::DEFAULT_REQUEST_TIMEOUT;
 use dispatch::Dispatcher;
 pub use pod::{PodHandler, PodSandbox};

@@ -1,10 +1,11 @@
-//! Delays between attempts to reach the runtime: doubling from a floor to a
-//! cap, so a restarting runtime is found quickly and an absent one is not
-//! hammered.
+//! Delays between attempts at something that keeps failing: doubling
+//! from a floor to a cap, so a peer that comes back (a restarting
+//! runtime, an API server past its hiccup, a re-registered Node) is found
+//! quickly and an absent one is not hammered.
 
 use std::time::Duration;
 
-/// Exponential reconnect delay, reset once a connection proved healthy.
+/// Exponential delay between attempts, reset once one succeeded.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
@@ -31,7 +32,7 @@ impl Backoff {
         delay
     }
 
-    /// Back to the floor after a connection that worked.
+    /// Back to the floor after an attempt that worked.
     pub fn reset(&mut self) {
         self.next = self.min;
     }
