@@ -693,8 +693,9 @@ pub(crate) struct Identity {
     vendor_name: Option<String>,
     device_name: Option<String>,
     /// Whether the device has a `numa_node` file (every PCI device of a
-    /// NUMA kernel does): read through a kept directory, its absence means
-    /// the directory is gone, since every other read may find nothing.
+    /// NUMA kernel does): read through a kept directory (in the rounds it
+    /// is due, and on every round in a tree without `subsystem` links),
+    /// its absence means the directory is gone.
     has_numa_node: bool,
     /// Whether the device has a `subsystem` link (every device the kernel
     /// made does; a hand-built tree may not): see [`read_current`].
